@@ -1,0 +1,335 @@
+"""The six architectures of the reference notebooks, layer by layer, behind one registry.
+
+Each network returns raw logits [N, 10] (the notebooks' log_softmax moves into the loss: same
+predictions). `create_model` wraps it with the notebook's input normalization, so every model takes
+[0, 1] pixels and the normalization travels inside exported graphs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A notebook's training recipe; `mnist-edge train` uses it unless flags override."""
+
+    optimizer: str  # "sgd" or "adam"
+    lr: float
+    batch_size: int
+    epochs: int
+    momentum: float = 0.0
+    augment: bool = False  # notebook 004's RandomAffine + ColorJitter
+    drop_last: bool = False
+    seed: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    name: str
+    build: Callable[[], nn.Module]
+    notebook: str
+    description: str
+    reported_accuracy: float | None  # percent, as the notebook reported it
+    recipe: Recipe
+    normalize: tuple[float, float] | None  # (mean, std) on [0, 1] pixels, or None
+
+
+_REGISTRY: dict[str, ArchInfo] = {}
+
+
+def register_model(
+    *,
+    notebook: str,
+    description: str,
+    reported_accuracy: float | None,
+    recipe: Recipe,
+    normalize: tuple[float, float] | None = None,
+) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    def register(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        name = build.__name__
+        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipe, normalize)
+        return build
+
+    return register
+
+
+def list_models() -> list[str]:
+    return list(_REGISTRY)
+
+
+def arch_info(name: str) -> ArchInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise MnistEdgeError(f"unknown architecture {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+
+
+class MnistClassifier(nn.Module):
+    """A notebook network behind the shared interface: [N,1,28,28] pixels in [0,1] -> logits [N,10]."""
+
+    def __init__(self, arch: str, net: nn.Module, normalize: tuple[float, float] | None) -> None:
+        super().__init__()
+        self.arch = arch
+        self.net = net
+        self.normalized = normalize is not None
+        mean, std = normalize or (0.0, 1.0)
+        self.register_buffer("mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("std", torch.tensor(std), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalized:
+            x = (x - self.mean) / self.std
+        return self.net(x)
+
+
+def create_model(name: str) -> MnistClassifier:
+    info = arch_info(name)
+    return MnistClassifier(name, info.build(), info.normalize)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module) -> int:
+    """Multiply-accumulates of the conv and linear layers for one image."""
+    total = 0
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        per_output = module.weight[0].numel()  # in_channels/groups * kh * kw, or in_features
+        total += output[0].numel() * per_output
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *INPUT_SHAPE))
+        model.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+# --- notebook 000: basic CNN and the CNN with two Inception-A modules -------------------------------
+
+_NOTEBOOK_000 = Recipe(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=12)  # "just 12 epochs"
+
+
+class BasicNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.mp = nn.MaxPool2d(2)
+        self.fc = nn.Linear(320, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.mp(self.conv1(x)))
+        x = F.relu(self.mp(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+class InceptionA(nn.Module):
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.branch1x1 = nn.Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_1 = nn.Conv2d(in_channels, 16, kernel_size=1)
+        self.branch5x5_2 = nn.Conv2d(16, 24, kernel_size=5, padding=2)
+        self.branch3x3dbl_1 = nn.Conv2d(in_channels, 16, kernel_size=1)
+        self.branch3x3dbl_2 = nn.Conv2d(16, 24, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = nn.Conv2d(24, 24, kernel_size=3, padding=1)
+        self.branch_pool = nn.Conv2d(in_channels, 24, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b1 = self.branch1x1(x)
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        return torch.cat([b1, b5, b3, bp], 1)  # 16 + 24 + 24 + 24 = 88 channels
+
+
+class InceptionNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(88, 20, kernel_size=5)
+        self.incept1 = InceptionA(in_channels=10)
+        self.incept2 = InceptionA(in_channels=20)
+        self.mp = nn.MaxPool2d(2)
+        self.fc = nn.Linear(1408, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.mp(self.conv1(x)))
+        x = self.incept1(x)
+        x = F.relu(self.mp(self.conv2(x)))
+        x = self.incept2(x)
+        return self.fc(x.flatten(1))
+
+
+@register_model(
+    notebook="000_f69d7aa103122d14",
+    description="basic CNN: conv 10, conv 20 (5x5), FC 320",
+    reported_accuracy=None,
+    recipe=_NOTEBOOK_000,
+)
+def basic() -> nn.Module:
+    return BasicNet()
+
+
+@register_model(
+    notebook="000_f69d7aa103122d14",
+    description="CNN with two Inception-A modules, FC 1408",
+    reported_accuracy=98.88,
+    recipe=_NOTEBOOK_000,
+)
+def inception() -> nn.Module:
+    return InceptionNet()
+
+
+# --- notebook 001: wide CNN ---------------------------------------------------------------------------
+
+
+class WideNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 150, 5, stride=1, padding=2)
+        self.conv2 = nn.Conv2d(150, 64, 5, stride=1, padding=2)
+        self.fc1 = nn.Linear(64 * 7 * 7, 1024)
+        self.fc2 = nn.Linear(1024, 500)
+        self.fc3 = nn.Linear(500, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.dropout(x, training=self.training)
+        x = F.relu(self.fc2(x))
+        x = F.dropout(x, training=self.training)
+        return self.fc3(x)
+
+
+@register_model(
+    notebook="001_5728f5b63760230c",
+    description="wide CNN: conv 150, conv 64 (5x5, pad 2), FC 1024/500/10 with dropout",
+    reported_accuracy=99.0,
+    recipe=Recipe(optimizer="sgd", lr=0.01, momentum=0.95, batch_size=50, epochs=3),
+)
+def wide() -> nn.Module:
+    return WideNet()
+
+
+# --- notebook 002: nn.Sequential CNN -------------------------------------------------------------------
+
+
+@register_model(
+    notebook="002_2128578c4b91858e",
+    description="nn.Sequential: three unpadded 3x3 convs (32, 16, 8), maxpool, Linear 968/512/128/10",
+    reported_accuracy=97.99,
+    recipe=Recipe(optimizer="adam", lr=1e-4, batch_size=128, epochs=7),
+)
+def convstack() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, kernel_size=3, stride=1, padding=0),
+        nn.ReLU(),
+        nn.Conv2d(32, 16, kernel_size=3, stride=1, padding=0),
+        nn.ReLU(),
+        nn.Conv2d(16, 8, kernel_size=3, stride=1, padding=0),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=2),
+        nn.Flatten(),
+        nn.Linear(968, 512),
+        nn.Linear(512, 128),
+        nn.Linear(128, 10),
+    )
+
+
+# --- notebook 003: two conv blocks + FC ----------------------------------------------------------------
+
+
+class TwoBlockNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=3, stride=1, padding=1), nn.ReLU(), nn.MaxPool2d(kernel_size=2, stride=2)
+        )
+        self.layer2 = nn.Sequential(
+            nn.Conv2d(32, 64, kernel_size=3, stride=1, padding=1), nn.ReLU(), nn.MaxPool2d(kernel_size=2, stride=2)
+        )
+        self.fc = nn.Linear(7 * 7 * 64, 10)
+        nn.init.xavier_uniform_(self.fc.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer2(self.layer1(x)).flatten(1))
+
+
+@register_model(
+    notebook="003_046b4e35bb6cf4bf",
+    description="two conv blocks (32, 64, 3x3, pool) + FC 3136->10, xavier init",
+    reported_accuracy=97.93,
+    recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=100, epochs=20, drop_last=True),
+)
+def twoblock() -> nn.Module:
+    return TwoBlockNet()
+
+
+# --- notebook 004: tiny CNN with BatchNorm, no FC -------------------------------------------------------
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.dropout1 = nn.Dropout(0.1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.dropout2 = nn.Dropout(0.1)
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv3 = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.dropout3 = nn.Dropout(0.1)
+        self.conv4 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn4 = nn.BatchNorm2d(16)
+        self.dropout4 = nn.Dropout(0.1)
+        self.pool2 = nn.MaxPool2d(2, 2)
+        self.conv5 = nn.Conv2d(16, 16, 3, bias=False)
+        self.bn5 = nn.BatchNorm2d(16)
+        self.conv6 = nn.Conv2d(16, 32, 3, bias=False)
+        self.conv7 = nn.Conv2d(32, 10, 1, bias=False)
+        self.conv8 = nn.Conv2d(10, 10, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # conv -> ReLU -> BatchNorm -> dropout, as the notebook orders them (BN cannot fold into the conv)
+        x = self.dropout1(self.bn1(F.relu(self.conv1(x))))
+        x = self.pool1(self.dropout2(self.bn2(F.relu(self.conv2(x)))))
+        x = self.dropout3(self.bn3(F.relu(self.conv3(x))))
+        x = self.pool2(self.dropout4(self.bn4(F.relu(self.conv4(x)))))
+        x = F.relu(self.conv6(self.bn5(F.relu(self.conv5(x)))))
+        return self.conv8(self.conv7(x)).flatten(1)
+
+
+@register_model(
+    notebook="004_fa5cafab2b41519e",
+    description="tiny CNN (<20k params): BatchNorm, dropout 0.1, 1x1 conv, no FC; augmentation",
+    reported_accuracy=99.48,
+    recipe=Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=20, augment=True),
+    normalize=(MNIST_MEAN, MNIST_STD),
+)
+def tiny() -> nn.Module:
+    return TinyNet()

@@ -1,0 +1,130 @@
+"""MNIST from the four standard IDX files: read, verify, or download into a user cache.
+
+Images come back as uint8 arrays [N, 28, 28] and labels as int64 [N], loaded once into memory;
+numpy only, so the reader is usable without torch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.spec import IMAGE_SIZE
+
+# SHA-256 of the decompressed bytes: a recompressed .gz still verifies.
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+DATA_ENV = "MNIST_EDGE_DATA"  # a folder with the IDX files, used when no --data-dir is given
+CACHE_ENV = "MNIST_EDGE_CACHE"  # where downloads go; default ~/.cache/mnist-edge
+
+
+@dataclass(frozen=True)
+class MNIST:
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    sha256: dict[str, str]  # file stem -> SHA-256 of its decompressed bytes
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise MnistEdgeError(f"{data_dir / (stem + '.gz')}: missing (neither {stem}.gz nor {stem} is in {data_dir})")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise MnistEdgeError(f"{path}: corrupt or truncated gzip ({exc})") from None
+    except OSError as exc:
+        raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_idx(path: Path, magic: int, verify_sha256: str | None = None) -> tuple[np.ndarray, str]:
+    """Read one IDX file (.gz or raw) into an array; returns it with its content SHA-256."""
+    data = _read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if verify_sha256 is not None and digest != verify_sha256:
+        raise MnistEdgeError(f"{path}: SHA-256 {digest[:12]}... does not match MNIST's {verify_sha256[:12]}...")
+    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
+        found = data[:4].hex() if len(data) >= 4 else "nothing"
+        raise MnistEdgeError(f"{path}: not an IDX file of this kind (magic {found}, expected {magic:08x})")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MnistEdgeError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape)) + header
+    if len(data) != expected:
+        raise MnistEdgeError(f"{path}: header promises {expected} bytes for shape {shape}, file has {len(data)}")
+    if ndim == 3 and shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise MnistEdgeError(f"{path}: images are {shape[1]}x{shape[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape), digest
+
+
+def _read_split(data_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    images_stem, labels_stem = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    images_path, labels_path = _find(data_dir, images_stem), _find(data_dir, labels_stem)
+    images, images_sha = read_idx(images_path, IMAGES_MAGIC, SHA256[images_stem] if verify else None)
+    labels, labels_sha = read_idx(labels_path, LABELS_MAGIC, SHA256[labels_stem] if verify else None)
+    if len(images) != len(labels):
+        raise MnistEdgeError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
+    if labels.size and labels.max() > 9:
+        raise MnistEdgeError(f"{labels_path}: label {labels.max()} is not a digit")
+    return images, labels.astype(np.int64), {images_stem: images_sha, labels_stem: labels_sha}
+
+
+def load_mnist(data_dir: Path | str | None = None, *, verify: bool = True) -> MNIST:
+    """Load all 70k digits from DATA_DIR, $MNIST_EDGE_DATA, or a checksummed download into the cache.
+
+    verify=False accepts other datasets in MNIST's IDX layout (Fashion-MNIST, or a subset).
+    """
+    data_dir = data_dir or os.environ.get(DATA_ENV) or download_mnist()
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise MnistEdgeError(f"{data_dir}: no such data folder")
+    train_x, train_y, train_sha = _read_split(data_dir, "train", verify)
+    test_x, test_y, test_sha = _read_split(data_dir, "t10k", verify)
+    return MNIST(train_x, train_y, test_x, test_y, {**train_sha, **test_sha})
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mnist-edge").expanduser()
+
+
+def download_mnist() -> Path:
+    """Fetch MNIST through torchvision (mirrors, MD5 checks) into the cache; returns the raw folder."""
+    root = cache_dir()
+    raw = root / "MNIST" / "raw"
+    if all((raw / f"{stem}.gz").is_file() for stem in SHA256):
+        return raw
+    try:
+        from torchvision.datasets import MNIST as TorchvisionMNIST
+    except ImportError:
+        raise MnistEdgeError("downloading MNIST needs torchvision (pip install 'mnist-edge[train]'), or pass --data-dir DIR") from None
+    try:
+        TorchvisionMNIST(str(root), train=True, download=True)
+        TorchvisionMNIST(str(root), train=False, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
+        raise MnistEdgeError(
+            f"could not download MNIST into {root} ({str(exc).splitlines()[0][:120]}); offline? "
+            "pass --data-dir DIR with the four IDX files"
+        ) from None
+    return raw
