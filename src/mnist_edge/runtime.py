@@ -1,0 +1,98 @@
+"""Run an exported ONNX model with ONNX Runtime: the torch-free edge path.
+
+`OnnxModel` opens a file, checks it has the interface every exported model shares (spec.py), and
+turns [N,1,28,28] float32 pixels into logits. `default_model_path` finds the model shipped in
+`exported/` (a checkout) or inside the installed wheel. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
+
+MANIFEST = "manifest.json"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# The wheel carries exported/ inside the package; a checkout (editable install) has it at the repo root.
+SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    # Tiny graphs: full graph fusion costs a few ms per start and pays back on every batch.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The graph is one chain of ops, so a second (inter-op) pool would only add threads.
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads or 0  # 0: ORT picks one per physical core
+    # A short-lived CLI: idle pool threads should sleep, not spin on the Pi's few cores.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only: ORT warnings would interleave with the CLI's output
+    return opts
+
+
+def _describe(arg: ort.NodeArg) -> str:
+    dims = ",".join("N" if not isinstance(d, int) else str(d) for d in arg.shape)
+    return f"{arg.name!r} {arg.type} [{dims}]"
+
+
+def _interface_problem(session: ort.InferenceSession) -> str | None:
+    """What is wrong with the session's inputs/outputs compared with spec.py, or None."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        return f"expected 1 input and 1 output, found {len(inputs)} inputs and {len(outputs)} outputs"
+    inp, out = inputs[0], outputs[0]
+    batch_dynamic = bool(inp.shape) and not isinstance(inp.shape[0], int)
+    if inp.name != INPUT_NAME or inp.type != "tensor(float)" or list(inp.shape[1:]) != list(INPUT_SHAPE) or not batch_dynamic:
+        return f"input is {_describe(inp)}, expected {INPUT_SPEC}"
+    if out.name != OUTPUT_NAME or out.type != "tensor(float)" or len(out.shape) != 2 or out.shape[1] != NUM_CLASSES:
+        return f"output is {_describe(out)}, expected {OUTPUT_NAME!r} tensor(float) [N,{NUM_CLASSES}]"
+    return None
+
+
+class OnnxModel:
+    """An exported MNIST model opened with ONNX Runtime on the CPU."""
+
+    def __init__(self, path: Path | str, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MnistEdgeError(f"{self.path}: no such model file")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), _session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...) not rooted in one base
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MnistEdgeError(f"{self.path}: not a usable ONNX model ({detail[:160]})") from None
+        problem = _interface_problem(self.session)
+        if problem:
+            raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """Logits [N,10] for float32 pixels [N,1,28,28] in [0,1], white digit on black."""
+        if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
+            raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def default_model_path() -> Path:
+    """The model the shipped manifest names as default, from the wheel or the checkout."""
+    for folder in SHIPPED_DIRS:
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            continue
+        try:
+            default = json.loads(manifest.read_text())["default"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MnistEdgeError(f"{manifest}: unreadable manifest ({exc}); pass --model FILE") from None
+        return folder / default
+    raise MnistEdgeError(
+        f"no model is shipped with this install (no {MANIFEST} in {' or '.join(map(str, SHIPPED_DIRS))}); pass --model FILE"
+    )
