@@ -1,0 +1,202 @@
+"""Turn a real digit image (photo, scan, canvas drawing) into the 28x28 form MNIST digits have.
+
+MNIST's recipe (LeCun's page): white digit on black, cropped to its bounding box, fitted into 20x20
+keeping the aspect ratio with anti-aliasing, then placed in 28x28 so its center of mass is the
+center. Real images first need a grayscale, a polarity and a background removed. numpy + Pillow only.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageOps
+
+from mnist_edge.atomic import write_bytes
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
+
+# Far above any phone photo (50 MP), far below Pillow's own bomb limit, which still allows ~0.5 GB of pixels.
+MAX_PIXELS = 64_000_000
+# Long side the image is reduced to before any per-pixel work: a digit spanning a tenth of the frame
+# still keeps ~50 px, more than the 20 px it ends as.
+WORK_SIZE = 512
+# Ink must stand this far (on a 0-1 scale) above the background, or the image counts as blank.
+MIN_CONTRAST = 0.08
+# The bounding box ignores this share of ink mass at each side: specks and dust far from the digit.
+TRIM_MASS = 0.005
+# Median stroke width of MNIST's training digits in their 20x20 box, by _stroke_width on pixels > 0.5.
+# Thin pens and 1-px canvas lines are thickened to it: a model trained on MNIST has never seen hairlines.
+MNIST_STROKE_WIDTH = 2.0
+
+
+def load_gray(path: Path | str) -> np.ndarray:
+    """Decode PATH (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            if img.width * img.height > MAX_PIXELS:
+                raise MnistEdgeError(f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+            img.draft("L", (WORK_SIZE, WORK_SIZE))  # JPEG only: decode at 1/2..1/8 scale, straight to gray
+            img = ImageOps.exif_transpose(img)
+            return _to_gray(img)
+    except FileNotFoundError:
+        raise MnistEdgeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise MnistEdgeError(f"{path}: is a folder, not an image") from None
+    except Image.UnidentifiedImageError:
+        raise MnistEdgeError(f"{path}: not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MnistEdgeError(f"{path}: rejected as a possible decompression bomb") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces while decoding
+        raise MnistEdgeError(f"{path}: unreadable image ({str(exc) or type(exc).__name__})") from None
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    if img.mode.startswith("I"):  # 16/32-bit: convert("L") would clip values to 255, not rescale them
+        img = Image.fromarray((np.asarray(img.convert("I")) // 257).clip(0, 255).astype(np.uint8))
+    has_alpha = "A" in img.getbands() or "transparency" in img.info
+    img = img.convert("LA" if has_alpha else "L")
+    factor = max(img.size) // WORK_SIZE
+    if factor >= 2:
+        img = img.reduce(factor)  # box average: anti-aliased and fast
+    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    if not has_alpha:
+        return pixels
+    gray, alpha = pixels[..., 0], pixels[..., 1]
+    if alpha.min() == 1.0:
+        return gray
+    # Flatten onto the background that contrasts with the opaque strokes, whatever colour
+    # a canvas app left under its transparent pixels.
+    strokes = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
+    background = 1.0 if strokes < 0.5 else 0.0
+    return gray * alpha + background * (1.0 - alpha)
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """Ink in [0, 1] on a zero background, whatever the polarity and lighting."""
+    low, background, high = np.percentile(gray, [0.5, 50, 99.5])
+    dark_ink = background - low > high - background
+    ink = background - gray if dark_ink else gray - background
+    if max(background - low, high - background) < MIN_CONTRAST:
+        raise MnistEdgeError("no digit found: the image is blank or has almost no contrast")
+    # Local background: the darkest ink level in each of 4x4 tiles, smoothed over the image, removes
+    # shadows and uneven lighting that a single level would turn into ink.
+    ink = ink - _tile_floor(ink, tiles=4)
+    ink = np.clip(ink, 0.0, None)
+    threshold = _otsu(ink)
+    # MNIST strokes are saturated at their core: the typical ink pixel maps to 1.
+    strong = ink[ink > threshold]
+    if strong.size == 0:
+        raise MnistEdgeError("no digit found: the image is blank or has almost no contrast")
+    level = float(np.median(strong))
+    return np.clip((ink - threshold) / max(level - threshold, 1e-6), 0.0, 1.0)
+
+
+def _tile_floor(ink: np.ndarray, tiles: int) -> np.ndarray:
+    h, w = ink.shape
+    rows = np.array_split(np.arange(h), tiles)
+    cols = np.array_split(np.arange(w), tiles)
+    # 25th percentile: background, unless a tile is mostly ink (then its floor is still below the strokes).
+    grid = np.array([[np.percentile(ink[r[0] : r[-1] + 1, c[0] : c[-1] + 1], 25) for c in cols] for r in rows])
+    return np.asarray(Image.fromarray(grid.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold between background and ink on a 256-bin histogram of [0, max]."""
+    hist, edges = np.histogram(values, bins=256, range=(0.0, float(values.max()) or 1.0))
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist)
+    mass = np.cumsum(hist * centers)
+    total_w, total_m = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_m * weight - mass * total_w) ** 2 / (weight * (total_w - weight))
+    return float(centers[np.nanargmax(between[:-1])])
+
+
+def _bounding_box(ink: np.ndarray) -> tuple[slice, slice]:
+    def span(profile: np.ndarray) -> slice:
+        cum = np.cumsum(profile) / profile.sum()
+        first = int(np.searchsorted(cum, TRIM_MASS))
+        last = int(np.searchsorted(cum, 1.0 - TRIM_MASS))
+        return slice(first, min(last, len(profile) - 1) + 1)
+
+    return span(ink.sum(axis=1)), span(ink.sum(axis=0))
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width in pixels: area over half the perimeter (a long L x w bar gives ~w)."""
+    edges = np.count_nonzero(np.diff(mask, axis=0)) + np.count_nonzero(np.diff(mask, axis=1))
+    return 2.0 * np.count_nonzero(mask) / max(edges, 1)
+
+
+def _dilate(ink: np.ndarray, radius: int) -> np.ndarray:
+    """Grayscale dilation by a (2r+1)-pixel square, on a canvas grown by r so nothing is cut."""
+    out = np.pad(ink, 2 * radius)
+    for axis in (0, 1):
+        out = sliding_window_view(out, 2 * radius + 1, axis=axis).max(axis=-1)
+    return out
+
+
+def _thicken(digit: np.ndarray) -> np.ndarray:
+    """Widen strokes thinner than MNIST's so that, once fitted into the box, they match it."""
+    width = _stroke_width(np.pad(digit > 0.5, 1))
+    target = MNIST_STROKE_WIDTH * max(digit.shape) / DIGIT_BOX
+    if width >= target:
+        return digit
+    # Dilating by r widens strokes and the box alike by 2r: solve (width + 2r) / (length + 2r) = 2.0 / 20.
+    radius = round((target - width) / (2 * (1 - MNIST_STROKE_WIDTH / DIGIT_BOX)))
+    return _dilate(digit, radius) if radius > 0 else digit
+
+
+def to_mnist(gray: np.ndarray) -> np.ndarray:
+    """MNIST form [28,28] float32 in [0,1] of a grayscale image of one digit."""
+    ink = _ink(gray)
+    rows, cols = _bounding_box(ink)
+    digit = _thicken(ink[rows, cols])
+    h, w = digit.shape
+    scale = DIGIT_BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # Pillow's resize widens its filter when shrinking: the anti-aliasing MNIST's digits had.
+    box = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR))
+    box = np.clip(box, 0.0, 1.0)
+    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    bh, bw = box.shape
+    ys, xs = np.indices(box.shape)
+    total = box.sum()
+    center = (IMAGE_SIZE - 1) / 2
+    # Shift the center of mass to the center, but never push ink off the 28x28 field.
+    top = int(np.clip(round(center - (ys * box).sum() / total), 0, IMAGE_SIZE - bh))
+    left = int(np.clip(round(center - (xs * box).sum() / total), 0, IMAGE_SIZE - bw))
+    out[top : top + bh, left : left + bw] = box
+    return out
+
+
+def raw_mnist(gray: np.ndarray, path: Path | str) -> np.ndarray:
+    """An image already in MNIST form, used as it is."""
+    if gray.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        raise MnistEdgeError(f"{path}: --raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, this one is {gray.shape[1]}x{gray.shape[0]}")
+    return gray
+
+
+def preprocess(path: Path | str, raw: bool = False) -> np.ndarray:
+    """What the model sees for the image at PATH: [28,28] float32, white digit on black."""
+    gray = load_gray(path)
+    if raw:
+        return raw_mnist(gray, path)
+    try:
+        return to_mnist(gray)
+    except MnistEdgeError as exc:
+        raise MnistEdgeError(f"{path}: {exc}") from None
+
+
+def save_png(image: np.ndarray, path: Path | str) -> None:
+    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
+    write_bytes(path, buffer.getvalue())
