@@ -87,5 +87,74 @@ def models(json_output: JsonFlag = False) -> None:
         typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,} {r['notebook']:<21} {acc:>12}  {r['description']}")
 
 
+@command
+def train(
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Default: the recipe's.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: the recipe's.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. Default: the recipe's.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Default: the recipe's.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Checkpoint file. Default: checkpoints/ARCH.pt.", dir_okay=False)] = None,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn off the recipe's augmentation.")] = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the training a checkpoint holds.", dir_okay=False)] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Train on the first N images, test on the first N (quick runs).")] = None,
+) -> None:
+    """Train an architecture with its notebook's recipe; writes a checkpoint after every epoch and on Ctrl-C."""
+    from mnist_edge.train import TrainConfig, train as run_training
+
+    config = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        augment=False if no_augment else None,
+        device=device,
+        data_dir=data_dir,
+        out=out,
+        resume=resume,
+        limit=limit,
+    )
+    result = run_training(config, log=typer.echo)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@command
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (every image inside) or glob patterns.", show_default=False)],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="ONNX model file. Default: the model shipped with mnist-edge.", dir_okay=False)
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, max=10, help="How many most likely digits to show.")] = 3,
+    json_output: JsonFlag = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Images are already MNIST-form 28x28 white-on-black: skip preprocessing.")] = False,
+    save_preprocessed: Annotated[
+        Path | None, typer.Option("--save-preprocessed", help="Write each 28x28 image the model saw into this folder.", file_okay=False)
+    ] = None,
+) -> None:
+    """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made."""
+    from mnist_edge.predict import Failure, predict_paths
+    from mnist_edge.runtime import OnnxModel, default_model_path
+
+    onnx_model = OnnxModel(model or default_model_path())
+    rows, failed = [], 0
+    for result in predict_paths(onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed):
+        if isinstance(result, Failure):
+            failed += 1
+            typer.echo(f"error: {result.error}", err=True)
+        elif json_output:
+            rows.append(result.as_dict())
+        else:
+            ranked = ", ".join(f"{label} {p:.1%}" for label, p in result.top[1:])
+            typer.echo(f"{result.file}: {result.digit} ({result.probability:.1%})" + (f"  then {ranked}" if ranked else ""))
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
