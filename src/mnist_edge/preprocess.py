@@ -102,8 +102,8 @@ def _tile_floor(ink: np.ndarray, tiles: int) -> np.ndarray:
     h, w = ink.shape
     rows = np.array_split(np.arange(h), tiles)
     cols = np.array_split(np.arange(w), tiles)
-    # 25th percentile: background, unless a tile is mostly ink (then its floor is still below the strokes).
-    grid = np.array([[np.percentile(ink[r[0] : r[-1] + 1, c[0] : c[-1] + 1], 25) for c in cols] for r in rows])
+    # 5th percentile: the background unless a tile is nearly all ink, and robust to single dark pixels.
+    grid = np.array([[np.percentile(ink[r[0] : r[-1] + 1, c[0] : c[-1] + 1], 5) for c in cols] for r in rows])
     return np.asarray(Image.fromarray(grid.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR))
 
 

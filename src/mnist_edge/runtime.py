@@ -92,6 +92,8 @@ def default_model_path() -> Path:
             default = json.loads(manifest.read_text())["default"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise MnistEdgeError(f"{manifest}: unreadable manifest ({exc}); pass --model FILE") from None
+        if not isinstance(default, str) or not default:
+            raise MnistEdgeError(f"{manifest}: names no default model; pass --model FILE")
         return folder / default
     raise MnistEdgeError(
         f"no model is shipped with this install (no {MANIFEST} in {' or '.join(map(str, SHIPPED_DIRS))}); pass --model FILE"
