@@ -49,7 +49,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise MnistEdgeError(f"{path}: refused: it holds Python objects beyond weights (not a mnist-edge checkpoint)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:  # KeyError: garbage in the legacy format
         reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
         raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -163,7 +163,7 @@ def _subset(data: MNIST, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "mnist_edge": __version__}
+    return {"torch": str(torch.__version__), "mnist_edge": __version__}  # str: TorchVersion is not weights_only-loadable
 
 
 def train(config: TrainConfig, log: Log = print) -> TrainResult:
@@ -223,12 +223,6 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
 
     images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)  # uint8 [N,1,28,28], converted per batch
     labels = torch.from_numpy(train_y).to(device)
-    log(
-        f"training {arch} on {n:,} images ({len(test_x):,} test) | device {device}, {torch.get_num_threads()} threads"
-        + (f", {world.size} processes" if world.distributed else "")
-    )
-    log(f"recipe: {_describe(recipe)}" + (f" | resuming {config.resume} at epoch {state['epoch'] + 1}" if resumed else ""))
-
     def checkpoint(epochs_done: int, training: dict[str, Any]) -> None:
         rng = distributed.gather(world, torch.get_rng_state())
         if not world.is_main:
@@ -259,6 +253,11 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
     bar = EpochBar(config.progress and world.is_main)
     interrupted = False
     with stop_on_interrupt() as stop_requested:
+        log(
+            f"training {arch} on {n:,} images ({len(test_x):,} test) | device {device}, {torch.get_num_threads()} threads"
+            + (f", {world.size} processes" if world.distributed else "")
+        )
+        log(f"recipe: {_describe(recipe)}" + (f" | resuming {config.resume} at epoch {state['epoch'] + 1}" if resumed else ""))
         for epoch in range(state["epoch"], recipe.epochs):
             first_step = state["step"] if epoch == state["epoch"] else 0
             perm = state.get("perm") if first_step else None
