@@ -1,0 +1,175 @@
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_edge.data import load_mnist
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.preprocess import _stroke_width, load_gray, preprocess, to_mnist
+
+WILD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "digits-in-the-wild"
+
+
+def seven(size: tuple[int, int] = (400, 300), at: tuple[int, int] = (250, 40), scale: int = 6, width: int = 4) -> np.ndarray:
+    """A dark '7' (top bar and a slanted stem) on white paper; uint8, H x W."""
+    canvas = Image.new("L", size, 255)
+    x, y = at
+    pixels = canvas.load()
+    for t in range(20 * scale):
+        for w in range(width * scale // 2):
+            pixels[x + t // 2, y + w] = 20  # bar
+            stem_x = x + 10 * scale - t // 3 + w
+            pixels[stem_x, y + t] = 20  # stem
+    return np.asarray(canvas)
+
+
+def save(array: np.ndarray, path: Path, **kwargs) -> Path:
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+def center_of_mass(image: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(image.shape)
+    return (ys * image).sum() / image.sum(), (xs * image).sum() / image.sum()
+
+
+def assert_mnist_form(image: np.ndarray) -> None:
+    assert image.shape == (28, 28) and image.dtype == np.float32
+    assert image.min() == 0.0 and image.max() == pytest.approx(1.0, abs=1e-3)
+    rows, cols = np.nonzero(image > 0.05)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 in range(19, 24)  # fitted into the 20x20 box (plus anti-aliasing)
+    cy, cx = center_of_mass(image)
+    assert abs(cy - 14.0) <= 1.0 and abs(cx - 14.0) <= 1.0  # where MNIST puts its mass
+    assert image[:2].max() == 0 and image[:, :2].max() == 0  # the margin stays black
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_small_off_centre_dark_digit_becomes_mnist_form(tmp_path):
+    image = preprocess(save(seven(), tmp_path / "seven.png"))
+    assert_mnist_form(image)
+
+
+def test_polarity_does_not_matter(tmp_path):
+    dark = preprocess(save(seven(), tmp_path / "dark.png"))
+    light = preprocess(save(255 - seven(), tmp_path / "light.png"))
+    assert similarity(dark, light) > 0.99
+
+
+def test_uneven_lighting_is_removed(tmp_path):
+    clean = seven().astype(np.float32)
+    shade = np.linspace(1.0, 0.55, clean.shape[1])[None, :] * np.linspace(1.0, 0.8, clean.shape[0])[:, None]
+    shaded = preprocess(save((clean * shade).astype(np.uint8), tmp_path / "shaded.png"))
+    assert_mnist_form(shaded)
+    assert similarity(shaded, preprocess(save(seven(), tmp_path / "clean.png"))) > 0.95
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    upright = preprocess(save(seven(), tmp_path / "upright.png"))
+    # Stored turned 90 degrees clockwise, with orientation 8 telling viewers to turn it back.
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    turned = save(np.rot90(seven(), k=-1).copy(), tmp_path / "turned.jpg", exif=exif, quality=95)
+    assert similarity(preprocess(turned), upright) > 0.97
+
+
+def test_modes_agree(tmp_path):
+    gray = seven()
+    reference = preprocess(save(gray, tmp_path / "l.png"))
+    rgb = save(np.stack([gray] * 3, axis=-1), tmp_path / "rgb.png")
+    palette = Image.fromarray(gray).convert("P")
+    palette.save(tmp_path / "p.png")
+    sixteen = Image.fromarray(gray.astype(np.uint16) * 257)
+    sixteen.save(tmp_path / "i16.png")
+    # A canvas app's export: opaque black strokes, fully transparent background that is black underneath.
+    alpha = 255 - gray
+    rgba = save(np.dstack([np.zeros_like(gray)] * 3 + [alpha]), tmp_path / "rgba.png")
+    assert Image.open(tmp_path / "i16.png").mode.startswith("I")
+    for path in (rgb, tmp_path / "p.png", tmp_path / "i16.png", rgba):
+        assert similarity(preprocess(path), reference) > 0.99, path.name
+
+
+def test_hairline_strokes_are_thickened_to_mnist_width(tmp_path):
+    outline = np.zeros((300, 200), np.uint8)
+    outline[20, 20:180] = outline[280, 20:180] = 255
+    outline[20:281, 20] = outline[20:281, 179] = 255  # a 1-px rectangle, like a thin canvas "0"
+    image = preprocess(save(outline, tmp_path / "outline.png"))
+    assert_mnist_form(image)
+    assert _stroke_width(image > 0.5) >= 1.5
+
+
+def test_mnist_digits_pass_through_nearly_unchanged(mnist_dir):
+    digits = load_mnist(mnist_dir).test_images[:200].astype(np.float32) / 255
+    scores = [similarity(to_mnist(d), d) for d in digits]
+    assert np.median(scores) > 0.9 and min(scores) > 0.5
+
+
+def test_raw_keeps_mnist_form_images_as_they_are(tmp_path):
+    digit = np.zeros((28, 28), np.uint8)
+    digit[5:20, 12:15] = 255
+    np.testing.assert_array_equal(preprocess(save(digit, tmp_path / "d.png"), raw=True), digit / np.float32(255))
+    with pytest.raises(MnistEdgeError, match=r"--raw needs a 28x28 image, this one is 400x300"):
+        preprocess(save(seven(), tmp_path / "big.png"), raw=True)
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_image_is_a_clear_error(tmp_path, value):
+    path = save(np.full((64, 64), value, np.uint8), tmp_path / "blank.png")
+    with pytest.raises(MnistEdgeError, match=f"{path}: no digit found"):
+        preprocess(path)
+
+
+def test_truncated_and_non_image_files(tmp_path):
+    full = save(seven(), tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])
+    with pytest.raises(MnistEdgeError, match="cut.png: unreadable image"):
+        preprocess(tmp_path / "cut.png")
+    (tmp_path / "notes.png").write_text("hello")
+    with pytest.raises(MnistEdgeError, match="notes.png: not an image"):
+        preprocess(tmp_path / "notes.png")
+    with pytest.raises(MnistEdgeError, match="no such file"):
+        load_gray(tmp_path / "missing.png")
+
+
+def png_claiming(tmp_path: Path, width: int, height: int) -> Path:
+    """A valid 1x1 PNG whose header claims WIDTH x HEIGHT pixels: a bomb, if anything decoded it."""
+    png = save(np.zeros((1, 1), np.uint8), tmp_path / "tiny.png").read_bytes()
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
+    path = tmp_path / f"bomb-{width}x{height}.png"
+    path.write_bytes(png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:])
+    return path
+
+
+@pytest.mark.parametrize(
+    "width, height, message",
+    [
+        (9_000, 8_000, "9000x8000 pixels is over the 64,000,000-pixel limit"),  # under Pillow's own limits
+        (12_000, 8_000, "12000x8000 pixels is over the 64,000,000-pixel limit"),  # Pillow only warns
+        (100_000, 100_000, "refused as a possible decompression bomb"),  # Pillow refuses in open()
+    ],
+)
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height, message):
+    path = png_claiming(tmp_path, width, height)
+    with pytest.raises(MnistEdgeError) as err:
+        preprocess(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_huge_but_allowed_photo_is_reduced_not_refused(tmp_path):
+    page = np.full((4000, 6000), 230, np.uint8)  # a 24 MP scan with a small digit in one corner
+    page[3000:3800, 4200:4800] = np.asarray(Image.fromarray(seven()).resize((600, 800)))
+    assert_mnist_form(preprocess(save(page, tmp_path / "scan.png")))
+
+
+@pytest.mark.skipif(not WILD.is_dir(), reason="digits-in-the-wild not available")
+def test_real_images_all_become_mnist_form():
+    files = sorted(WILD.glob("*_label-*"))
+    assert len(files) == 72 and all(re.search(r"_label-\d\.", f.name) for f in files)
+    for path in files:
+        assert_mnist_form(preprocess(path))
