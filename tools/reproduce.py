@@ -1,0 +1,91 @@
+"""Reproduce every notebook: train each architecture with its default (notebook) recipe, then print the
+README's table (arch, params, MACs, notebook accuracy, ours, epochs, wall time, device).
+
+Checkpoints go to OUT_DIR/ARCH.pt; a finished one is reused, so rerunning only trains what is missing
+(an interrupted run resumes). Exits non-zero when an architecture lands below its floor.
+
+usage: python tools/reproduce.py --data-dir DIR [--out-dir runs] [--arch NAME ...] [--markdown FILE] [--table-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.atomic import write_text
+from mnist_edge.checkpoint import load_checkpoint
+
+# What each reproduction must reach on the 10k test digits (percent). twoblock's notebook reported 97.93%
+# because its test pass skipped the /255 scaling its training used; 98.9% is what the recipe earns.
+FLOORS = {"basic": 98.8, "inception": 98.88, "wide": 99.0, "convstack": 97.99, "twoblock": 98.9, "tiny": 99.45}
+
+
+def train(arch: str, data_dir: Path | None, out: Path) -> None:
+    """Train ARCH into OUT (resuming a partial checkpoint) unless OUT already holds the full recipe."""
+    command = [sys.executable, "-m", "mnist_edge", "train", "--out", str(out)]
+    if out.exists():
+        if load_checkpoint(out).meta["epochs_done"] >= arch_info(arch).recipe.epochs:
+            print(f"{arch}: {out} is complete, reusing it", flush=True)
+            return
+        command += ["--resume", str(out)]
+    else:
+        command += ["--arch", arch]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    print("$ mnist-edge " + " ".join(command[3:]), flush=True)
+    if subprocess.run(command).returncode:
+        sys.exit(f"{arch}: training failed (see above)")
+
+
+def table(archs: list[str], out_dir: Path) -> tuple[str, list[str]]:
+    """The markdown table, and the architectures below their floor (or not trained)."""
+    lines = [
+        "| arch | params | MACs/image | notebook reported | floor | ours | epochs | wall time | device |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    short = []
+    for arch in archs:
+        info, model = arch_info(arch), create_model(arch)
+        reported = f"{info.reported_accuracy:.2f}%" if info.reported_accuracy is not None else "-"
+        path = out_dir / f"{arch}.pt"
+        if path.exists():
+            meta = load_checkpoint(path).meta
+            ours, epochs = f"{meta['test_accuracy']:.2f}%", str(meta["epochs_done"])
+            wall, device = f"{meta['wall_time_s'] / 60:.1f} min", meta["device"]
+            if meta["test_accuracy"] < FLOORS[arch] or meta["epochs_done"] < info.recipe.epochs:
+                short.append(arch)
+        else:
+            ours = epochs = wall = device = "-"
+            short.append(arch)
+        lines.append(
+            f"| {arch} | {count_params(model):,} | {count_macs(model):,} | {reported} | {FLOORS[arch]:.2f}% "
+            f"| {ours} | {epochs} | {wall} | {device} |"
+        )
+    return "\n".join(lines) + "\n", short
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
+    parser.add_argument("--out-dir", type=Path, default=Path("runs"), help="where the checkpoints go (default: runs)")
+    parser.add_argument("--arch", action="append", choices=list_models(), help="only these (repeatable; default: all six)")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--table-only", action="store_true", help="train nothing; tabulate the checkpoints there are")
+    args = parser.parse_args()
+    archs = args.arch or list_models()
+    if not args.table_only:
+        for arch in archs:
+            train(arch, args.data_dir, args.out_dir / f"{arch}.pt")
+    text, short = table(archs, args.out_dir)
+    print(text, end="")
+    if args.markdown:
+        write_text(args.markdown, text)
+    if short:
+        sys.exit(f"below the floor or not fully trained: {', '.join(short)}")
+
+
+if __name__ == "__main__":
+    main()
