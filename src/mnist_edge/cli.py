@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,6 +124,36 @@ def train(
 
 
 @command
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A training checkpoint (.pt).", dir_okay=False)],
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write confusion_matrix.png and misclassified.png into DIR.", file_okay=False),
+    ] = None,
+) -> None:
+    """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
+    from mnist_edge.data import load_mnist
+    from mnist_edge.evaluate import checkpoint_logits_fn, evaluate as run_evaluation, format_evaluation
+
+    logits_fn, meta = checkpoint_logits_fn(model)
+    data = load_mnist(data_dir)
+    result = run_evaluation(logits_fn, data.test_images, data.test_labels)
+    written = []
+    if report is not None:
+        from mnist_edge.report import write_report
+
+        written = write_report(result, data.test_images, data.test_labels, report)
+    if json_output:
+        typer.echo(json.dumps({"model": str(model), "arch": meta["arch"], **result.as_dict(), "report": list(map(str, written))}, indent=2))
+        return
+    typer.echo(f"{model} ({meta['arch']}): " + format_evaluation(result))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@command
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (every image inside) or glob patterns.", show_default=False)],
     model: Annotated[
@@ -153,6 +184,108 @@ def predict(
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
     if failed:
+        raise typer.Exit(1)
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+    all = "all"
+
+
+class Quantization(str, Enum):
+    none = "none"
+    dynamic = "dynamic"
+    static = "static"
+
+
+Limit = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Check parity on the first N test images only (quick runs). Default: all 10k.")
+]
+
+
+@command
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `mnist-edge train`.", dir_okay=False, show_default=False)],
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="onnx (the edge format), torchscript (legacy: deprecated upstream, for torch users) or all.")
+    ] = ExportFormat.onnx,
+    quantize: Annotated[
+        list[Quantization] | None,
+        typer.Option(
+            "--quantize",
+            help="Also write a quantized copy (repeatable): static = int8 calibrated on training digits, dynamic = int8 weights. "
+            "The fp32 file is always written.",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the files and manifest.json.", file_okay=False)] = Path("exported"),
+    data_dir: DataDir = None,
+    limit: Limit = None,
+    calibration_size: Annotated[int, typer.Option("--calibration-size", min=1, help="Training images that calibrate static int8.")] = 1000,
+    make_default: Annotated[bool, typer.Option("--make-default", help="Make the smallest ONNX file the manifest's default model.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX and/or TorchScript; each file must pass the parity gate (see `verify`) to be kept."""
+    import shlex
+    import sys
+
+    from mnist_edge.export import export_checkpoint
+
+    formats = ["onnx", "torchscript"] if fmt is ExportFormat.all else [fmt.value]
+    results, data = export_checkpoint(
+        checkpoint,
+        out,
+        formats,
+        [q.value for q in quantize or []],
+        data_dir=data_dir,
+        limit=limit,
+        calibration_size=calibration_size,
+        command=shlex.join(["mnist-edge", *sys.argv[1:]]),
+        make_default=make_default,
+    )
+    typer.echo(f"parity on {len(data.images)} images ({data.source})")
+    for r in results:
+        if r.parity is None:
+            typer.echo(f"{r.file}: {r.note}")
+            continue
+        size = f"{r.size_bytes:,} bytes ({r.size_bytes / r.fp32_size_bytes:.2f}x fp32)"
+        verdict = "ok" if r.passed else "REFUSED, not written: " + "; ".join(r.parity.failures)
+        typer.echo(f"{out / r.file}: {size}; {r.parity.summary()}; {verdict}")
+    if not all(r.passed for r in results if r.parity is not None):
+        raise typer.Exit(1)
+
+
+@command
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="Exported .onnx or TorchScript .pt file.", dir_okay=False, show_default=False)],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The checkpoint it was exported from.", dir_okay=False)],
+    data_dir: DataDir = None,
+    limit: Limit = None,
+    max_abs_diff: Annotated[
+        float | None, typer.Option("--max-abs-diff", help="Largest logit difference allowed. Default: 1e-4 (fp32), unchecked (quantized).")
+    ] = None,
+    min_agreement: Annotated[
+        float | None, typer.Option("--min-agreement", help="Top-1 agreement in percent. Default: 100 (fp32), 99.5 (quantized).")
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float | None, typer.Option("--max-accuracy-drop", help="Accuracy points lost. Default: unchecked (fp32), 0.3 (quantized).")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Check that an exported file computes what the checkpoint's PyTorch model computes, on the MNIST test set."""
+    from mnist_edge.verify import verify_artifact
+
+    overrides = {
+        name: value
+        for name, value in (("max_abs_diff", max_abs_diff), ("min_agreement", min_agreement), ("max_accuracy_drop", max_accuracy_drop))
+        if value is not None
+    }
+    parity = verify_artifact(artifact, checkpoint, data_dir, limit, overrides)
+    if json_output:
+        typer.echo(json.dumps({"file": str(artifact), "passed": parity.passed, **parity.as_dict()}, indent=2))
+    else:
+        typer.echo(f"{artifact}: {parity.summary()}")
+        typer.echo("parity: ok" if parity.passed else "parity FAILED: " + "; ".join(parity.failures))
+    if not parity.passed:
         raise typer.Exit(1)
 
 

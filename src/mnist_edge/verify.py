@@ -1,0 +1,203 @@
+"""The parity gate: an exported file counts only if it computes what the PyTorch model computes.
+
+Both run on real digits (the MNIST test set) and are compared by max abs logit difference, top-1
+agreement and accuracy. Without MNIST, a seeded synthetic batch stands in, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.evaluate import LogitsFn, to_pixels, torch_logits_fn
+from mnist_edge.spec import INPUT_SHAPE
+
+BATCH = 1000
+SYNTHETIC_IMAGES = 512
+TORCHSCRIPT_METADATA = "mnist_edge.json"  # the _extra_files entry of a TorchScript file that holds its metadata
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    max_abs_diff: float | None  # None: not checked (quantized logits legitimately move)
+    min_agreement: float  # percent of images whose top-1 digit matches the PyTorch model's
+    max_accuracy_drop: float | None  # percentage points below the PyTorch model's accuracy
+
+
+FP32 = Tolerances(max_abs_diff=1e-4, min_agreement=100.0, max_accuracy_drop=None)
+QUANTIZED = Tolerances(max_abs_diff=None, min_agreement=99.5, max_accuracy_drop=0.3)
+
+
+def default_tolerances(quantization: str) -> Tolerances:
+    return FP32 if quantization == "none" else QUANTIZED
+
+
+@dataclass(frozen=True)
+class ParityData:
+    images: np.ndarray  # float32 [N,1,28,28] in [0,1]
+    labels: np.ndarray | None  # None for the synthetic batch
+    source: str
+
+
+@dataclass
+class Parity:
+    images: int
+    source: str
+    max_abs_diff: float
+    agreement: float  # percent
+    reference_accuracy: float | None  # percent; None without labels
+    artifact_accuracy: float | None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement {self.agreement:.2f}%"
+        if self.reference_accuracy is not None:
+            text += f", accuracy {self.reference_accuracy:.2f}% (torch) vs {self.artifact_accuracy:.2f}%"
+        return text
+
+
+def find_mnist(data_dir: Path | str | None) -> tuple[MNIST | None, str]:
+    """MNIST, or None and why not. An explicit DATA_DIR that cannot be read is an error, not a fallback."""
+    try:
+        return load_mnist(data_dir), ""
+    except MnistEdgeError as exc:
+        if data_dir is not None:
+            raise
+        return None, str(exc)
+
+
+def parity_data(mnist: MNIST | None, limit: int | None = None, missing: str = "") -> ParityData:
+    """The MNIST test set (its first LIMIT images), or a seeded synthetic batch without MNIST."""
+    if mnist is None:
+        rng = np.random.default_rng(0)
+        images = rng.random((limit or SYNTHETIC_IMAGES, *INPUT_SHAPE), dtype=np.float32)
+        return ParityData(images, None, f"synthetic seeded batch, no MNIST found ({missing}); accuracy not checked")
+    images, labels = mnist.test_images[:limit], mnist.test_labels[:limit]
+    return ParityData(to_pixels(images), labels, "MNIST test set" if limit is None else f"first {len(images)} MNIST test images")
+
+
+def batched(fn: LogitsFn, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    format: str  # "onnx" or "torchscript"
+    metadata: dict[str, str]
+    logits_fn: LogitsFn
+
+    @property
+    def quantization(self) -> str:
+        return self.metadata.get("quantization", "none")
+
+
+def open_artifact(path: Path | str, fmt: str | None = None) -> LoadedArtifact:
+    """Open an exported file; FMT defaults to what its suffix says (.onnx, .pt)."""
+    path = Path(path)
+    fmt = fmt or {".onnx": "onnx", ".pt": "torchscript"}.get(path.suffix)
+    if fmt is None:
+        raise MnistEdgeError(f"{path}: not an exported model (expected a .onnx or TorchScript .pt file)")
+    if not path.is_file():
+        raise MnistEdgeError(f"{path}: no such file")
+    if fmt == "onnx":
+        from mnist_edge.runtime import OnnxModel
+
+        model = OnnxModel(path)
+        return LoadedArtifact("onnx", model.metadata, model.run)
+    return _open_torchscript(path)
+
+
+def _open_torchscript(path: Path) -> LoadedArtifact:
+    import torch
+
+    extra = {TORCHSCRIPT_METADATA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; we ship it as legacy
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise MnistEdgeError(f"{path}: not a loadable TorchScript file ({detail})") from None
+    try:
+        metadata = json.loads(extra[TORCHSCRIPT_METADATA] or "{}")
+    except ValueError:
+        metadata = {}
+    module.eval()
+    return LoadedArtifact("torchscript", metadata, torch_logits_fn(module))
+
+
+def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, tolerances: Tolerances) -> Parity:
+    """Parity figures of LOGITS against the PyTorch model's REFERENCE logits, and the checks they fail."""
+    if logits.shape != reference.shape:
+        raise MnistEdgeError(f"artifact returned logits of shape {list(logits.shape)}, expected {list(reference.shape)}")
+    diff = float(np.abs(logits.astype(np.float64) - reference).max()) if len(logits) else 0.0
+    if not np.isfinite(diff):
+        diff = float("inf")
+    ref_top, art_top = reference.argmax(1), logits.argmax(1)
+    agreement = 100.0 * float((ref_top == art_top).mean())
+    ref_acc = art_acc = None
+    if data.labels is not None:
+        ref_acc = 100.0 * float((ref_top == data.labels).mean())
+        art_acc = 100.0 * float((art_top == data.labels).mean())
+    failures = []
+    if tolerances.max_abs_diff is not None and not diff <= tolerances.max_abs_diff:
+        failures.append(f"max abs logit diff {diff:.3g} > {tolerances.max_abs_diff:g}")
+    if agreement < tolerances.min_agreement:
+        disagree = int((ref_top != art_top).sum())
+        failures.append(f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)")
+    if tolerances.max_accuracy_drop is not None and ref_acc is not None and ref_acc - art_acc > tolerances.max_accuracy_drop:
+        failures.append(
+            f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > {tolerances.max_accuracy_drop:g}"
+        )
+    return Parity(len(logits), data.source, diff, agreement, ref_acc, art_acc, failures)
+
+
+def check_artifact(
+    path: Path | str,
+    reference: np.ndarray,
+    data: ParityData,
+    tolerances: Tolerances | None = None,
+    fmt: str | None = None,
+) -> Parity:
+    """Run the file at PATH on DATA and compare it with REFERENCE (the PyTorch model's logits on DATA)."""
+    artifact = open_artifact(path, fmt)
+    tolerances = tolerances or default_tolerances(artifact.quantization)
+    return compare(reference, batched(artifact.logits_fn, data.images), data, tolerances)
+
+
+def verify_artifact(
+    path: Path | str,
+    checkpoint_path: Path | str,
+    data_dir: Path | str | None = None,
+    limit: int | None = None,
+    overrides: dict[str, float] | None = None,
+) -> Parity:
+    """The `verify` command: the file at PATH against the checkpoint it claims to come from."""
+    from mnist_edge.checkpoint import load_checkpoint
+    from mnist_edge.manifest import file_sha256
+
+    artifact = open_artifact(path)
+    ckpt = load_checkpoint(checkpoint_path)
+    tolerances = Tolerances(**{**asdict(default_tolerances(artifact.quantization)), **(overrides or {})})
+    mnist, missing = find_mnist(data_dir)
+    data = parity_data(mnist, limit, missing)
+    reference = batched(torch_logits_fn(ckpt.model), data.images)
+    parity = compare(reference, batched(artifact.logits_fn, data.images), data, tolerances)
+    claimed = artifact.metadata.get("checkpoint_sha256")
+    if claimed and claimed != file_sha256(checkpoint_path):
+        parity.failures.insert(0, f"artifact was exported from checkpoint sha256 {claimed[:12]}..., not from {checkpoint_path}")
+    return parity
