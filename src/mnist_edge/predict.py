@@ -123,6 +123,11 @@ def predict_paths(
 ) -> Iterator[Prediction | Failure]:
     """A Prediction or a Failure for every image PATHS name, in order, inferred in batches."""
     names = _Names()
+    if save_dir is not None:
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission: fail before any work, not once per image
+            raise MnistEdgeError(f"{save_dir}: cannot create the folder ({exc.strerror or exc})") from None
     for batch in _batches(collect_images(paths), batch_size):
         prepared = [item if isinstance(item, Failure) else _prepare(item, raw, save_dir, names) for item in batch]
         images = [x for x in prepared if isinstance(x, np.ndarray)]

@@ -205,4 +205,7 @@ def save_png(image: np.ndarray, path: Path | str) -> None:
     """Write a [28,28] [0,1] image as an 8-bit grayscale PNG."""
     buffer = io.BytesIO()
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
-    write_bytes(path, buffer.getvalue())
+    try:
+        write_bytes(path, buffer.getvalue())
+    except OSError as exc:  # disk full, no permission: that image fails, the others go on
+        raise MnistEdgeError(f"{path}: cannot write ({exc.strerror or exc})") from None

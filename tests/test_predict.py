@@ -1,0 +1,181 @@
+"""`mnist-edge predict` end to end: inputs (files, folders, globs), outputs, bad input, torch-free."""
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_edge.cli import app
+from mnist_edge.preprocess import preprocess
+from onnx_models import export_arch, export_model
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
+MNIST_SAMPLES = sorted(SAMPLES.glob("mnist-*.png"))
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    return export_arch("tiny", tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+def predict(model: Path, *args: str):
+    return runner.invoke(app, ["predict", "--model", str(model), *args])
+
+
+def predict_process(model: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "predict", "--model", str(model), *args],
+        capture_output=True, text=True, cwd=cwd, timeout=120,
+    )
+
+
+def test_json_matches_the_torch_model_on_mnist_form_samples(tiny):
+    model, path = tiny
+    result = predict(path, "--json", "--raw", "--top", "10", *map(str, MNIST_SAMPLES))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    pixels = np.stack([np.asarray(Image.open(f), np.float32) / 255 for f in MNIST_SAMPLES])[:, None]
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(pixels)), dim=1).numpy()
+    assert [r["file"] for r in rows] == list(map(str, MNIST_SAMPLES))
+    for row, probs in zip(rows, expected):
+        assert row["digit"] == str(int(probs.argmax()))
+        assert row["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+        ranked = [t["probability"] for t in row["top"]]
+        assert [t["digit"] for t in row["top"]] == [str(k) for k in np.argsort(-probs, kind="stable")]
+        np.testing.assert_allclose(ranked, np.sort(probs)[::-1], atol=1e-5)
+
+
+def test_top_k_and_plain_output(tiny):
+    result = predict(tiny[1], "--top", "1", "--json", str(MNIST_SAMPLES[0]))
+    assert [len(r["top"]) for r in json.loads(result.stdout)] == [1]
+    result = predict(tiny[1], "--top", "3", str(MNIST_SAMPLES[0]))
+    line = result.stdout.strip()
+    assert result.exit_code == 0 and line.startswith(f"{MNIST_SAMPLES[0]}: ") and line.count("%") == 3
+    assert predict(tiny[1], "--top", "11", str(MNIST_SAMPLES[0])).exit_code == 2
+
+
+def test_folders_and_globs_collect_each_image_once(tiny, tmp_path):
+    rows = json.loads(predict(tiny[1], "--json", str(SAMPLES)).stdout)
+    assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in SAMPLES.glob("*.png"))
+    # A quoted glob (the shell did not expand it) is expanded by predict; a file named twice counts once.
+    result = predict(tiny[1], "--json", str(SAMPLES / "mnist-*.png"), str(MNIST_SAMPLES[0]))
+    assert result.exit_code == 0
+    assert [r["file"] for r in json.loads(result.stdout)] == list(map(str, MNIST_SAMPLES))
+
+
+def test_save_preprocessed_writes_what_the_model_saw(tiny, tmp_path):
+    out = tmp_path / "seen" / "nested"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    twin = other / "paper-3.png"  # same stem as a sample: saved under another name, not overwritten
+    twin.write_bytes((SAMPLES / "paper-3.png").read_bytes())
+    result = predict(tiny[1], "--save-preprocessed", str(out), str(SAMPLES / "paper-3.png"), str(twin), str(MNIST_SAMPLES[0]))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["mnist-0.png", "paper-3-2.png", "paper-3.png"]
+    saved = Image.open(out / "paper-3.png")
+    assert saved.size == (28, 28) and saved.mode == "L"
+    expected = np.round(preprocess(SAMPLES / "paper-3.png") * 255)
+    np.testing.assert_array_equal(np.asarray(saved), expected)
+
+
+def test_save_preprocessed_into_a_path_under_a_file_is_one_error(tiny, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = predict_process(tiny[1], "--save-preprocessed", str(tmp_path / "file" / "sub"), str(MNIST_SAMPLES[0]))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {tmp_path / 'file' / 'sub'}: cannot create the folder") and result.stderr.count("\n") == 1
+
+
+def bomb_png(path: Path, width: int, height: int) -> Path:
+    """A 1x1 PNG whose header claims WIDTH x HEIGHT pixels."""
+    buffer = path.with_suffix(".tmp")
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    png = buffer.read_bytes()
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
+    path.write_bytes(png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:])
+    return path
+
+
+def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    (tmp_path / "notes.png").write_text("not an image")
+    full = (SAMPLES / "paper-3.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    bad = {
+        "missing.png": "no such file or folder",
+        "empty": "no images in this folder",
+        "notes.png": "not an image Pillow can read",
+        "cut.png": "unreadable image",
+        str(bomb_png(tmp_path / "bomb.png", 100_000, 100_000).name): "decompression bomb",
+        str(bomb_png(tmp_path / "big.png", 9_000, 8_000).name): "9000x8000 pixels is over",
+        "blank.png": "no digit found",
+        "*.nothing": "no file matches this pattern",
+    }
+    good = [str(SAMPLES / "paper-3.png"), str(MNIST_SAMPLES[1])]
+    args = [good[0], *bad, good[1]]
+    result = predict_process(tiny[1], "--json", *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert [r["file"] for r in json.loads(result.stdout)] == good
+    errors = result.stderr.splitlines()
+    assert len(errors) == len(bad), result.stderr
+    for line, (name, problem) in zip(errors, bad.items()):
+        assert line.startswith("error: ") and name in line and problem in line, line
+
+
+def test_only_bad_inputs_exits_nonzero_with_empty_json(tiny, tmp_path):
+    result = predict(tiny[1], "--json", str(tmp_path / "missing.png"))
+    assert result.exit_code == 1 and json.loads(result.stdout) == []
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.png'}: no such file or folder"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model\n", bytes(range(256)) * 4])
+def test_a_model_file_that_is_not_onnx_is_one_line(tmp_path, content):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(content)
+    result = predict_process(model, str(MNIST_SAMPLES[0]))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {model}: not a usable ONNX model") and result.stderr.count("\n") == 1
+
+
+def test_a_model_with_the_wrong_interface_is_one_line(tmp_path):
+    from mnist_edge.architectures import create_model
+
+    model = export_model(create_model("tiny"), tmp_path / "named.onnx", input_names=("input",))
+    result = predict_process(model, str(MNIST_SAMPLES[0]))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {model}: wrong model interface: input is 'input'")
+    assert result.stderr.count("\n") == 1
+
+
+def test_missing_model_and_model_folder(tmp_path):
+    result = predict(tmp_path / "nope.onnx", str(MNIST_SAMPLES[0]))
+    assert result.exit_code == 1 and result.stderr.strip() == f"error: {tmp_path / 'nope.onnx'}: no such model file"
+    assert predict(tmp_path, str(MNIST_SAMPLES[0])).exit_code == 2  # a folder: a usage error
+
+
+def test_predict_never_imports_torch(tiny):
+    code = (
+        "import json, sys\n"
+        "from mnist_edge.cli import app\n"
+        "try:\n"
+        f"    app(['predict', '--json', '--model', {str(tiny[1])!r}, {str(SAMPLES)!r}])\n"
+        "except SystemExit as exc:\n"
+        "    status = exc.code\n"
+        "print(json.dumps({'status': status, 'heavy': sorted({'torch', 'torchvision', 'onnx'} & set(sys.modules))}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report == {"status": 0, "heavy": []}, proc.stderr
+    assert len(json.loads("\n".join(lines[:-1]))) == len(list(SAMPLES.glob("*.png")))
