@@ -125,7 +125,7 @@ def train(
 
 @command
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A training checkpoint (.pt).", dir_okay=False)],
+    model: Annotated[Path, typer.Argument(help="A training checkpoint (.pt), or an exported .onnx or TorchScript .pt file.", dir_okay=False)],
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
     report: Annotated[
@@ -135,9 +135,11 @@ def evaluate(
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
     from mnist_edge.data import load_mnist
-    from mnist_edge.evaluate import checkpoint_logits_fn, evaluate as run_evaluation, format_evaluation
+    from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
+    from mnist_edge.verify import open_artifact
 
-    logits_fn, meta = checkpoint_logits_fn(model)
+    opened = open_artifact(model)
+    logits_fn, meta = opened.logits_fn, {"arch": "unknown architecture", **opened.metadata}
     data = load_mnist(data_dir)
     result = run_evaluation(logits_fn, data.test_images, data.test_labels)
     written = []
@@ -202,6 +204,21 @@ class Quantization(str, Enum):
 Limit = Annotated[
     int | None, typer.Option("--limit", min=1, help="Check parity on the first N test images only (quick runs). Default: all 10k.")
 ]
+MaxAbsDiff = Annotated[
+    float | None, typer.Option("--max-abs-diff", min=0, help="Largest logit difference allowed. Default: 1e-4 (fp32), unchecked (quantized).")
+]
+MinAgreement = Annotated[
+    float | None, typer.Option("--min-agreement", min=0, max=100, help="Top-1 agreement in percent. Default: 100 (fp32), 99.5 (quantized).")
+]
+MaxAccuracyDrop = Annotated[
+    float | None, typer.Option("--max-accuracy-drop", help="Accuracy points lost. Default: unchecked (fp32), 0.3 (quantized).")
+]
+
+
+def _overrides(max_abs_diff: float | None, min_agreement: float | None, max_accuracy_drop: float | None) -> dict[str, float]:
+    """The parity tolerances given on the command line (verify.Tolerances field names)."""
+    given = {"max_abs_diff": max_abs_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 @command
@@ -223,6 +240,9 @@ def export(
     limit: Limit = None,
     calibration_size: Annotated[int, typer.Option("--calibration-size", min=1, help="Training images that calibrate static int8.")] = 1000,
     make_default: Annotated[bool, typer.Option("--make-default", help="Make the smallest ONNX file the manifest's default model.")] = False,
+    max_abs_diff: MaxAbsDiff = None,
+    min_agreement: MinAgreement = None,
+    max_accuracy_drop: MaxAccuracyDrop = None,
 ) -> None:
     """Export a checkpoint to ONNX and/or TorchScript; each file must pass the parity gate (see `verify`) to be kept."""
     import shlex
@@ -239,6 +259,7 @@ def export(
         data_dir=data_dir,
         limit=limit,
         calibration_size=calibration_size,
+        tolerance_overrides=_overrides(max_abs_diff, min_agreement, max_accuracy_drop),
         command=shlex.join(["mnist-edge", *sys.argv[1:]]),
         make_default=make_default,
     )
@@ -260,26 +281,15 @@ def verify(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The checkpoint it was exported from.", dir_okay=False)],
     data_dir: DataDir = None,
     limit: Limit = None,
-    max_abs_diff: Annotated[
-        float | None, typer.Option("--max-abs-diff", help="Largest logit difference allowed. Default: 1e-4 (fp32), unchecked (quantized).")
-    ] = None,
-    min_agreement: Annotated[
-        float | None, typer.Option("--min-agreement", help="Top-1 agreement in percent. Default: 100 (fp32), 99.5 (quantized).")
-    ] = None,
-    max_accuracy_drop: Annotated[
-        float | None, typer.Option("--max-accuracy-drop", help="Accuracy points lost. Default: unchecked (fp32), 0.3 (quantized).")
-    ] = None,
+    max_abs_diff: MaxAbsDiff = None,
+    min_agreement: MinAgreement = None,
+    max_accuracy_drop: MaxAccuracyDrop = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Check that an exported file computes what the checkpoint's PyTorch model computes, on the MNIST test set."""
     from mnist_edge.verify import verify_artifact
 
-    overrides = {
-        name: value
-        for name, value in (("max_abs_diff", max_abs_diff), ("min_agreement", min_agreement), ("max_accuracy_drop", max_accuracy_drop))
-        if value is not None
-    }
-    parity = verify_artifact(artifact, checkpoint, data_dir, limit, overrides)
+    parity = verify_artifact(artifact, checkpoint, data_dir, limit, _overrides(max_abs_diff, min_agreement, max_accuracy_drop))
     if json_output:
         typer.echo(json.dumps({"file": str(artifact), "passed": parity.passed, **parity.as_dict()}, indent=2))
     else:

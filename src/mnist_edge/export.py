@@ -27,14 +27,18 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.manifest import file_sha256, update_manifest
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
+from mnist_edge.data import MNIST
 from mnist_edge.verify import (
     TORCHSCRIPT_METADATA,
     Parity,
     ParityData,
+    Tolerances,
     batched,
     check_artifact,
+    default_tolerances,
     find_mnist,
     parity_data,
+    tolerances_for,
 )
 
 # 18 is the lowest opset the torch.export-based exporter emits; ONNX Runtime >= 1.14 runs it.
@@ -122,10 +126,6 @@ def save_onnx(proto: onnx.ModelProto, path: Path | str, metadata: dict[str, str]
     write_bytes(path, proto.SerializeToString())
 
 
-def export_onnx(model: nn.Module, path: Path | str, metadata: dict[str, str]) -> None:
-    save_onnx(onnx_proto(model), path, metadata)
-
-
 def export_torchscript(model: nn.Module, path: Path | str, metadata: dict[str, str]) -> None:
     """Trace MODEL (float or torch-quantized) to TorchScript, frozen, with METADATA as an extra file.
 
@@ -163,13 +163,18 @@ class _Refused(Exception):
 
 # When asked to set the default model, the smallest ONNX file that passed parity wins.
 DEFAULT_PREFERENCE = ("static", "dynamic", "none")
+NOTHING_TO_QUANTIZE = {
+    "onnx": "{arch} has no Linear (MatMul/Gemm) layer, and dynamic quantization here only quantizes those "
+    "(ONNX Runtime's ConvInteger ran slower than fp32); use --quantize static",
+    "torchscript": "{arch} has no Linear layer, and torch dynamic quantization only touches Linear layers",
+}
 
 
-def _onnx_variant(fp32: onnx.ModelProto, mode: str, calibration: np.ndarray | None) -> onnx.ModelProto:
+def _onnx_variant(fp32: onnx.ModelProto, mode: str, calibration: np.ndarray | None) -> onnx.ModelProto | None:
     if mode == "dynamic":
         return quantize.onnx_dynamic(fp32)
     if mode == "static":
-        return quantize.onnx_static(fp32, calibration)
+        return quantize.onnx_static(fp32, _required(calibration))
     return fp32
 
 
@@ -177,8 +182,64 @@ def _torch_variant(model: nn.Module, mode: str, calibration: np.ndarray | None) 
     if mode == "dynamic":
         return quantize.torch_dynamic(model)
     if mode == "static":
-        return quantize.torch_static(model, calibration)
+        return quantize.torch_static(model, _required(calibration))
     return model
+
+
+def _required(calibration: np.ndarray | None) -> np.ndarray:
+    if calibration is None:
+        raise ValueError("static quantization needs calibration images")  # a bug in the caller
+    return calibration
+
+
+def calibration_images(mnist: MNIST, size: int) -> np.ndarray:
+    """A seeded random sample of SIZE training digits (never test digits: parity is measured on those)."""
+    if not 1 <= size <= len(mnist.train_images):
+        raise MnistEdgeError(f"calibration size must be 1..{len(mnist.train_images)}, got {size}")
+    sample = np.random.default_rng(0).permutation(len(mnist.train_images))[:size]
+    return to_pixels(mnist.train_images[sample])
+
+
+def export_artifact(
+    ckpt: Checkpoint,
+    fmt: str,
+    quantization: str,
+    path: Path | str,
+    metadata: dict[str, str],
+    reference: np.ndarray,
+    data: ParityData,
+    *,
+    calibration: np.ndarray | None = None,
+    tolerances: Tolerances | None = None,
+    fp32_onnx: onnx.ModelProto | None = None,
+) -> Exported:
+    """Write one FORMAT/QUANTIZATION of CKPT's model to PATH, kept only if it passes the parity gate
+    against REFERENCE (the PyTorch model's logits on DATA); a refused file never reaches PATH.
+
+    FP32_ONNX saves re-exporting when several ONNX variants are made from one model.
+    """
+    path = Path(path)
+    result = Exported(path.name, fmt, quantization)
+    if fmt == "onnx":
+        proto = _onnx_variant(fp32_onnx or onnx_proto(ckpt.model), quantization, calibration)
+        write = None if proto is None else functools.partial(save_onnx, proto, metadata=metadata)
+    else:
+        module = _torch_variant(ckpt.model, quantization, calibration)
+        write = None if module is None else functools.partial(export_torchscript, module, metadata=metadata)
+    if write is None:
+        result.note = "skipped: " + NOTHING_TO_QUANTIZE[fmt].format(arch=ckpt.arch)
+        return result
+    tolerances = tolerances or default_tolerances(quantization)
+    try:
+        with atomic_path(path) as tmp:
+            write(path=tmp)
+            result.size_bytes = tmp.stat().st_size
+            result.parity = check_artifact(tmp, reference, data, tolerances, fmt)
+            if not result.parity.passed:
+                raise _Refused
+    except _Refused:
+        pass
+    return result
 
 
 def export_checkpoint(
@@ -190,6 +251,7 @@ def export_checkpoint(
     data_dir: Path | str | None = None,
     limit: int | None = None,
     calibration_size: int = 1000,
+    tolerance_overrides: dict[str, float] | None = None,
     command: str = "",
     make_default: bool = False,
 ) -> tuple[list[Exported], ParityData]:
@@ -201,43 +263,34 @@ def export_checkpoint(
     ckpt = load_checkpoint(checkpoint_path)
     sha = file_sha256(checkpoint_path)
     mnist, missing = find_mnist(data_dir)
-    data = parity_data(mnist, limit, missing)
-    reference = batched(torch_logits_fn(ckpt.model), data.images)
     calibration = None
     if "static" in quantizations:
         if mnist is None:
             raise MnistEdgeError(f"static quantization calibrates on MNIST training digits: pass --data-dir DIR ({missing})")
-        sample = np.random.default_rng(0).permutation(len(mnist.train_images))[:calibration_size]
-        calibration = to_pixels(mnist.train_images[sample])
-    modes = ["none"] + [q for q in quantizations if q != "none"]  # fp32 is the base every mode starts from
+        calibration = calibration_images(mnist, calibration_size)
+    data = parity_data(mnist, limit, missing)
+    reference = batched(torch_logits_fn(ckpt.model), data.images)
+    modes = ["none"] + [q for q in dict.fromkeys(quantizations) if q != "none"]  # fp32 is the base every mode starts from
     results: list[Exported] = []
     for fmt in formats:
-        fp32_proto = onnx_proto(ckpt.model) if fmt == "onnx" else None
+        fp32_onnx = onnx_proto(ckpt.model) if fmt == "onnx" else None
         fp32_size = 0
         for mode in modes:
-            result = Exported(artifact_name(checkpoint_path.stem, fmt, mode), fmt, mode)
-            results.append(result)
-            metadata = artifact_metadata(ckpt, sha, mode)
-            if fmt == "onnx":
-                proto = _onnx_variant(fp32_proto, mode, calibration)
-                write = functools.partial(save_onnx, proto, metadata=metadata)
-            else:
-                module = _torch_variant(ckpt.model, mode, calibration)
-                if module is None:
-                    result.note = f"skipped: {ckpt.arch} has no Linear layer, and torch dynamic quantization only touches Linear layers"
-                    continue
-                write = functools.partial(export_torchscript, module, metadata=metadata)
-            try:
-                with atomic_path(out_dir / result.file) as tmp:
-                    write(path=tmp)
-                    result.size_bytes = tmp.stat().st_size
-                    result.parity = check_artifact(tmp, reference, data, fmt=fmt)
-                    if not result.parity.passed:
-                        raise _Refused
-            except _Refused:
-                pass
-            fp32_size = fp32_size or result.size_bytes
+            result = export_artifact(
+                ckpt,
+                fmt,
+                mode,
+                out_dir / artifact_name(checkpoint_path.stem, fmt, mode),
+                artifact_metadata(ckpt, sha, mode),
+                reference,
+                data,
+                calibration=calibration,
+                tolerances=tolerances_for(mode, tolerance_overrides),
+                fp32_onnx=fp32_onnx,
+            )
+            fp32_size = fp32_size or result.size_bytes  # modes start with "none"
             result.fp32_size_bytes = fp32_size
+            results.append(result)
     entries = [_manifest_entry(r, ckpt, out_dir, command) for r in results if r.passed]
     default = None
     if make_default:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from mnist_edge.data import MNIST, load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import LogitsFn, to_pixels, torch_logits_fn
-from mnist_edge.spec import INPUT_SHAPE
+from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
 
 BATCH = 1000
 SYNTHETIC_IMAGES = 512
@@ -37,6 +38,11 @@ QUANTIZED = Tolerances(max_abs_diff=None, min_agreement=99.5, max_accuracy_drop=
 
 def default_tolerances(quantization: str) -> Tolerances:
     return FP32 if quantization == "none" else QUANTIZED
+
+
+def tolerances_for(quantization: str, overrides: dict[str, float] | None = None) -> Tolerances:
+    """The defaults for QUANTIZATION with the fields in OVERRIDES (the command-line flags) replaced."""
+    return Tolerances(**{**asdict(default_tolerances(quantization)), **(overrides or {})})
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ def batched(fn: LogitsFn, images: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LoadedArtifact:
-    format: str  # "onnx" or "torchscript"
+    format: str  # "onnx", "torchscript" or "checkpoint"
     metadata: dict[str, str]
     logits_fn: LogitsFn
 
@@ -105,19 +111,39 @@ class LoadedArtifact:
         return self.metadata.get("quantization", "none")
 
 
+def model_format(path: Path) -> str:
+    """What kind of model file PATH is: ONNX by suffix; TorchScript and checkpoints (both .pt zips) by content."""
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix in (".pt", ".pth"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                torchscript = any(name.endswith("/constants.pkl") for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            torchscript = False  # load_checkpoint says what is wrong with it
+        return "torchscript" if torchscript else "checkpoint"
+    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, a TorchScript .pt or a checkpoint .pt)")
+
+
 def open_artifact(path: Path | str, fmt: str | None = None) -> LoadedArtifact:
-    """Open an exported file; FMT defaults to what its suffix says (.onnx, .pt)."""
+    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TorchScript or a training checkpoint.
+
+    FMT defaults to what the file is (model_format). Wrong files and wrong interfaces are MnistEdgeErrors.
+    """
     path = Path(path)
-    fmt = fmt or {".onnx": "onnx", ".pt": "torchscript"}.get(path.suffix)
-    if fmt is None:
-        raise MnistEdgeError(f"{path}: not an exported model (expected a .onnx or TorchScript .pt file)")
     if not path.is_file():
         raise MnistEdgeError(f"{path}: no such file")
+    fmt = fmt or model_format(path)
     if fmt == "onnx":
         from mnist_edge.runtime import OnnxModel
 
         model = OnnxModel(path)
         return LoadedArtifact("onnx", model.metadata, model.run)
+    if fmt == "checkpoint":
+        from mnist_edge.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        return LoadedArtifact("checkpoint", {"arch": ckpt.arch, "quantization": "none"}, torch_logits_fn(ckpt.model))
     return _open_torchscript(path)
 
 
@@ -130,14 +156,27 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; we ship it as legacy
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise MnistEdgeError(f"{path}: not a loadable TorchScript file ({detail})") from None
+        raise MnistEdgeError(f"{path}: not a loadable TorchScript file ({_first_line(exc)})") from None
     try:
         metadata = json.loads(extra[TORCHSCRIPT_METADATA] or "{}")
     except ValueError:
         metadata = {}
     module.eval()
-    return LoadedArtifact("torchscript", metadata, torch_logits_fn(module))
+    logits_fn = torch_logits_fn(module)
+    # TorchScript declares no input/output types an ONNX-style check could read: probe it instead.
+    probe = np.zeros((2, *INPUT_SHAPE), np.float32)
+    try:
+        shape = tuple(np.asarray(logits_fn(probe)).shape)
+    except Exception as exc:  # noqa: BLE001 - a foreign module can raise anything
+        raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({_first_line(exc)})") from None
+    if shape != (2, NUM_CLASSES):
+        raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
+    return LoadedArtifact("torchscript", metadata, logits_fn)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, tolerances: Tolerances) -> Parity:
@@ -192,7 +231,7 @@ def verify_artifact(
 
     artifact = open_artifact(path)
     ckpt = load_checkpoint(checkpoint_path)
-    tolerances = Tolerances(**{**asdict(default_tolerances(artifact.quantization)), **(overrides or {})})
+    tolerances = tolerances_for(artifact.quantization, overrides)
     mnist, missing = find_mnist(data_dir)
     data = parity_data(mnist, limit, missing)
     reference = batched(torch_logits_fn(ckpt.model), data.images)
