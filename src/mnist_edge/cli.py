@@ -299,5 +299,58 @@ def verify(
         raise typer.Exit(1)
 
 
+class BenchFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+    onnx_dynamic = "onnx-dynamic"
+    onnx_static = "onnx-static"
+
+
+@command
+def benchmark(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="Checkpoint to benchmark. Default: the shipped model's checkpoint.", dir_okay=False, show_default=False)
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Benchmark this architecture's trained checkpoint (shipped, else checkpoints/ARCH.pt).")
+    ] = None,
+    formats: Annotated[
+        list[BenchFormat] | None,
+        typer.Option("--formats", help="Only these formats (repeatable). PyTorch eager is always measured: it is the reference."),
+    ] = None,
+    data_dir: DataDir = None,
+    limit: Limit = None,
+    runs: Annotated[int, typer.Option("--runs", min=10, help="Timed batch-1 runs per format (p50/p99).")] = 2000,
+    json_output: JsonFlag = False,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
+    ] = None,
+) -> None:
+    """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side."""
+    from mnist_edge.atomic import write_text
+    from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
+    from mnist_edge.benchmark_table import markdown as to_markdown, print_table
+
+    if checkpoint is not None and arch is not None:
+        raise MnistEdgeError("pass CHECKPOINT or --arch, not both")
+    if arch is not None:
+        from mnist_edge.architectures import arch_info
+
+        arch_info(arch)  # an unknown name is a clear error listing the known ones
+    path = checkpoint or default_checkpoint(arch)
+    log = (lambda _: None) if json_output else functools.partial(typer.echo, err=True)
+    result = run_benchmark(path, [f.value for f in formats] if formats else None, data_dir, Settings(runs=runs, limit=limit), log)
+    if json_output:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        print_table(result)
+    if markdown is not None:  # after printing, so an unwritable FILE never costs the measurements
+        try:
+            write_text(markdown, to_markdown(result))
+        except OSError as exc:
+            raise MnistEdgeError(f"{markdown}: cannot write the Markdown table ({exc.strerror or exc})") from None
+        typer.echo(f"wrote {markdown}", err=True)
+
+
 def main() -> None:
     app()

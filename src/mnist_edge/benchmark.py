@@ -1,0 +1,324 @@
+"""Which file should I deploy? Every format of one checkpoint measured side by side in one process.
+
+Rows: PyTorch eager (the reference), TorchScript, ONNX fp32, ONNX dynamic int8, ONNX static int8. Each
+file is made by export's `export_artifact` in a temporary folder, behind the same parity gate as
+`mnist-edge export`; a file the gate refuses is reported with its figures but never timed.
+
+Timing: batch-1 latency on 1 thread and batch-256 throughput on all threads, after a warm-up, with the
+formats interleaved round by round so a slow spell of a shared CPU hits them alike (the eager ratio
+stays honest), and the garbage collector off while the clock runs.
+
+ONNX Runtime is timed through `runtime.OnnxModel`, the session `predict` uses. Its options were chosen
+by measuring tiny at batch 1 (numbers in microseconds, 2-core VM): ORT_ENABLE_ALL 57 vs EXTENDED/BASIC
+89 (the NCHWc conv layout needs level ALL); 1 intra-op thread runs on the caller thread, while the
+default pool (2 threads) costs 61 and an idle, non-spinning worker can wake late; IOBinding, a
+preallocated output, run_with_ort_values, no memory arena or flush-denormals-to-zero gained nothing
+measurable. The 57-vs-85 bimodality seen across runs is the CPU, not ONNX Runtime: a fixed matmul
+timed between the ORT calls slows down in the same spells (block medians correlate at 0.98), i.e.
+another load on the shared core. So the report gives p50 and p99 over many interleaved runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from mnist_edge.checkpoint import Checkpoint, load_checkpoint
+from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.evaluate import LogitsFn, torch_logits_fn
+from mnist_edge.export import Exported, artifact_metadata, artifact_name, calibration_images, export_artifact, onnx_proto
+from mnist_edge.manifest import file_sha256, read_manifest
+from mnist_edge.runtime import SHIPPED_DIRS, OnnxModel
+from mnist_edge.verify import FP32, ParityData, batched, compare, open_artifact, parity_data
+
+FORMATS = {
+    "eager": "PyTorch eager",
+    "torchscript": "TorchScript",
+    "onnx": "ONNX fp32",
+    "onnx-dynamic": "ONNX dynamic int8",
+    "onnx-static": "ONNX static int8",
+}
+# Row -> (export format, quantization) as export_checkpoint names them.
+_EXPORTS = {
+    "torchscript": ("torchscript", "none"),
+    "onnx": ("onnx", "none"),
+    "onnx-dynamic": ("onnx", "dynamic"),
+    "onnx-static": ("onnx", "static"),
+}
+REFERENCE, PASSED, REFUSED, FAILED = "reference", "passed", "exported but failed verification", "failed to export"
+SKIPPED = "not made"  # e.g. dynamic int8 of a model with no layer it quantizes
+CALIBRATION_IMAGES = 1000  # static int8 calibration sample, as `mnist-edge export` defaults
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs: int = 2000  # timed batch-1 calls per format, for p50/p99
+    batches: int = 30  # timed batch calls per format, for the median throughput
+    rounds: int = 10  # formats take turns this many times
+    warmup: int = 100  # untimed batch-1 calls per format first
+    batch_warmup: int = 3
+    batch: int = 256
+    loads: int = 5  # timed loads per format (after one untimed)
+    limit: int | None = None  # accuracy and parity on the first N test digits; None: all 10k
+
+    @property
+    def runs_per_round(self) -> int:
+        return -(-self.runs // self.rounds)
+
+    @property
+    def batches_per_round(self) -> int:
+        return -(-self.batches // self.rounds)
+
+    @property
+    def total_runs(self) -> int:
+        return self.runs_per_round * self.rounds
+
+    @property
+    def total_batches(self) -> int:
+        return self.batches_per_round * self.rounds
+
+
+@dataclass
+class Row:
+    format: str  # a FORMATS key
+    status: str
+    file: str = ""
+    detail: str = ""  # why it failed
+    size_bytes: int | None = None
+    accuracy: float | None = None  # percent on the test digits
+    max_abs_diff: float | None = None  # vs PyTorch eager
+    agreement: float | None = None  # top-1, percent
+    load_ms: float | None = None
+    p50_us: float | None = None  # batch 1, 1 thread
+    p99_us: float | None = None
+    speedup: float | None = None  # eager p50 / this p50
+    images_per_s: float | None = None  # batch 256, all threads
+
+    @property
+    def name(self) -> str:
+        return FORMATS[self.format]
+
+    @property
+    def timed(self) -> bool:
+        return self.status in (REFERENCE, PASSED)
+
+
+@dataclass
+class Benchmark:
+    checkpoint: str
+    arch: str
+    images: int  # test digits behind accuracy and parity
+    rows: list[Row]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows": [{"name": r.name, **asdict(r)} for r in self.rows]}
+
+
+def default_checkpoint(arch: str | None = None) -> Path:
+    """The shipped checkpoint (of ARCH, else of the default model's arch), else checkpoints/ARCH.pt."""
+    for folder in SHIPPED_DIRS:
+        if not (folder / "manifest.json").is_file():
+            continue
+        manifest = read_manifest(folder)
+        artifacts = manifest["artifacts"]
+        wanted = arch or next((a.get("arch") for a in artifacts if a.get("file") == manifest.get("default")), None)
+        for entry in artifacts:
+            if entry.get("format") == "checkpoint" and entry.get("arch") == wanted and (folder / entry["file"]).is_file():
+                return folder / entry["file"]
+    if arch is not None and (Path("checkpoints") / f"{arch}.pt").is_file():
+        return Path("checkpoints") / f"{arch}.pt"
+    if arch is not None:
+        raise MnistEdgeError(
+            f"no trained {arch!r} checkpoint shipped or at checkpoints/{arch}.pt: run `mnist-edge train --arch {arch}` or pass CHECKPOINT"
+        )
+    raise MnistEdgeError("no checkpoint is shipped with this install (wheels carry ONNX files only): pass CHECKPOINT")
+
+
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _export_rows(ckpt: Checkpoint, checkpoint: Path, work: Path, formats: list[str], mnist: MNIST, data: ParityData, reference: np.ndarray) -> dict[str, Row]:
+    """Write each requested file into WORK through export's parity gate, as `mnist-edge export` would.
+
+    A file that cannot be made (an op the exporter lacks, a quantizer error) becomes a failed row, not
+    a crash of the whole table; the ONNX variants share one fp32 export, so its failure fails them all.
+    """
+    sha = file_sha256(checkpoint)
+    fp32_onnx, onnx_error = None, ""
+    if any(k.startswith("onnx") for k in formats):
+        try:
+            fp32_onnx = onnx_proto(ckpt.model)
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types; the row records which
+            onnx_error = _reason(exc)
+    calibration = calibration_images(mnist, CALIBRATION_IMAGES) if "onnx-static" in formats else None
+    rows: dict[str, Row] = {}
+    for key in (k for k in formats if k in _EXPORTS):
+        fmt, mode = _EXPORTS[key]
+        if fmt == "onnx" and onnx_error:
+            rows[key] = Row(key, FAILED, detail=onnx_error)
+            continue
+        path = work / artifact_name(checkpoint.stem, fmt, mode)
+        try:
+            result = export_artifact(
+                ckpt, fmt, mode, path, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, fp32_onnx=fp32_onnx
+            )
+        except Exception as exc:  # noqa: BLE001 - as above: quantizers and tracers fail in their own ways
+            rows[key] = Row(key, FAILED, path.name, _reason(exc))
+            continue
+        rows[key] = _exported_row(key, result)
+    return rows
+
+
+def _exported_row(key: str, result: Exported) -> Row:
+    if result.parity is None:  # export_artifact's verdict: nothing in this model to quantize
+        return Row(key, SKIPPED, result.file, result.note.removeprefix("skipped: "))
+    parity = result.parity
+    status = PASSED if parity.passed else REFUSED  # a refused file was never written, so it is not timed
+    return Row(
+        key, status, result.file, "; ".join(parity.failures), result.size_bytes, parity.artifact_accuracy, parity.max_abs_diff, parity.agreement
+    )
+
+
+def _loader(key: str, path: str) -> Callable[[int | None], LogitsFn]:
+    """How to open the row's file as a logits_fn; THREADS matters to ONNX Runtime only (torch's is global)."""
+    if key == "eager":
+        return lambda threads: torch_logits_fn(load_checkpoint(path).model)
+    if key == "torchscript":
+        return lambda threads: open_artifact(path, "torchscript").logits_fn
+    return lambda threads: OnnxModel(path, threads=threads).run
+
+
+@contextmanager
+def _quiet_clock(torch_threads: int) -> Iterator[None]:
+    """Torch on TORCH_THREADS threads and no garbage-collector pauses inside timed calls."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        torch.set_num_threads(previous)
+
+
+def _times_ns(fn: Callable[[], Any], n: int) -> list[int]:
+    clock = time.perf_counter_ns
+    out = []
+    for _ in range(n):
+        start = clock()
+        fn()
+        out.append(clock() - start)
+    return out
+
+
+def _interleaved(calls: dict[str, Callable[[], Any]], per_round: int, rounds: int, warmup: int) -> dict[str, np.ndarray]:
+    """Each call timed PER_ROUND times in each of ROUNDS, the calls taking turns, after WARMUP calls each."""
+    for call in calls.values():
+        _times_ns(call, warmup)
+    times: dict[str, list[int]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            times[key] += _times_ns(call, per_round)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in times.items()}
+
+
+def _ort_settings(path: Path) -> dict[str, Any]:
+    """The options ONNX Runtime really runs with, read back from OnnxModel's sessions (batch 1 and batch)."""
+
+    def describe(session: ort.InferenceSession) -> dict[str, Any]:
+        opts = session.get_session_options()
+        return {
+            "intra_op_num_threads": opts.intra_op_num_threads,  # 0: ORT's default, one per physical core
+            "inter_op_num_threads": opts.inter_op_num_threads,
+            "execution_mode": opts.execution_mode.name,
+            "graph_optimization_level": opts.graph_optimization_level.name,
+            "allow_spinning": opts.get_session_config_entry("session.intra_op.allow_spinning"),
+            "providers": session.get_providers(),
+        }
+
+    return {"version": ort.__version__, "batch_1": describe(OnnxModel(path, 1).session), "batch": describe(OnnxModel(path).session)}
+
+
+def run_benchmark(
+    checkpoint: Path,
+    formats: list[str] | None = None,
+    data_dir: Path | None = None,
+    settings: Settings = Settings(),
+    log: Callable[[str], None] = lambda _: None,
+) -> Benchmark:
+    """Export, verify, load and time FORMATS (default: all) of CHECKPOINT; PyTorch eager is always the reference."""
+    formats = ["eager"] + [k for k in FORMATS if k != "eager" and (formats is None or k in formats)]
+    ckpt = load_checkpoint(checkpoint)
+    mnist = load_mnist(data_dir)  # accuracy is a column: real test digits, never a synthetic stand-in
+    data = parity_data(mnist, settings.limit)
+    log(f"PyTorch eager logits on {len(data.images):,} test digits (the reference) ...")
+    reference = batched(torch_logits_fn(ckpt.model), data.images)
+    eager_parity = compare(reference, reference, data, FP32)
+    all_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="mnist-edge-bench-") as tmp:
+        work = Path(tmp)
+        log("exporting and verifying each format in a temporary folder ...")
+        eager = Row(
+            "eager", REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, eager_parity.artifact_accuracy, 0.0, eager_parity.agreement
+        )
+        rows = {"eager": eager, **_export_rows(ckpt, checkpoint, work, formats, mnist, data, reference)}
+        timed = {k: r for k, r in rows.items() if r.timed}
+        loaders = {k: _loader(k, str(checkpoint if k == "eager" else work / r.file)) for k, r in timed.items()}
+
+        log("timing loads ...")
+        single: dict[str, LogitsFn] = {}
+        for key, load in loaders.items():
+            load(1)  # the first load pays one-off import and allocator costs
+            start = time.perf_counter()
+            for _ in range(settings.loads):
+                single[key] = load(1)
+            timed[key].load_ms = (time.perf_counter() - start) * 1000 / settings.loads
+        # torch's thread count is process-wide (set around each phase); ONNX Runtime's is per session.
+        at_batch = {k: single[k] if k in ("eager", "torchscript") else load(None) for k, load in loaders.items()}
+
+        one, many = data.images[:1], data.images[: settings.batch]
+        log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
+        with _quiet_clock(1):
+            latency = _interleaved({k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds, settings.warmup)
+        log(f"timing batch {len(many)} on {all_threads} threads, {settings.total_batches} runs per format ...")
+        with _quiet_clock(all_threads):
+            throughput = _interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
+        onnx = next((work / r.file for k, r in timed.items() if k.startswith("onnx")), None)
+        ort_settings = _ort_settings(onnx) if onnx else {}
+
+    for key, row in timed.items():
+        row.p50_us, row.p99_us = (float(v) / 1000 for v in np.percentile(latency[key], [50, 99]))
+        row.speedup = eager.p50_us / row.p50_us if key != "eager" else 1.0
+        row.images_per_s = len(many) / (float(np.median(throughput[key])) / 1e9)
+    return Benchmark(
+        str(checkpoint),
+        ckpt.arch,
+        len(data.images),
+        [rows[k] for k in formats],
+        {
+            "batch_1": {"threads": 1, "warmup": settings.warmup, "runs": settings.total_runs},
+            "batch": {"size": len(many), "threads": all_threads, "warmup": settings.batch_warmup, "runs": settings.total_batches},
+            "rounds": settings.rounds,
+            "loads": settings.loads,
+            "torch": {"version": torch.__version__, "threads_all": all_threads},
+            "onnxruntime": ort_settings,
+            "cpu": {"machine": platform.machine(), "logical_cpus": os.cpu_count()},
+        },
+    )

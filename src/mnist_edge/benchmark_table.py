@@ -1,0 +1,102 @@
+"""The benchmark as one table: rich in the terminal, Markdown for the README; the same cells and notes in both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mnist_edge.benchmark import PASSED, REFERENCE, SKIPPED, Benchmark, Row
+
+HEADERS = (
+    "format",
+    "status",
+    "size",
+    "test accuracy",
+    "max |Δlogit|",
+    "top-1 agreement",
+    "load",
+    "batch 1 p50",
+    "batch 1 p99",
+    "vs eager",
+    "batch {batch} img/s",
+)
+
+
+def _fmt(value: Any, render: Callable[[Any], str]) -> str:
+    return "-" if value is None else render(value)
+
+
+def _cells(row: Row) -> list[str]:
+    return [
+        row.name,
+        row.status,
+        _fmt(row.size_bytes, lambda v: f"{v / 1000:.1f} kB"),
+        _fmt(row.accuracy, lambda v: f"{v:.2f}%"),
+        _fmt(row.max_abs_diff, lambda v: "0 (reference)" if row.status == "reference" else f"{v:.1e}"),
+        _fmt(row.agreement, lambda v: f"{v:.2f}%"),
+        _fmt(row.load_ms, lambda v: f"{v:.1f} ms"),
+        _fmt(row.p50_us, lambda v: f"{v:.0f} µs"),
+        _fmt(row.p99_us, lambda v: f"{v:.0f} µs"),
+        _fmt(row.speedup, lambda v: f"{v:.1f}x"),
+        _fmt(row.images_per_s, lambda v: f"{v:,.0f}"),
+    ]
+
+
+def table(bench: Benchmark) -> tuple[list[str], list[list[str]]]:
+    headers = [h.format(batch=bench.settings["batch"]["size"]) for h in HEADERS]
+    return headers, [_cells(r) for r in bench.rows]
+
+
+def notes(bench: Benchmark) -> list[str]:
+    """What the figures mean and how they were taken: thread settings, runs, ONNX Runtime options, failures."""
+    s = bench.settings
+    one, many = s["batch_1"], s["batch"]
+    lines = [
+        f"{bench.arch} checkpoint {bench.checkpoint}; accuracy and parity (vs PyTorch eager) on {bench.images:,} MNIST test digits.",
+        f"Batch 1: {one['threads']} thread, {one['warmup']} warm-up + {one['runs']:,} timed runs per format; "
+        f"batch {many['size']}: {many['threads']} threads, {many['warmup']} warm-up + {many['runs']} timed runs (median); "
+        f"formats interleaved over {s['rounds']} rounds; load: mean of {s['loads']} after one untimed.",
+    ]
+    ort = s.get("onnxruntime")
+    if ort:
+        b1, bn = ort["batch_1"], ort["batch"]
+        threads = [str(o["intra_op_num_threads"] or "one per physical core") for o in (b1, bn)]
+        lines.append(
+            f"ONNX Runtime {ort['version']} ({', '.join(b1['providers'])}) through the session `predict` uses: "
+            f"{b1['graph_optimization_level']}, {b1['execution_mode']}, inter-op threads {b1['inter_op_num_threads']}, "
+            f"intra-op threads {threads[0]} at batch 1 and {threads[1]} at batch {many['size']}, allow_spinning {b1['allow_spinning']}."
+        )
+    lines.append(f"torch {s['torch']['version']}; CPU {s['cpu']['machine']}, {s['cpu']['logical_cpus']} logical CPUs.")
+    lines += [f"{r.name}: {r.status}: {r.detail}" for r in bench.rows if r.detail]
+    return lines
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def markdown(bench: Benchmark) -> str:
+    headers, rows = table(bench)
+    numeric = [False, False] + [True] * (len(headers) - 2)
+    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+    lines = [_markdown_row(headers), rule, *map(_markdown_row, rows)]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {line}" for line in notes(bench)) + "\n"
+
+
+def print_table(bench: Benchmark) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    headers, rows = table(bench)
+    out = Table(title=f"mnist-edge benchmark: {bench.arch}", title_justify="left")
+    for i, header in enumerate(headers):
+        out.add_column(header, justify="left" if i < 2 else "right", no_wrap=i != 1)  # only the status may wrap
+    for row, data in zip(rows, bench.rows):
+        style = {PASSED: None, REFERENCE: "bold", SKIPPED: "dim"}.get(data.status, "red")
+        out.add_row(*row, style=style)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 180)  # piped or redirected: keep one line per row, not rich's 80 columns
+    console.print(out)
+    for line in notes(bench):
+        console.print(line, highlight=False, markup=False)
