@@ -179,3 +179,18 @@ def test_predict_never_imports_torch(tiny):
     report = json.loads(lines[-1])
     assert report == {"status": 0, "heavy": []}, proc.stderr
     assert len(json.loads("\n".join(lines[:-1]))) == len(list(SAMPLES.glob("*.png")))
+
+
+def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(tiny, tmp_path):
+    from mnist_edge.predict import PARALLEL_MIN, Failure, predict_paths
+    from mnist_edge.runtime import OnnxModel
+
+    samples = sorted(SAMPLES.glob("*.png"))
+    for i in range(2 * PARALLEL_MIN + 5):  # enough for two workers
+        (tmp_path / f"{i:04d}.png").write_bytes(samples[i % len(samples)].read_bytes())
+    (tmp_path / "0007.png").write_text("not an image")  # a failure inside a worker comes back in its place
+    model = OnnxModel(tiny[1])
+    serial = list(predict_paths(model, [str(tmp_path)], workers=1))
+    pooled = list(predict_paths(model, [str(tmp_path)], workers=2))
+    assert pooled == serial and len(serial) == 2 * PARALLEL_MIN + 5
+    assert isinstance(pooled[7], Failure) and "0007.png: not an image" in pooled[7].error

@@ -85,7 +85,8 @@ def _to_gray(img: Image.Image) -> np.ndarray:
 
 def _ink(gray: np.ndarray) -> np.ndarray:
     """Ink in [0, 1] on a zero background, whatever the polarity and lighting."""
-    low, background, high = np.percentile(gray, [0.5, 50, 99.5])
+    # A discrete method: exact enough here, and it skips the interpolation path's np.unique (and numpy.ma).
+    low, background, high = np.percentile(gray, [0.5, 50, 99.5], method="lower")
     dark_ink = background - low > high - background
     ink = background - gray if dark_ink else gray - background
     if max(background - low, high - background) < MIN_CONTRAST:
@@ -99,23 +100,26 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     strong = ink[ink > threshold]
     if strong.size == 0:
         raise MnistEdgeError("no digit found: the image is blank or has almost no contrast")
-    level = float(np.median(strong))
+    level = float(np.percentile(strong, 50, method="lower"))  # the median, without np.median's numpy.ma import
     return np.clip((ink - threshold) / max(level - threshold, 1e-6), 0.0, 1.0)
 
 
 def _tile_floor(ink: np.ndarray, tiles: int) -> np.ndarray:
     h, w = ink.shape
-    rows = np.array_split(np.arange(h), tiles)
-    cols = np.array_split(np.arange(w), tiles)
+    ny, nx = min(tiles, h), min(tiles, w)
+    th, tw = h // ny, w // nx  # equal tiles, so one vectorized call; the few leftover edge pixels only lose a vote
+    blocks = ink[: ny * th, : nx * tw].reshape(ny, th, nx, tw).swapaxes(1, 2).reshape(ny, nx, th * tw)
     # 5th percentile: the background unless a tile is nearly all ink, and robust to single dark pixels.
-    grid = np.array([[np.percentile(ink[r[0] : r[-1] + 1, c[0] : c[-1] + 1], 5) for c in cols] for r in rows])
-    return np.asarray(Image.fromarray(grid.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR))
+    grid = np.percentile(blocks, 5, axis=-1, method="lower").astype(np.float32)
+    return np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold between background and ink on a 256-bin histogram of [0, max]."""
-    hist, edges = np.histogram(values, bins=256, range=(0.0, float(values.max()) or 1.0))
-    centers = (edges[:-1] + edges[1:]) / 2
+    top = float(values.max()) or 1.0
+    # np.histogram's binning by hand: bincount is ~10x faster, and this runs once per image.
+    hist = np.bincount(np.minimum((values * (256 / top)).astype(np.intp), 255).ravel(), minlength=256)
+    centers = (np.arange(256) + 0.5) * (top / 256)
     weight = np.cumsum(hist)
     mass = np.cumsum(hist * centers)
     total_w, total_m = weight[-1], mass[-1]
