@@ -7,11 +7,8 @@ stops the rest. Torch-free: numpy, Pillow and ONNX Runtime only.
 from __future__ import annotations
 
 import glob
-import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +129,16 @@ def _prepare(job: _Job | Failure) -> np.ndarray | Failure:
 def _mapper(jobs: int, workers: int | None) -> Iterator[Callable]:
     """An ordered map over jobs: in this process for a few images, else over a process pool, because
     preprocessing is per-image Python and numpy work that one core cannot keep up with on a big run."""
-    workers = min(workers or os.cpu_count() or 1, jobs // PARALLEL_MIN)
+    # The CPUs this process may run on (taskset, containers), not all the machine has.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(workers or cpus, jobs // PARALLEL_MIN)
     if workers < 2:
         yield map
         return
+    import multiprocessing as mp  # here, not at the top: ~25 ms of start-up that one-image runs never need
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     # fork: workers start in milliseconds with everything imported (spawn would re-import for ~0.2 s each).
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     pool = ProcessPoolExecutor(workers, mp_context=context)
