@@ -7,7 +7,9 @@ peak RSS, >= 8x faster than the torch path (import torch + a TorchScript model);
 alike; the figures are medians. Exits 1 when a floor is missed.
 
 usage: python tools/bench_predict.py [--model FILE] [--image FILE] [--runs N] [--images N]
-                                     [--torchscript FILE] [--data-dir DIR]
+                                     [--torchscript FILE] [--data-dir DIR] [--base-python PY]
+Run it with the full install (the torch path needs torch); --base-python points the predict and minimal runs at a
+base install's interpreter, so they are measured with the dependencies a user gets (e.g. typer<0.29).
 """
 
 from __future__ import annotations
