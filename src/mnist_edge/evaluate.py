@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,14 +79,6 @@ def torch_logits_fn(model: torch.nn.Module, device: torch.device | str = "cpu") 
             return model(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
 
     return logits_fn
-
-
-def checkpoint_logits_fn(path: Path | str, device: str = "cpu") -> tuple[LogitsFn, dict[str, Any]]:
-    """Load a training checkpoint (weights only, never code) as a logits_fn plus its metadata."""
-    from mnist_edge.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    return torch_logits_fn(checkpoint.model.to(device), device), {"arch": checkpoint.arch, **checkpoint.meta}
 
 
 def format_evaluation(result: Evaluation) -> str:

@@ -1,0 +1,105 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_edge.architectures import create_model
+from mnist_edge.checkpoint import save_checkpoint
+from mnist_edge.cli import app
+from mnist_edge.evaluate import evaluate
+from mnist_edge.report import MAX_MISTAKES, write_report
+
+
+def _coded_digits(labels: np.ndarray) -> np.ndarray:
+    """Synthetic 'digits' whose grey level encodes the label, so a logits_fn can read it back."""
+    return np.repeat((labels * 20).astype(np.uint8), 28 * 28).reshape(-1, 28, 28)
+
+
+def _reader(confuse: dict[int, int] | None = None):
+    """A logits_fn that decodes the grey level, turning each class in CONFUSE into another."""
+
+    def logits_fn(pixels: np.ndarray) -> np.ndarray:
+        assert pixels.dtype == np.float32 and pixels.shape[1:] == (1, 28, 28) and pixels.max() <= 1
+        decoded = np.rint(pixels[:, 0, 0, 0] * 255 / 20).astype(int)
+        predicted = np.array([(confuse or {}).get(d, d) for d in decoded])
+        return np.eye(10, dtype=np.float32)[predicted] * 10
+
+    return logits_fn
+
+
+def test_accuracy_per_class_and_confusion():
+    labels = np.arange(1234) % 10  # not a multiple of the batch size
+    images = _coded_digits(labels)
+    perfect = evaluate(_reader(), images, labels, batch_size=500)
+    assert perfect.accuracy == 100.0 and perfect.per_class_accuracy == [100.0] * 10
+    assert np.array_equal(perfect.confusion, np.diag(np.bincount(labels, minlength=10)))
+
+    result = evaluate(_reader({3: 5}), images, labels, batch_size=500)
+    threes = int((labels == 3).sum())
+    assert result.confusion[3, 5] == threes and result.confusion[3, 3] == 0
+    assert result.per_class_accuracy[3] == 0.0 and result.per_class_accuracy[5] == 100.0
+    assert result.accuracy == pytest.approx(100 * (1 - threes / len(labels)))
+    assert result.as_dict()["errors"] == threes and np.array_equal(np.flatnonzero(result.predictions != labels), np.flatnonzero(labels == 3))
+
+
+def test_loss_is_the_mean_cross_entropy():
+    labels = np.arange(50) % 10
+    uniform = evaluate(lambda pixels: np.zeros((len(pixels), 10)), _coded_digits(labels), labels)
+    assert uniform.loss == pytest.approx(math.log(10))
+    assert uniform.accuracy == pytest.approx(10.0)  # ties go to class 0
+
+
+def _assert_png(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+        return image.size
+
+
+def test_report_draws_the_confusion_matrix_and_the_mistakes(tmp_path):
+    labels = np.arange(300) % 10
+    images = _coded_digits(labels)
+    result = evaluate(_reader({7: 1}), images, labels)
+    paths = write_report(result, images, labels, tmp_path / "report")
+    assert [p.name for p in paths] == ["confusion_matrix.png", "misclassified.png"]
+    assert _assert_png(paths[0])[0] > 10 * 28
+    width, height = _assert_png(paths[1])
+    with Image.open(paths[1]) as grid:
+        first = np.asarray(grid)[2 : 2 + 84, 2 : 2 + 84]  # the first mistake, a 7 (grey 140), zoomed 3x
+    assert (first == 140).all()
+    assert height > 3 * 28 * 3  # 30 mistakes: three rows of zoomed digits
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["confusion_matrix.png", "misclassified.png"]  # no temp files left
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("evaluate") / "basic.pt"
+    save_checkpoint(path, create_model("basic"), {"arch": "basic", "epochs_done": 0})
+    return path
+
+
+def test_evaluate_cli_prints_per_class_accuracy_and_writes_the_report(untrained_checkpoint, mnist_dir, tmp_path):
+    report = tmp_path / "pictures"
+    args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--report", str(report)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "(basic): accuracy" in result.output and "10000 images" in result.output
+    assert result.output.count("%") == 11 and "per class: 0: " in result.output
+    assert f"wrote {report / 'confusion_matrix.png'}" in result.output
+    _assert_png(report / "confusion_matrix.png")
+    _assert_png(report / "misclassified.png")
+
+
+def test_evaluate_cli_json(untrained_checkpoint, mnist_dir):
+    result = CliRunner().invoke(app, ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.output)
+    assert d["arch"] == "basic" and d["images"] == 10_000 and d["report"] == []
+    assert sum(map(sum, d["confusion"])) == 10_000 and list(d["per_class_accuracy"]) == [str(c) for c in range(10)]
+    assert d["errors"] == round(10_000 * (1 - d["accuracy"] / 100))
+    assert d["errors"] > MAX_MISTAKES  # an untrained network: the misclassified grid is capped
