@@ -35,6 +35,15 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Batches this small gain nothing from a second thread, and spinning threads crawl on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def two_epochs(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "basic.pt"
