@@ -103,10 +103,12 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(two_epochs, mn
     assert _same(_weights(straight), _weights(out))
 
 
-def test_resume_refuses_another_recipe(two_epochs, mnist_dir):
+def test_resume_refuses_another_recipe_or_nothing_left_to_train(two_epochs, mnist_dir):
     _, out = two_epochs
     with pytest.raises(MnistEdgeError, match="cannot change lr"):
         train(TrainConfig(resume=out, lr=0.1, data_dir=mnist_dir, progress=False), log=_quiet)
+    with pytest.raises(MnistEdgeError, match="already trained 2 of 2 epochs"):
+        train(TrainConfig(resume=out, data_dir=mnist_dir, progress=False), log=_quiet)
 
 
 def test_corrupt_foreign_and_unsafe_checkpoints_get_one_clear_line(tmp_path, two_epochs):
@@ -118,7 +120,7 @@ def test_corrupt_foreign_and_unsafe_checkpoints_get_one_clear_line(tmp_path, two
     foreign = tmp_path / "foreign.pt"
     torch.save({"conv.weight": torch.zeros(3)}, foreign)
     unsafe = tmp_path / "unsafe.pt"
-    unsafe.write_bytes(pickle.dumps(print))  # would call code if loaded without weights_only
+    unsafe.write_bytes(pickle.dumps(print, protocol=2))  # would call code if loaded without weights_only
     runner = CliRunner()
     for path in (truncated, garbage, foreign, unsafe, tmp_path / "missing.pt"):
         with pytest.raises(MnistEdgeError):

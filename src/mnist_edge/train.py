@@ -196,6 +196,9 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
     else:
         arch, base, limit = config.arch, arch_info(config.arch).recipe, config.limit
     recipe = resolve_recipe(base, config, resuming=resumed is not None)
+    trained = resumed.training.get("epoch") if resumed is not None else None
+    if isinstance(trained, int) and trained >= recipe.epochs:
+        raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
     out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
     info = arch_info(arch)
 
