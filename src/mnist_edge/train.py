@@ -134,13 +134,17 @@ class EpochBar:
 
 
 @contextmanager
-def stop_on_interrupt() -> Iterator[Callable[[], bool]]:
-    """First Ctrl-C asks the loop to stop after the current step; a second one interrupts at once."""
+def stop_on_interrupt(escalate: bool = True) -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C asks the loop to stop after the current step; a second one (if ESCALATE) interrupts at once.
+
+    Under torchrun a worker gets Ctrl-C twice (from the terminal and forwarded by torchrun), so there it
+    never escalates: torchrun kills workers that do not stop in time.
+    """
     requested = False
 
     def handler(_signum: int, _frame: Any) -> None:
         nonlocal requested
-        if requested:
+        if requested and escalate:
             raise KeyboardInterrupt
         requested = True
 
@@ -257,7 +261,7 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
 
     bar = EpochBar(config.progress and world.is_main)
     interrupted = False
-    with stop_on_interrupt() as stop_requested:
+    with stop_on_interrupt(escalate=not world.distributed) as stop_requested:
         log(
             f"training {arch} on {n:,} images ({len(test_x):,} test) | device {device}, {torch.get_num_threads()} threads"
             + (f", {world.size} processes" if world.distributed else "")
@@ -270,6 +274,7 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
                 perm = torch.randperm(n, generator=generator)
             loss_sum = torch.tensor(state.get("loss_sum", 0.0) if first_step else 0.0, device=device)
             seen = state.get("seen", 0) if first_step else 0
+            timed_from = seen  # a resumed epoch's earlier images were timed by the earlier run
             perm_device = perm.to(device)
             net.train()
             epoch_start = last_shown = time.perf_counter()
@@ -290,7 +295,7 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
                     seen += len(index)
                     now = time.perf_counter()
                     if now - last_shown > 0.3:  # .item() syncs with the device: only a few times a second
-                        show(step + 1, loss.item(), seen * world.size / max(now - epoch_start, 1e-9))
+                        show(step + 1, loss.item(), (seen - timed_from) * world.size / max(now - epoch_start, 1e-9))
                         last_shown = now
                     if distributed.any_rank(world, stop_requested(), device) and step + 1 < steps:
                         interrupted = True
@@ -315,7 +320,7 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
             if world.is_main:
                 result = evaluate(torch_logits_fn(model, device), test_x, test_y)
                 record.update(test_loss=result.loss, test_accuracy=result.accuracy)
-                record["images_per_s"] = (seen * world.size) / seconds
+                record["images_per_s"] = (seen - timed_from) * world.size / seconds
                 history.append(record)
                 log(
                     f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f}, test loss {result.loss:.4f}, "
