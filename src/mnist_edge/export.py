@@ -134,6 +134,8 @@ def export_torchscript(model: nn.Module, path: Path | str, metadata: dict[str, s
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream: we ship it as legacy
+        # A torch-quantized model's scales and zero points become constants, which is what they are.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.freeze(torch.jit.trace(model, _example_input()))
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})

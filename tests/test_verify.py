@@ -1,0 +1,140 @@
+"""The parity gate: its default tolerances, tampered and foreign files, and `evaluate` on exported files."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from mnist_edge.architectures import create_model
+from mnist_edge.checkpoint import save_checkpoint
+from mnist_edge.cli import app
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.export import export_checkpoint
+from mnist_edge.verify import ParityData, compare, open_artifact, parity_data, tolerances_for, verify_artifact
+from onnx_models import export_model
+
+runner = CliRunner()
+
+
+def _data(n: int, labels: np.ndarray | None) -> ParityData:
+    return ParityData(np.zeros((n, 1, 28, 28), np.float32), labels, "test")
+
+
+def _logits(top: np.ndarray) -> np.ndarray:
+    """Logits whose top-1 digit is TOP, with a clear margin."""
+    logits = np.zeros((len(top), 10), np.float32)
+    logits[np.arange(len(top)), top] = 5.0
+    return logits
+
+
+def test_quantized_default_gate_is_99_5_percent_agreement():
+    top = np.arange(1000) % 10
+    data = _data(1000, None)
+    for flips, passes in ((5, True), (6, False)):
+        moved = top.copy()
+        moved[:flips] = (moved[:flips] + 1) % 10
+        parity = compare(_logits(top), _logits(moved), data, tolerances_for("static"))
+        assert parity.passed is passes and parity.agreement == 100 - flips / 10
+    assert parity.failures == ["top-1 agreement 99.40% < 99.5% (6 images disagree)"]
+
+
+def test_quantized_default_gate_allows_0_3_points_of_accuracy_drop():
+    labels = np.arange(1000) % 10
+    artifact = labels.copy()
+    artifact[:4] = (artifact[:4] + 1) % 10  # 4 more mistakes: -0.4 points (and 99.6% agreement)
+    parity = compare(_logits(labels), _logits(artifact), _data(1000, labels), tolerances_for("dynamic"))
+    assert parity.reference_accuracy == 100.0 and parity.artifact_accuracy == 99.6
+    assert parity.failures == ["accuracy drop 0.40 points (100.00% -> 99.60%) > 0.3"]
+    artifact[3] = labels[3]  # 0.3 points: allowed
+    assert compare(_logits(labels), _logits(artifact), _data(1000, labels), tolerances_for("dynamic")).passed
+
+
+def test_fp32_default_gate_is_1e_4_and_full_agreement_and_flags_override_it():
+    reference = _logits(np.arange(100) % 10)
+    parity = compare(reference, reference + 2e-4, _data(100, None), tolerances_for("none"))
+    assert parity.failures == ["max abs logit diff 0.0002 > 0.0001"]
+    assert compare(reference, reference + 2e-4, _data(100, None), tolerances_for("none", {"max_abs_diff": 1e-3})).passed
+    assert not compare(reference, reference + np.nan, _data(100, None), tolerances_for("none")).passed
+
+
+def test_without_mnist_a_seeded_synthetic_batch_says_so():
+    first, second = parity_data(None, 16, "no data here"), parity_data(None, 16, "no data here")
+    assert first.labels is None and "synthetic" in first.source and "no data here" in first.source
+    np.testing.assert_array_equal(first.images, second.images)
+    assert first.images.shape == (16, 1, 28, 28) and 0 <= first.images.min() and first.images.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("verify")
+    torch.manual_seed(0)
+    save_checkpoint(folder / "tiny.pt", create_model("tiny"), {"arch": "tiny", "test_accuracy": 10.0})
+    results, _ = export_checkpoint(folder / "tiny.pt", folder, ["onnx", "torchscript"], [], data_dir=mnist_dir, limit=100)
+    assert all(r.passed for r in results)
+    return folder
+
+
+def _verify(*args: str):
+    return runner.invoke(app, ["verify", *args, "--limit", "100"])
+
+
+def test_verify_passes_an_untouched_file(tiny, mnist_dir):
+    for name in ("tiny.onnx", "tiny.torchscript.pt"):
+        result = _verify(str(tiny / name), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir))
+        assert result.exit_code == 0, result.output
+        assert "agreement 100.00%" in result.output and "parity: ok" in result.output
+
+
+def test_a_tampered_weight_fails_verify(tiny, mnist_dir, tmp_path):
+    proto = onnx.load(tiny / "tiny.onnx")
+    weight = next(t for t in proto.graph.initializer if numpy_helper.to_array(t).ndim == 4)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.01, weight.name))
+    onnx.save(proto, tmp_path / "tampered.onnx")
+    parity = verify_artifact(tmp_path / "tampered.onnx", tiny / "tiny.pt", mnist_dir, limit=100)
+    assert not parity.passed and parity.failures[0].startswith("max abs logit diff")
+    result = _verify(str(tmp_path / "tampered.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir))
+    assert result.exit_code == 1 and "parity FAILED: max abs logit diff" in result.output
+
+
+def test_an_artifact_checked_against_another_checkpoint_fails(tiny, mnist_dir, tmp_path):
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "other.pt", create_model("tiny"), {"arch": "tiny"})
+    parity = verify_artifact(tiny / "tiny.torchscript.pt", tmp_path / "other.pt", mnist_dir, limit=100)
+    assert parity.failures[0].startswith("artifact was exported from checkpoint sha256")
+
+
+def test_a_truncated_file_is_one_line(tiny, tmp_path):
+    (tmp_path / "cut.onnx").write_bytes((tiny / "tiny.onnx").read_bytes()[:500])
+    result = _verify(str(tmp_path / "cut.onnx"), "--checkpoint", str(tiny / "tiny.pt"))
+    assert result.exit_code == 1 and "not a usable ONNX model" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # building a foreign TorchScript file
+def test_wrong_interface_onnx_and_torchscript_get_a_clear_error(tiny, tmp_path):
+    export_model(create_model("tiny"), tmp_path / "renamed.onnx", input_names=("input",))
+    result = _verify(str(tmp_path / "renamed.onnx"), "--checkpoint", str(tiny / "tiny.pt"))
+    assert result.exit_code == 1 and "wrong model interface" in result.output and "'input'" in result.output
+    flat = torch.jit.trace(torch.nn.Linear(784, 10), torch.zeros(2, 784))
+    torch.jit.save(flat, str(tmp_path / "flat.pt"))
+    with pytest.raises(MnistEdgeError, match="wrong model interface"):
+        open_artifact(tmp_path / "flat.pt")
+
+
+def test_missing_and_unknown_files_are_one_line(tiny, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    for path in (tmp_path / "nope.onnx", tmp_path / "notes.txt"):
+        result = _verify(str(path), "--checkpoint", str(tiny / "tiny.pt"))
+        assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_evaluate_accepts_exported_files(tiny, mnist_dir):
+    outputs = {}
+    for name in ("tiny.pt", "tiny.onnx", "tiny.torchscript.pt"):
+        result = runner.invoke(app, ["evaluate", str(tiny / name), "--data-dir", str(mnist_dir), "--json"])
+        assert result.exit_code == 0, result.output
+        outputs[name] = result.output
+    accuracy = [line for line in outputs["tiny.pt"].splitlines() if '"accuracy"' in line]
+    assert all(accuracy[0] in text and '"arch": "tiny"' in text for text in outputs.values())
