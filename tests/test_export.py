@@ -145,3 +145,11 @@ def test_export_without_a_checkpoint_is_one_line(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_broken_manifest_stops_the_export_before_any_file(tiny_export, tmp_path):
+    _, folder = tiny_export
+    (tmp_path / "manifest.json").write_text("{broken")
+    result = runner.invoke(app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "unreadable manifest" in result.output and result.output.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]

@@ -231,8 +231,8 @@ def export(
         list[Quantization] | None,
         typer.Option(
             "--quantize",
-            help="Also write a quantized copy (repeatable): static = int8 calibrated on training digits, dynamic = int8 weights. "
-            "The fp32 file is always written.",
+            help="Also write a quantized copy (repeatable): static = int8 QDQ calibrated on training digits (the fast one), "
+            "dynamic = int8 weights of Linear layers only (skipped, with a note, for models without any). The fp32 file is always written.",
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the files and manifest.json.", file_okay=False)] = Path("exported"),

@@ -23,11 +23,11 @@ from torch import nn
 from mnist_edge import __version__, quantize
 from mnist_edge.atomic import atomic_path, write_bytes
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint
+from mnist_edge.data import MNIST
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.manifest import file_sha256, update_manifest
+from mnist_edge.manifest import file_sha256, read_manifest, update_manifest
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
-from mnist_edge.data import MNIST
 from mnist_edge.verify import (
     TORCHSCRIPT_METADATA,
     Parity,
@@ -263,6 +263,11 @@ def export_checkpoint(
     """
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
     ckpt = load_checkpoint(checkpoint_path)
+    read_manifest(out_dir)  # a broken manifest stops the export before any file is written, not after
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistEdgeError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
     sha = file_sha256(checkpoint_path)
     mnist, missing = find_mnist(data_dir)
     calibration = None
