@@ -55,7 +55,8 @@ def notes(bench: Benchmark) -> list[str]:
         f"{bench.arch} checkpoint {bench.checkpoint}; accuracy and parity (vs PyTorch eager) on {bench.images:,} MNIST test digits.",
         f"Batch 1: {one['threads']} thread, {one['warmup']} warm-up + {one['runs']:,} timed runs per format; "
         f"batch {many['size']}: {many['threads']} threads, {many['warmup']} warm-up + {many['runs']} timed runs (median); "
-        f"formats interleaved over {s['rounds']} rounds; load: mean of {s['loads']} after one untimed.",
+        f"formats interleaved over {s['rounds']} rounds; load: mean of {s['loads']} after one untimed, opening the file as "
+        "mnist-edge does (ONNX: session with graph optimization; TorchScript: its first check run, where the JIT profiles).",
     ]
     ort = s.get("onnxruntime")
     if ort:
