@@ -153,3 +153,26 @@ def test_a_broken_manifest_stops_the_export_before_any_file(tiny_export, tmp_pat
     result = runner.invoke(app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path)])
     assert result.exit_code == 1 and "unreadable manifest" in result.output and result.output.count("\n") == 1
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_export, tmp_path):
+    import onnxruntime as ort
+
+    from mnist_edge.quantize import pool_first
+
+    _, folder = tiny_export
+    proto = onnx.load(folder / "tiny.onnx")
+    pooled = {n.input[0] for n in proto.graph.node if n.op_type == "MaxPool"}
+    bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization" and n.output[0] in pooled)
+    scale = next(t for t in proto.graph.initializer if t.name == bn.input[1])
+    scale.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(scale), scale.name))  # not monotone: stays put
+    onnx.save(proto, tmp_path / "before.onnx")
+    onnx.save(pool_first(proto), tmp_path / "after.onnx")
+    ops = [n.op_type for n in proto.graph.node]
+    pools = [i for i, op in enumerate(ops) if op == "MaxPool"]
+    # tiny has conv -> ReLU -> BN -> pool twice: the first BN now scales by a negative factor, so only the second moves
+    assert ops[pools[0] - 2 : pools[0]] == ["Relu", "BatchNormalization"]
+    assert ops[pools[1] - 1 : pools[1] + 3] == ["Conv", "MaxPool", "Relu", "BatchNormalization"]
+    images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    before, after = (ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after"))
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
