@@ -58,3 +58,34 @@ def test_twoblock_fc_uses_xavier_uniform():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(MnistEdgeError, match="unknown architecture 'resnet'.*tiny"):
         create_model("resnet")
+
+
+@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+def test_every_architecture_keeps_its_notebook_recipe_by_name(name):
+    info = arch_info(name)
+    assert info.get_recipe("notebook").schedule == "constant"  # no notebook schedules its LR
+    assert info.get_recipe(None) == info.recipe == next(iter(info.recipes.values()))
+
+
+def test_tiny_defaults_to_the_notebook_recipe_annealed():
+    info = arch_info("tiny")
+    notebook, default = info.get_recipe("notebook"), info.recipe
+    assert (notebook.optimizer, notebook.lr, notebook.momentum, notebook.batch_size, notebook.epochs, notebook.augment) == (
+        "sgd", 0.01, 0.9, 128, 20, True
+    )
+    # the same recipe but for the schedule: annealed from a higher peak
+    assert default == type(default)(**{**notebook.as_dict(), "schedule": "cosine", "lr": 0.03})
+
+
+def test_cosine_schedule_anneals_from_the_recipe_lr_to_zero():
+    recipe = arch_info("tiny").recipe
+    lrs = [recipe.lr_at(step, 100) for step in range(101)]
+    assert recipe.schedule == "cosine" and lrs[0] == recipe.lr and lrs[-1] == pytest.approx(0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[50] == pytest.approx(recipe.lr / 2)
+    assert {arch_info("basic").recipe.lr_at(s, 100) for s in range(101)} == {arch_info("basic").recipe.lr}
+
+
+def test_unknown_recipe_is_a_clear_error():
+    with pytest.raises(MnistEdgeError, match="--recipe fast: tiny has recipes annealed, notebook"):
+        arch_info("tiny").get_recipe("fast")

@@ -155,7 +155,17 @@ def test_train_cli_prints_recipe_and_epochs(mnist_dir, tmp_path):
 
 def test_train_cli_bad_input_is_one_line(mnist_dir):
     runner = CliRunner()
-    for args in (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "basic", "--device", "tpu"]):
+    bad = (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "basic", "--device", "tpu"], ["--arch", "tiny", "--recipe", "fast"])
+    for args in bad:
         result = runner.invoke(app, ["train", *args, "--data-dir", str(mnist_dir)])
         assert result.exit_code == 1, result.output
         assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_train_cli_runs_a_named_recipe(mnist_dir, tmp_path):
+    out = tmp_path / "annealed.pt"
+    args = ["train", "--arch", "tiny", "--recipe", "annealed", "--epochs", "1", "--limit", "256", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 0, result.output
+    assert "cosine LR schedule" in result.output
+    assert load_checkpoint(out).meta["recipe"]["schedule"] == "cosine"

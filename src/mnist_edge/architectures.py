@@ -7,6 +7,7 @@ predictions). `create_model` wraps it with the notebook's input normalization, s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -30,9 +31,17 @@ class Recipe:
     augment: bool = False  # notebook 004's RandomAffine + ColorJitter
     drop_last: bool = False
     seed: int = 1
+    # "constant" (every notebook) or "cosine": the LR anneals to zero over the run, step by step
+    schedule: str = "constant"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The learning rate for global STEP of TOTAL_STEPS: a pure function, so resuming needs no scheduler state."""
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+        return self.lr
 
 
 @dataclass(frozen=True)
@@ -42,8 +51,21 @@ class ArchInfo:
     notebook: str
     description: str
     reported_accuracy: float | None  # percent, as the notebook reported it
-    recipe: Recipe
+    recipes: dict[str, Recipe]  # "notebook" is the notebook's own; the first is the default
     normalize: tuple[float, float] | None  # (mean, std) on [0, 1] pixels, or None
+
+    @property
+    def recipe(self) -> Recipe:
+        """The default recipe."""
+        return next(iter(self.recipes.values()))
+
+    def get_recipe(self, name: str | None) -> Recipe:
+        if name is None:
+            return self.recipe
+        try:
+            return self.recipes[name]
+        except KeyError:
+            raise MnistEdgeError(f"--recipe {name}: {self.name} has recipes {', '.join(self.recipes)}") from None
 
 
 _REGISTRY: dict[str, ArchInfo] = {}
@@ -56,10 +78,15 @@ def register_model(
     reported_accuracy: float | None,
     recipe: Recipe,
     normalize: tuple[float, float] | None = None,
+    default_recipe: tuple[str, Recipe] | None = None,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Register an architecture with its notebook's RECIPE; DEFAULT_RECIPE (name, recipe) replaces it as the
+    default where the notebook's recipe does not reproduce the notebook's accuracy here."""
+
     def register(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         name = build.__name__
-        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipe, normalize)
+        recipes = dict([default_recipe] if default_recipe else []) | {"notebook": recipe}
+        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipes, normalize)
         return build
 
     return register
@@ -128,7 +155,10 @@ def count_macs(model: nn.Module) -> int:
 
 # --- notebook 000: basic CNN and the CNN with two Inception-A modules -------------------------------
 
-_NOTEBOOK_000 = Recipe(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=12)  # "just 12 epochs"
+# The intro says "just 12 epochs", but the training cell runs 9 epochs and says "Run code below couple of
+# times: 4 to 5"; its 98.88% was printed by such a repeat. 4 x 9 = 36 epochs is what the notebook did (12
+# epochs land at 98.4% for basic here, still improving).
+_NOTEBOOK_000 = Recipe(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=36)
 
 
 class BasicNet(nn.Module):
@@ -330,6 +360,13 @@ class TinyNet(nn.Module):
     reported_accuracy=99.48,
     recipe=Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=20, augment=True),
     normalize=(MNIST_MEAN, MNIST_STD),
+    # The notebook's constant LR ends wherever the last epoch's noise leaves it: its own run swung 99.23-99.50%
+    # over the last ten epochs, and here it ended at 99.23%. Annealing to zero ends at a low-noise point; a cosine
+    # from 0.01 averages half the notebook's LR and ended at 99.39%, from 0.03 at 99.49%.
+    default_recipe=(
+        "annealed",
+        Recipe(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=128, epochs=20, augment=True, schedule="cosine"),
+    ),
 )
 def tiny() -> nn.Module:
     return TinyNet()

@@ -20,7 +20,7 @@ def describe_models() -> list[dict[str, Any]]:
                 "reported_accuracy": info.reported_accuracy,
                 "description": info.description,
                 "normalize": info.normalize,
-                "recipe": info.recipe.as_dict(),
+                "recipes": {name: recipe.as_dict() for name, recipe in info.recipes.items()},
             }
         )
     return rows

@@ -91,6 +91,9 @@ def models(json_output: JsonFlag = False) -> None:
 @command
 def train(
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="A named recipe: 'notebook' is the notebook's own (see `mnist-edge models`). Default: the architecture's default.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Default: the recipe's.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: the recipe's.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. Default: the recipe's.")] = None,
@@ -107,6 +110,7 @@ def train(
 
     config = TrainConfig(
         arch=arch,
+        recipe=recipe,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

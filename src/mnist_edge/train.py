@@ -39,6 +39,7 @@ class TrainConfig:
     """What the user asked for; None means "the recipe's value" (or the resumed checkpoint's)."""
 
     arch: str | None = None
+    recipe: str | None = None  # a named recipe of the architecture; default: its default recipe
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -193,12 +194,14 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
         arch = resumed.arch
         base = Recipe(**resumed.meta["recipe"])
         limit = resumed.training.get("limit") or None
+        if config.recipe is not None:
+            raise MnistEdgeError("--resume continues the checkpoint's recipe; leave out --recipe")
         if config.limit not in (None, limit):
             raise MnistEdgeError(f"--limit {config.limit} differs from the checkpoint's ({limit})")
     elif config.arch is None:
         raise MnistEdgeError("give --arch NAME (or --resume FILE)")
     else:
-        arch, base, limit = config.arch, arch_info(config.arch).recipe, config.limit
+        arch, base, limit = config.arch, arch_info(config.arch).get_recipe(config.recipe), config.limit
     recipe = resolve_recipe(base, config, resuming=resumed is not None)
     trained = resumed.training.get("epoch") if resumed is not None else None
     if isinstance(trained, int) and trained >= recipe.epochs:
@@ -287,6 +290,8 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
                     x = images[index].float().div_(255)
                     if params is not None:
                         x = apply_params(x, params[world.rank :: world.size])
+                    for group in optimizer.param_groups:
+                        group["lr"] = recipe.lr_at(epoch * steps + step, recipe.epochs * steps)
                     loss = F.cross_entropy(net(x), labels[index])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -367,4 +372,6 @@ def _describe(recipe: Recipe) -> str:
     parts.append("augmentation on" if recipe.augment else "no augmentation")
     if recipe.drop_last:
         parts.append("drop_last")
+    if recipe.schedule != "constant":
+        parts.append(f"{recipe.schedule} LR schedule")
     return ", ".join(parts)
