@@ -10,11 +10,12 @@ usage: python tools/reproduce.py --data-dir DIR [--out-dir runs] [--arch NAME ..
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
-from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models
 from mnist_edge.atomic import write_text
 from mnist_edge.checkpoint import load_checkpoint
 
@@ -26,11 +27,15 @@ FLOORS = {"basic": 98.8, "inception": 98.88, "wide": 99.0, "convstack": 97.99, "
 def train(arch: str, data_dir: Path | None, out: Path) -> None:
     """Train ARCH into OUT (resuming a partial checkpoint) unless OUT already holds the full recipe."""
     command = [sys.executable, "-m", "mnist_edge", "train", "--out", str(out)]
+    recipe = arch_info(arch).recipe
     if out.exists():
-        if load_checkpoint(out).meta["epochs_done"] >= arch_info(arch).recipe.epochs:
+        meta = load_checkpoint(out).meta
+        if dataclasses.replace(Recipe(**meta["recipe"]), epochs=recipe.epochs) != recipe:
+            sys.exit(f"{arch}: {out} was trained with another recipe; move it away to retrain")
+        if meta["epochs_done"] >= recipe.epochs:
             print(f"{arch}: {out} is complete, reusing it", flush=True)
             return
-        command += ["--resume", str(out)]
+        command += ["--resume", str(out), "--epochs", str(recipe.epochs)]
     else:
         command += ["--arch", arch]
     if data_dir is not None:

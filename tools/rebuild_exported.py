@@ -1,0 +1,71 @@
+"""Rebuild everything in exported/ from a data folder: train the default architecture with its notebook
+recipe (seeded, so the same CPU gives the same weights), ship its checkpoint, export ONNX fp32, ONNX static
+int8 and TorchScript through `mnist-edge export` (each verified on the 10k test digits), make the int8 ONNX
+the default model, and say how long it took.
+
+usage: python tools/rebuild_exported.py --data-dir DIR [--arch tiny] [--checkpoint FILE] [--work-dir runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reproduce import train  # tools/ is on sys.path when this script runs
+
+from mnist_edge.architectures import list_models
+from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.manifest import file_sha256, update_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORTED = Path("exported")  # relative to ROOT, so the manifest records a command that works in any checkout
+
+
+def ship_checkpoint(source: Path, target: Path, command: str) -> None:
+    """Copy the weights and metadata, not the optimizer/RNG state a user has no use for, and list it."""
+    ckpt = load_checkpoint(source)
+    save_checkpoint(target, ckpt.model, ckpt.meta)
+    entry = {
+        "file": target.name,
+        "format": "checkpoint",
+        "quantization": "none",
+        "arch": ckpt.arch,
+        "size_bytes": target.stat().st_size,
+        "sha256": file_sha256(target),
+        "test_accuracy": ckpt.meta["test_accuracy"],
+        "command": command,
+    }
+    update_manifest(target.parent, [entry])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
+    parser.add_argument("--arch", default="tiny", choices=list_models())
+    parser.add_argument("--checkpoint", type=Path, help="ship this trained checkpoint instead of training one")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs"), help="where training writes (default: runs)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    source = args.checkpoint
+    if source is None:
+        source = args.work_dir / f"{args.arch}.pt"
+        train(args.arch, args.data_dir, source)
+    data_dir = args.data_dir.resolve() if args.data_dir else None
+    target = ROOT / EXPORTED / f"{args.arch}.pt"
+    ship_checkpoint(source, target, shlex.join(["python", "tools/rebuild_exported.py", *sys.argv[1:]]))
+    export = [sys.executable, "-m", "mnist_edge", "export", str(EXPORTED / target.name), "--format", "all",
+              "--quantize", "static", "--out", str(EXPORTED), "--make-default"]
+    if data_dir is not None:
+        export += ["--data-dir", str(data_dir)]
+    print("$ mnist-edge " + shlex.join(export[3:]), flush=True)
+    if subprocess.run(export, cwd=ROOT).returncode:
+        sys.exit("export failed (see above); exported/ keeps only the files that passed verification")
+    print(f"rebuilt {ROOT / EXPORTED} in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
