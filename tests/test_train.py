@@ -155,7 +155,7 @@ def test_train_cli_prints_recipe_and_epochs(mnist_dir, tmp_path):
 
 def test_train_cli_bad_input_is_one_line(mnist_dir):
     runner = CliRunner()
-    bad = (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "basic", "--device", "tpu"], ["--arch", "tiny", "--recipe", "fast"])
+    bad = (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "basic", "--device", "tpu"], ["--arch", "tiny", "--recipe", "fast"], ["--arch", "basic", "--schedule", "linear"])
     for args in bad:
         result = runner.invoke(app, ["train", *args, "--data-dir", str(mnist_dir)])
         assert result.exit_code == 1, result.output
@@ -169,3 +169,7 @@ def test_train_cli_runs_a_named_recipe(mnist_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "cosine LR schedule" in result.output
     assert load_checkpoint(out).meta["recipe"]["schedule"] == "cosine"
+    constant = tmp_path / "constant.pt"
+    result = CliRunner().invoke(app, [*args, "--schedule", "constant", "--out", str(constant), "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 0 and "LR schedule" not in result.output
+    assert load_checkpoint(constant).meta["recipe"]["schedule"] == "constant"

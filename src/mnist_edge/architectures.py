@@ -19,6 +19,9 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A notebook's training recipe; `mnist-edge train` uses it unless flags override."""

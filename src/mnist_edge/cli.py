@@ -102,6 +102,9 @@ def train(
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="Checkpoint file. Default: checkpoints/ARCH.pt.", dir_okay=False)] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn off the recipe's augmentation.")] = False,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="LR schedule: constant (every notebook's) or cosine (anneals to zero). Default: the recipe's.")
+    ] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the training a checkpoint holds.", dir_okay=False)] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Train on the first N images, test on the first N (quick runs).")] = None,
 ) -> None:
@@ -116,6 +119,7 @@ def train(
         lr=lr,
         seed=seed,
         augment=False if no_augment else None,
+        schedule=schedule,
         device=device,
         data_dir=data_dir,
         out=out,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_edge import __version__, distributed
-from mnist_edge.architectures import MnistClassifier, Recipe, arch_info, create_model
+from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model
 from mnist_edge.augment import apply_params, sample_params
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.data import MNIST, load_mnist
@@ -45,6 +45,7 @@ class TrainConfig:
     lr: float | None = None
     seed: int | None = None
     augment: bool | None = None
+    schedule: str | None = None
     device: str = "auto"
     data_dir: Path | None = None
     out: Path | None = None  # default: checkpoints/ARCH.pt, or the resumed file
@@ -84,6 +85,7 @@ def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
         "lr": config.lr,
         "seed": config.seed,
         "augment": config.augment,
+        "schedule": config.schedule,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if resuming:
@@ -91,6 +93,8 @@ def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
         if changed:
             raise MnistEdgeError(f"--resume continues the checkpoint's recipe; cannot change {', '.join(changed)}")
     recipe = dataclasses.replace(base, **overrides)
+    if recipe.schedule not in SCHEDULES:
+        raise MnistEdgeError(f"--schedule {recipe.schedule}: choose {' or '.join(SCHEDULES)}")
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise MnistEdgeError("--epochs and --batch-size must be at least 1 and --lr positive")
     return recipe
