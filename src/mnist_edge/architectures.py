@@ -7,6 +7,7 @@ predictions). `create_model` wraps it with the notebook's input normalization, s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -220,6 +221,9 @@ class InceptionNet(nn.Module):
     description="basic CNN: conv 10, conv 20 (5x5), FC 320",
     reported_accuracy=None,
     recipe=_NOTEBOOK_000,
+    # The notebook trains only the Inception CNN; its recipe plateaus this one at 98.6-98.76% (test loss rising
+    # from epoch 22, no dropout). A cosine from a higher LR settles at 98.8-98.9% over the last fifteen epochs.
+    default_recipe=("annealed", dataclasses.replace(_NOTEBOOK_000, lr=0.05, schedule="cosine")),
 )
 def basic() -> nn.Module:
     return BasicNet()
