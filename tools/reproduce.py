@@ -48,8 +48,8 @@ def train(arch: str, data_dir: Path | None, out: Path) -> None:
 def table(archs: list[str], out_dir: Path) -> tuple[str, list[str]]:
     """The markdown table, and the architectures below their floor (or not trained)."""
     lines = [
-        "| arch | params | MACs/image | notebook reported | floor | ours | epochs | wall time | device |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| arch | params | MACs/image | notebook reported | floor | ours | recipe | epochs | wall time | device |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     short = []
     for arch in archs:
@@ -59,15 +59,17 @@ def table(archs: list[str], out_dir: Path) -> tuple[str, list[str]]:
         if path.exists():
             meta = load_checkpoint(path).meta
             ours, epochs = f"{meta['test_accuracy']:.2f}%", str(meta["epochs_done"])
+            trained = dataclasses.replace(Recipe(**meta["recipe"]), epochs=info.recipe.epochs)
+            recipe = next((name for name, r in info.recipes.items() if r == trained), "custom")
             wall, device = f"{meta['wall_time_s'] / 60:.1f} min", meta["device"]
             if meta["test_accuracy"] < FLOORS[arch] or meta["epochs_done"] < info.recipe.epochs:
                 short.append(arch)
         else:
-            ours = epochs = wall = device = "-"
+            ours = recipe = epochs = wall = device = "-"
             short.append(arch)
         lines.append(
             f"| {arch} | {count_params(model):,} | {count_macs(model):,} | {reported} | {FLOORS[arch]:.2f}% "
-            f"| {ours} | {epochs} | {wall} | {device} |"
+            f"| {ours} | {recipe} | {epochs} | {wall} | {device} |"
         )
     return "\n".join(lines) + "\n", short
 
