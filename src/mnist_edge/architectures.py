@@ -163,6 +163,8 @@ def count_macs(model: nn.Module) -> int:
 # times: 4 to 5"; its 98.88% was printed by such a repeat. 4 x 9 = 36 epochs is what the notebook did (12
 # epochs land at 98.4% for basic here, still improving).
 _NOTEBOOK_000 = Recipe(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=36)
+# Its constant LR leaves the last epoch wherever the noise does; annealed from a higher peak it settles.
+_ANNEALED_000 = dataclasses.replace(_NOTEBOOK_000, lr=0.05, schedule="cosine")
 
 
 class BasicNet(nn.Module):
@@ -223,7 +225,7 @@ class InceptionNet(nn.Module):
     recipe=_NOTEBOOK_000,
     # The notebook trains only the Inception CNN; its recipe plateaus this one at 98.6-98.76% (test loss rising
     # from epoch 22, no dropout). A cosine from a higher LR settles at 98.8-98.9% over the last fifteen epochs.
-    default_recipe=("annealed", dataclasses.replace(_NOTEBOOK_000, lr=0.05, schedule="cosine")),
+    default_recipe=("annealed", _ANNEALED_000),
 )
 def basic() -> nn.Module:
     return BasicNet()
@@ -234,6 +236,8 @@ def basic() -> nn.Module:
     description="CNN with two Inception-A modules, FC 1408",
     reported_accuracy=98.88,
     recipe=_NOTEBOOK_000,
+    # The notebook's recipe ended at 98.80% here, swinging 98.6-98.83% over its last ten epochs.
+    default_recipe=("annealed", _ANNEALED_000),
 )
 def inception() -> nn.Module:
     return InceptionNet()
