@@ -11,7 +11,8 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.train import TrainConfig, train
 
 # `basic` is the cheapest network; a raised learning rate makes a few hundred digits enough to learn.
-QUICK = dict(arch="basic", limit=512, batch_size=32, lr=0.05, device="cpu", progress=False)
+# The notebook's constant-LR recipe: a run cut short and resumed with more --epochs then matches a straight run.
+QUICK = dict(arch="basic", recipe="notebook", limit=512, batch_size=32, lr=0.05, device="cpu", progress=False)
 META_KEYS = {
     "arch", "recipe", "epochs_done", "test_accuracy", "normalize", "seed", "device",
     "wall_time_s", "versions", "dataset_sha256", "history",
@@ -146,7 +147,7 @@ def test_checkpoint_round_trip(tmp_path, two_epochs):
 
 def test_train_cli_prints_recipe_and_epochs(mnist_dir, tmp_path):
     out = tmp_path / "cli.pt"
-    args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "128", "--device", "cpu", "--out", str(out)]
+    args = ["train", "--arch", "basic", "--recipe", "notebook", "--epochs", "1", "--limit", "128", "--device", "cpu", "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0, result.output
     assert "recipe: sgd lr 0.01 momentum 0.5, batch 64, 1 epochs" in result.output
