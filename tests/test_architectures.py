@@ -97,3 +97,8 @@ def test_cosine_schedule_anneals_from_the_recipe_lr_to_zero():
 def test_unknown_recipe_is_a_clear_error():
     with pytest.raises(MnistEdgeError, match="--recipe fast: tiny has recipes annealed, notebook"):
         arch_info("tiny").get_recipe("fast")
+
+
+def test_convstack_defaults_to_its_notebook_recipe_annealed():
+    info = arch_info("convstack")
+    assert info.recipe == type(info.recipe)(**{**info.get_recipe("notebook").as_dict(), "schedule": "cosine", "lr": 3e-4})

@@ -283,6 +283,9 @@ def wide() -> nn.Module:
     description="nn.Sequential: three unpadded 3x3 convs (32, 16, 8), maxpool, Linear 968/512/128/10",
     reported_accuracy=97.99,
     recipe=Recipe(optimizer="adam", lr=1e-4, batch_size=128, epochs=7),
+    # The notebook reports one run and says a rerun differs: seeds 1-3 of its recipe gave 97.95/98.30/98.20%, still
+    # improving at epoch 7. Annealed from a higher peak, the 7 epochs end at 98.35% (seed 1).
+    default_recipe=("annealed", Recipe(optimizer="adam", lr=3e-4, batch_size=128, epochs=7, schedule="cosine")),
 )
 def convstack() -> nn.Module:
     return nn.Sequential(
