@@ -176,3 +176,28 @@ def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_expor
     images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
     before, after = (ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after"))
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+
+
+def test_batchnorm_as_conv_replaces_every_batchnorm_exactly(tiny_export, tmp_path):
+    import onnxruntime as ort
+
+    from mnist_edge.quantize import batchnorm_as_conv
+
+    _, folder = tiny_export
+    proto = onnx.load(folder / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    stats = {name for n in proto.graph.node if n.op_type == "BatchNormalization" for name in n.input[1:5]}
+    for tensor in proto.graph.initializer:  # fresh BatchNorms are the identity: give them statistics to get wrong
+        if tensor.name in stats:
+            values = rng.uniform(0.5, 2.0, tensor.dims).astype(np.float32)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+    norms = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    convs = sum(n.op_type == "Conv" for n in proto.graph.node)
+    onnx.save(proto, tmp_path / "before.onnx")
+    onnx.save(batchnorm_as_conv(proto), tmp_path / "after.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    ops = [n.op_type for n in proto.graph.node]
+    assert norms == 5 and "BatchNormalization" not in ops and ops.count("Conv") == convs + norms
+    images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    before, after = (ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after"))
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)

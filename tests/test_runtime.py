@@ -31,6 +31,18 @@ def test_run_matches_torch_for_any_batch_size(tiny):
         np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_a_batch_split_across_threads_gives_the_same_logits_in_order(tiny):
+    _, path = tiny
+    images = np.random.default_rng(0).random((3 * runtime.MIN_CHUNK + 5, 1, 28, 28), dtype=np.float32)
+    whole = OnnxModel(path, threads=1)
+    split = OnnxModel(path, threads=3)
+    np.testing.assert_allclose(split.run(images), whole.run(images), rtol=0, atol=1e-6)
+    assert split._pool is not None and whole._pool is None  # the split really ran, on 3 chunks
+    few = OnnxModel(path, threads=3)
+    few.run(images[: 2 * runtime.MIN_CHUNK - 1])  # too few images for two chunks: one run, no threads
+    assert few._pool is None
+
+
 def test_metadata_props_are_exposed(tiny, tmp_path):
     proto = onnx.load(str(tiny[1]))
     onnx.helper.set_model_props(proto, {"arch": "tiny", "test_accuracy": "99.1"})

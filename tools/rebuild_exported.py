@@ -22,7 +22,8 @@ from reproduce import train  # tools/ is on sys.path when this script runs
 
 from mnist_edge.architectures import list_models
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
-from mnist_edge.manifest import file_sha256, update_manifest
+from mnist_edge.export import checkpoint_entry
+from mnist_edge.manifest import update_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = Path("exported")  # relative to ROOT, so the manifest records a command that works in any checkout
@@ -32,17 +33,7 @@ def ship_checkpoint(source: Path, target: Path, command: str) -> None:
     """Copy the weights and metadata, not the optimizer/RNG state a user has no use for, and list it."""
     ckpt = load_checkpoint(source)
     save_checkpoint(target, ckpt.model, ckpt.meta)
-    entry = {
-        "file": target.name,
-        "format": "checkpoint",
-        "quantization": "none",
-        "arch": ckpt.arch,
-        "size_bytes": target.stat().st_size,
-        "sha256": file_sha256(target),
-        "test_accuracy": ckpt.meta["test_accuracy"],
-        "command": command,
-    }
-    update_manifest(target.parent, [entry])
+    update_manifest(target.parent, [checkpoint_entry(target, ckpt, command)])
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ by measuring tiny at batch 1 (numbers in microseconds, 2-core VM): ORT_ENABLE_AL
 89 (the NCHWc conv layout needs level ALL); 1 intra-op thread runs on the caller thread, while the
 default pool (2 threads) costs 61 and an idle, non-spinning worker can wake late; IOBinding, a
 preallocated output, run_with_ort_values, no memory arena or flush-denormals-to-zero gained nothing
-measurable. The 57-vs-85 bimodality seen across runs is the CPU, not ONNX Runtime: a fixed matmul
-timed between the ORT calls slows down in the same spells (block medians correlate at 0.98), i.e.
-another load on the shared core. So the report gives p50 and p99 over many interleaved runs.
+measurable. A batch runs as chunks on several threads at once (runtime.py says why). The 57-vs-85
+bimodality seen across runs is the CPU, not ONNX Runtime: a fixed matmul timed between the ORT calls
+slows down in the same spells (block medians correlate at 0.98), i.e. another load on the shared core. So the report gives p50 and p99 over many interleaved runs.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export import Exported, artifact_metadata, artifact_name, calibration_images, export_artifact, onnx_proto
 from mnist_edge.manifest import file_sha256, read_manifest
-from mnist_edge.runtime import SHIPPED_DIRS, OnnxModel
+from mnist_edge.runtime import MIN_CHUNK, SHIPPED_DIRS, OnnxModel
 from mnist_edge.verify import FP32, ParityData, batched, compare, open_artifact, parity_data
 
 FORMATS = {
@@ -240,20 +240,19 @@ def _interleaved(calls: dict[str, Callable[[], Any]], per_round: int, rounds: in
 
 
 def _ort_settings(path: Path) -> dict[str, Any]:
-    """The options ONNX Runtime really runs with, read back from OnnxModel's sessions (batch 1 and batch)."""
-
-    def describe(session: ort.InferenceSession) -> dict[str, Any]:
-        opts = session.get_session_options()
-        return {
-            "intra_op_num_threads": opts.intra_op_num_threads,  # 0: ORT's default, one per physical core
-            "inter_op_num_threads": opts.inter_op_num_threads,
-            "execution_mode": opts.execution_mode.name,
-            "graph_optimization_level": opts.graph_optimization_level.name,
-            "allow_spinning": opts.get_session_config_entry("session.intra_op.allow_spinning"),
-            "providers": session.get_providers(),
-        }
-
-    return {"version": ort.__version__, "batch_1": describe(OnnxModel(path, 1).session), "batch": describe(OnnxModel(path).session)}
+    """The options ONNX Runtime really runs with, read back from the session `predict` opens."""
+    model = OnnxModel(path)
+    opts = model.session.get_session_options()
+    return {
+        "version": ort.__version__,
+        "providers": model.session.get_providers(),
+        "graph_optimization_level": opts.graph_optimization_level.name,
+        "execution_mode": opts.execution_mode.name,
+        "intra_op_num_threads": opts.intra_op_num_threads,
+        "inter_op_num_threads": opts.inter_op_num_threads,
+        "batch_threads": model.threads,  # chunks of one batch run at once
+        "min_chunk": MIN_CHUNK,
+    }
 
 
 def run_benchmark(

@@ -60,12 +60,11 @@ def notes(bench: Benchmark) -> list[str]:
     ]
     ort = s.get("onnxruntime")
     if ort:
-        b1, bn = ort["batch_1"], ort["batch"]
-        threads = [str(o["intra_op_num_threads"] or "one per physical core") for o in (b1, bn)]
         lines.append(
-            f"ONNX Runtime {ort['version']} ({', '.join(b1['providers'])}) through the session `predict` uses: "
-            f"{b1['graph_optimization_level']}, {b1['execution_mode']}, inter-op threads {b1['inter_op_num_threads']}, "
-            f"intra-op threads {threads[0]} at batch 1 and {threads[1]} at batch {many['size']}, allow_spinning {b1['allow_spinning']}."
+            f"ONNX Runtime {ort['version']} ({', '.join(ort['providers'])}) through the session `predict` uses: "
+            f"{ort['graph_optimization_level']}, {ort['execution_mode']}, intra-op threads {ort['intra_op_num_threads']}, "
+            f"inter-op threads {ort['inter_op_num_threads']}; a batch runs as up to {ort['batch_threads']} chunks at once "
+            f"(at least {ort['min_chunk']} images each), one per usable CPU."
         )
     lines.append(f"torch {s['torch']['version']}; CPU {s['cpu']['machine']}, {s['cpu']['logical_cpus']} logical CPUs.")
     lines += [f"{r.name}: {r.status}: {r.detail}" for r in bench.rows if r.detail]

@@ -311,14 +311,24 @@ def export_checkpoint(
 def _manifest_entry(result: Exported, ckpt: Checkpoint, out_dir: Path, command: str) -> dict[str, Any]:
     parity = result.parity.as_dict() if result.parity else {}
     return {
-        "file": result.file,
+        **checkpoint_entry(out_dir / result.file, ckpt, command),
         "format": result.format,
         "quantization": result.quantization,
-        "arch": ckpt.arch,
-        "size_bytes": result.size_bytes,
-        "sha256": file_sha256(out_dir / result.file),
         "test_accuracy": parity.get("artifact_accuracy"),
         "checkpoint_test_accuracy": ckpt.meta.get("test_accuracy"),
         "parity": {k: v for k, v in parity.items() if k != "failures"},
+    }
+
+
+def checkpoint_entry(path: Path, ckpt: Checkpoint, command: str) -> dict[str, Any]:
+    """The manifest entry of a file at PATH made from CKPT by COMMAND (the checkpoint itself, as is)."""
+    return {
+        "file": path.name,
+        "format": "checkpoint",
+        "quantization": "none",
+        "arch": ckpt.arch,
+        "size_bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "test_accuracy": ckpt.meta.get("test_accuracy"),
         "command": command,
     }

@@ -7,7 +7,6 @@ stops the rest. Torch-free: numpy, Pillow and ONNX Runtime only.
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.preprocess import preprocess, save_png
-from mnist_edge.runtime import OnnxModel
+from mnist_edge.runtime import OnnxModel, usable_cpus
 from mnist_edge.spec import LABELS
 
 # What a folder is searched for; files named explicitly are tried whatever their suffix.
@@ -129,9 +128,7 @@ def _prepare(job: _Job | Failure) -> np.ndarray | Failure:
 def _mapper(jobs: int, workers: int | None) -> Iterator[Callable]:
     """An ordered map over jobs: in this process for a few images, else over a process pool, because
     preprocessing is per-image Python and numpy work that one core cannot keep up with on a big run."""
-    # The CPUs this process may run on (taskset, containers), not all the machine has.
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(workers or cpus, jobs // PARALLEL_MIN)
+    workers = min(workers or usable_cpus(), jobs // PARALLEL_MIN)
     if workers < 2:
         yield map
         return

@@ -1,14 +1,18 @@
 """Quantize exported models: ONNX Runtime static (int8 QDQ) and dynamic, torch's for TorchScript.
 
 Static int8 follows ONNX Runtime's recipe for CNNs: pre-process (shape inference, graph
-optimization), then QDQ with per-channel weights calibrated on training digits. Two measured choices
+optimization), then QDQ with per-channel weights calibrated on training digits. Three measured choices
 make it faster than fp32 rather than slower (tools/bench_quantize.py prints the figures):
 
 - MaxPool moves ahead of the per-channel monotone ops before it (ReLU, a BatchNormalization with
-  non-negative scale; exact, since max commutes with them). ONNX Runtime then pools the int8 output
-  of the conv in its NHWC layout instead of a float NCHW tensor, and ReLU/BatchNorm touch 4x fewer values.
-- A conv reading a single channel (the image) stays float: with a 3x3 or 5x5 kernel there are 9-25
-  multiplies per output, too few for int8 to repay quantizing and requantizing its activations.
+  non-negative scale; exact, since max commutes with them), so they touch 4x fewer values.
+- A BatchNormalization that cannot fold into a conv (conv -> ReLU -> BN) becomes the depthwise 1x1
+  conv it equals. ONNX Runtime runs that as an int8 QLinearConv in the NHWC layout of its neighbours;
+  left float, each BN cost a DequantizeLinear, two Transposes to NCHW and back and a QuantizeLinear.
+- A conv with fewer than 16 output channels, or reading a single channel (the image), stays float:
+  int8 GEMM kernels work on 16 output channels at a time, and 9-25 multiplies per output (a 3x3 or 5x5
+  kernel on one channel) do not repay quantizing and requantizing the activations. On `tiny` an 8 -> 8
+  conv at 28x28 took twice as long in int8 as in fp32.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from onnx import numpy_helper
 from torch import nn
 
 CALIBRATION_BATCH = 64
-# Ops with int8 kernels in ONNX Runtime's CPU provider worth their Quantize/Dequantize pairs; the rest
-# (BatchNormalization that cannot fold, ReLU after it) stays float between them.
-STATIC_OPS = ["Conv", "Gemm", "MatMul"]
+# Ops with int8 kernels in ONNX Runtime's CPU provider worth their Quantize/Dequantize pairs. A ReLU
+# after a quantized conv folds into the conv's output range.
+STATIC_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
+# Fewer output channels than one int8 GEMM kernel's width leave it partly idle (see the docstring).
+MIN_INT8_CONV_CHANNELS = 16
 # Dynamic quantization only pays where weights dominate: ConvInteger with per-batch activation
 # quantization ran at 0.3x fp32 on `tiny`, so convs keep float and only Linear layers go int8.
 DYNAMIC_OPS = ["MatMul", "Gemm"]
@@ -94,16 +100,56 @@ def pool_first(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _single_channel_convs(model: onnx.ModelProto) -> list[str]:
+def batchnorm_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace each 4-D BatchNormalization by the depthwise 1x1 Conv computing the same (in place)."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model).graph  # pool_first dropped the shapes it changed
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.value_info, *inferred.input]}
+    nodes = list(graph.node)
+    for index, node in enumerate(nodes):
+        if (
+            node.op_type != "BatchNormalization"
+            or len(node.output) != 1
+            or ranks.get(node.input[0]) != 4
+            or not all(name in initializers for name in node.input[1:5])
+        ):
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(initializers[name]).astype(np.float64) for name in node.input[1:5])
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + epsilon)  # y = scale * x + shift, per channel
+        shift = beta - mean * scale
+        weight, bias = f"{node.output[0]}_depthwise_weight", f"{node.output[0]}_depthwise_bias"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale.reshape(-1, 1, 1, 1).astype(np.float32), weight),
+                numpy_helper.from_array(shift.astype(np.float32), bias),
+            ]
+        )
+        nodes[index] = onnx.helper.make_node(
+            "Conv", [node.input[0], weight, bias], list(node.output), name=f"{node.output[0]}_depthwise", group=len(scale), kernel_shape=[1, 1]
+        )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]  # the BatchNormalizations' own tensors
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model
+
+
+def _float_convs(model: onnx.ModelProto) -> list[str]:
+    """Convs int8 would slow down: fewer than MIN_INT8_CONV_CHANNELS outputs, or one input channel."""
     weights = {t.name: t.dims for t in model.graph.initializer}
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "Conv"
-        and len(weights.get(n.input[1], ())) == 4
-        and weights[n.input[1]][1] == 1
-        and all(a.i == 1 for a in n.attribute if a.name == "group")  # depthwise convs also have 1 channel per group
-    ]
+    found = []
+    for node in model.graph.node:
+        dims = weights.get(node.input[1], ()) if node.op_type == "Conv" else ()
+        if len(dims) != 4:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if dims[0] < MIN_INT8_CONV_CHANNELS or (dims[1] == 1 and group == 1):  # depthwise convs also read 1 channel per group
+            found.append(node.name)
+    return found
 
 
 def onnx_static(fp32: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:
@@ -112,7 +158,7 @@ def onnx_static(fp32: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:
 
     with tempfile.TemporaryDirectory(prefix="mnist-edge-quant-") as work:
         prepared, output = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
-        model = pool_first(_pre_processed(fp32, Path(work)))
+        model = batchnorm_as_conv(pool_first(_pre_processed(fp32, Path(work))))
         onnx.save(model, prepared)
         quantize_static(
             str(prepared),
@@ -120,7 +166,7 @@ def onnx_static(fp32: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:
             _Calibration(fp32.graph.input[0].name, images),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=STATIC_OPS,
-            nodes_to_exclude=_single_channel_convs(model),
+            nodes_to_exclude=_float_convs(model),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,

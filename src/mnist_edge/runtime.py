@@ -1,13 +1,18 @@
 """Run an exported ONNX model with ONNX Runtime: the torch-free edge path.
 
 `OnnxModel` opens a file, checks it has the interface every exported model shares (spec.py), and
-turns [N,1,28,28] float32 pixels into logits. `default_model_path` finds the model shipped in
+turns [N,1,28,28] float32 pixels into logits. A large batch is split into chunks run at once, one per
+CPU, on one single-threaded session: ONNX Runtime's own intra-op threads split each op of each image,
+which for 28x28 digits is too little work per dispatch; its int8 convs ran no faster on two threads
+than on one (tools/bench_quantize.py prints both ways). `default_model_path` finds the model shipped in
 `exported/` (a checkout) or inside the installed wheel. Never imports torch.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +27,24 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+# Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
+MIN_CHUNK = 16
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, containers), not all the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def session_options() -> ort.SessionOptions:
     opts = ort.SessionOptions()
     # Tiny graphs: full graph fusion costs a few ms per start and pays back on every batch.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The graph is one chain of ops, so a second (inter-op) pool would only add threads.
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
-    opts.intra_op_num_threads = threads or 0  # 0: ORT picks one per physical core
-    # A short-lived CLI: idle pool threads should sleep, not spin on the Pi's few cores.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Each run stays on its calling thread: no pool threads to wake, or to spin on a Pi's few cores.
+    opts.intra_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: ORT warnings would interleave with the CLI's output
     return opts
 
@@ -59,12 +72,15 @@ class OnnxModel:
     """An exported MNIST model opened with ONNX Runtime on the CPU."""
 
     def __init__(self, path: Path | str, threads: int | None = None) -> None:
+        """THREADS: how many chunks of a batch run at once; default one per usable CPU."""
         self.path = Path(path)
+        self.threads = max(1, threads or usable_cpus())
+        self._pool: ThreadPoolExecutor | None = None
         if not self.path.is_file():
             raise MnistEdgeError(f"{self.path}: no such model file")
         try:
             self.session = ort.InferenceSession(
-                str(self.path), _session_options(threads), providers=["CPUExecutionProvider"]
+                str(self.path), session_options(), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...) not rooted in one base
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -79,6 +95,16 @@ class OnnxModel:
         if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
             raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]")
         images = np.ascontiguousarray(images, dtype=np.float32)
+        chunks = min(self.threads, len(images) // MIN_CHUNK)
+        if chunks < 2:
+            return self._run(images)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mnist-edge-onnx")
+        first, *rest = np.array_split(images, chunks)
+        pending = [self._pool.submit(self._run, chunk) for chunk in rest]  # ORT sessions may run concurrently
+        return np.concatenate([self._run(first), *(f.result() for f in pending)])
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
 
 
