@@ -201,3 +201,16 @@ def test_batchnorm_as_conv_replaces_every_batchnorm_exactly(tiny_export, tmp_pat
     images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
     before, after = (ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after"))
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+
+
+def test_static_int8_keeps_only_the_narrow_convs_at_the_input_float(tiny_export):
+    _, folder = tiny_export
+    proto = onnx.load(folder / "tiny.int8.onnx")
+    weights = {t.name: t.data_type for t in proto.graph.initializer if t.name.startswith("net.conv") and t.name.endswith(("weight", "weight_quantized"))}
+    float_convs = sorted(name.split(".")[1] for name, dtype in weights.items() if dtype == onnx.TensorProto.FLOAT)
+    int8_convs = sorted(name.split(".")[1] for name, dtype in weights.items() if dtype == onnx.TensorProto.INT8)
+    # conv1 reads the image, conv2 is 8 -> 8 ahead of any int8 conv; conv7 (32 -> 10) and conv8 (10 -> 10) are as
+    # narrow but come after int8 convs, where a float conv would open a float island
+    assert float_convs == ["conv1", "conv2"]
+    assert int8_convs == ["conv3", "conv4", "conv5", "conv6", "conv7", "conv8"]
+    assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}

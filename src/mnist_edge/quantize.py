@@ -9,10 +9,11 @@ make it faster than fp32 rather than slower (tools/bench_quantize.py prints the 
 - A BatchNormalization that cannot fold into a conv (conv -> ReLU -> BN) becomes the depthwise 1x1
   conv it equals. ONNX Runtime runs that as an int8 QLinearConv in the NHWC layout of its neighbours;
   left float, each BN cost a DequantizeLinear, two Transposes to NCHW and back and a QuantizeLinear.
-- A conv with fewer than 16 output channels, or reading a single channel (the image), stays float:
-  int8 GEMM kernels work on 16 output channels at a time, and 9-25 multiplies per output (a 3x3 or 5x5
-  kernel on one channel) do not repay quantizing and requantizing the activations. On `tiny` an 8 -> 8
-  conv at 28x28 took twice as long in int8 as in fp32.
+- A conv reading a single channel (the image), and a narrow conv (fewer than 16 output channels)
+  ahead of every int8 conv, stays float: 9-25 multiplies per output do not repay quantizing and
+  requantizing the activations, and int8 GEMM kernels work on 16 output channels at a time (on
+  `tiny` an 8 -> 8 conv at 28x28 was slower in int8 than in fp32). A narrow conv after int8 ones stays
+  int8: a float conv between them would cost a dequantize, a requantize and two layout changes.
 """
 
 from __future__ import annotations
@@ -139,16 +140,23 @@ def batchnorm_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _float_convs(model: onnx.ModelProto) -> list[str]:
-    """Convs int8 would slow down: fewer than MIN_INT8_CONV_CHANNELS outputs, or one input channel."""
+    """Convs int8 would slow down: those reading a single channel, and narrow ones (fewer than
+    MIN_INT8_CONV_CHANNELS outputs) ahead of every int8 conv. Narrow convs further on stay int8: a
+    float conv between int8 ones would cost a dequantize, a requantize and two layout changes."""
     weights = {t.name: t.dims for t in model.graph.initializer}
+    after_int8: set[str] = set()  # tensors computed from an int8 conv's output
     found = []
-    for node in model.graph.node:
+    for node in model.graph.node:  # topologically sorted, as ONNX requires
         dims = weights.get(node.input[1], ()) if node.op_type == "Conv" else ()
-        if len(dims) != 4:
-            continue
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if dims[0] < MIN_INT8_CONV_CHANNELS or (dims[1] == 1 and group == 1):  # depthwise convs also read 1 channel per group
-            found.append(node.name)
+        downstream = any(name in after_int8 for name in node.input)
+        if len(dims) == 4:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if (dims[1] == 1 and group == 1) or (dims[0] < MIN_INT8_CONV_CHANNELS and not downstream):
+                found.append(node.name)  # depthwise convs also read 1 channel per group: not "single channel"
+            else:
+                downstream = True
+        if downstream:
+            after_int8.update(node.output)
     return found
 
 

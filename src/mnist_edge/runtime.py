@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 MANIFEST = "manifest.json"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -99,6 +102,8 @@ class OnnxModel:
         if chunks < 2:
             return self._run(images)
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # here: ~10 ms of imports a one-image run never needs
+
             self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mnist-edge-onnx")
         first, *rest = np.array_split(images, chunks)
         pending = [self._pool.submit(self._run, chunk) for chunk in rest]  # ORT sessions may run concurrently
