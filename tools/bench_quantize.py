@@ -21,7 +21,6 @@ import collections
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 
 from mnist_edge import quantize
 from mnist_edge.architectures import create_model, list_models
+from mnist_edge.benchmark import interleaved
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.data import load_mnist
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
@@ -73,20 +73,6 @@ def slowest_ops(path: Path, work: Path, batch: np.ndarray, runs: int = 20, top: 
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             per_node[f"{event['args']['op_name']} {event['name'].removesuffix('_kernel_time')}"] += event["dur"]
     return sorted(((us / runs, node) for node, us in per_node.items()), reverse=True)[:top]
-
-
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each CALL, RUNS_PER_ROUND calls at a time, the calls taking turns each round."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for call in calls.values():  # warm-up
-        call()
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(RUNS_PER_ROUND):
-                call()
-            times[name].append((time.perf_counter() - start) / RUNS_PER_ROUND)
-    return times
 
 
 def models(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
@@ -137,7 +123,9 @@ def main() -> None:
                 chunked, pooled = OnnxModel(path, threads=threads), intra_op_session(path, threads)
                 calls[f"{name} chunks"] = lambda m=chunked: m.run(batch)
                 calls[f"{name} intra-op"] = lambda s=pooled: s.run(None, {INPUT_NAME: batch})
-            times = interleaved(calls, args.rounds)
+            # seconds per call in each round: interleaved() gives every call's nanoseconds, round after round
+            per_call = interleaved(calls, RUNS_PER_ROUND, args.rounds, warmup=1)
+            times = {k: v.reshape(args.rounds, RUNS_PER_ROUND).mean(1) / 1e9 for k, v in per_call.items()}
             for name, path in paths.items():
                 acc = 100 * float((batched(OnnxModel(path).run, test).argmax(1) == labels).mean())
                 size, fp32_size = path.stat().st_size, paths["fp32"].stat().st_size

@@ -15,7 +15,8 @@ default pool (2 threads) costs 61 and an idle, non-spinning worker can wake late
 preallocated output, run_with_ort_values, no memory arena or flush-denormals-to-zero gained nothing
 measurable. A batch runs as chunks on several threads at once (runtime.py says why). The 57-vs-85
 bimodality seen across runs is the CPU, not ONNX Runtime: a fixed matmul timed between the ORT calls
-slows down in the same spells (block medians correlate at 0.98), i.e. another load on the shared core. So the report gives p50 and p99 over many interleaved runs.
+slows down in the same spells (block medians correlate at 0.98), i.e. another load on the shared
+core. So the report gives p50 and p99 over many interleaved runs.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def _times_ns(fn: Callable[[], Any], n: int) -> list[int]:
     return out
 
 
-def _interleaved(calls: dict[str, Callable[[], Any]], per_round: int, rounds: int, warmup: int) -> dict[str, np.ndarray]:
+def interleaved(calls: dict[str, Callable[[], Any]], per_round: int, rounds: int, warmup: int) -> dict[str, np.ndarray]:
     """Each call timed PER_ROUND times in each of ROUNDS, the calls taking turns, after WARMUP calls each."""
     for call in calls.values():
         _times_ns(call, warmup)
@@ -295,10 +296,10 @@ def run_benchmark(
         one, many = data.images[:1], data.images[: settings.batch]
         log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
         with _quiet_clock(1):
-            latency = _interleaved({k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds, settings.warmup)
+            latency = interleaved({k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds, settings.warmup)
         log(f"timing batch {len(many)} on {all_threads} threads, {settings.total_batches} runs per format ...")
         with _quiet_clock(all_threads):
-            throughput = _interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
+            throughput = interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
         onnx = next((work / r.file for k, r in timed.items() if k.startswith("onnx")), None)
         ort_settings = _ort_settings(onnx) if onnx else {}
 
