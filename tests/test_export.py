@@ -14,7 +14,7 @@ from mnist_edge.architectures import create_model, list_models
 from mnist_edge.checkpoint import save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.export import export_checkpoint
-from mnist_edge.manifest import file_sha256, read_manifest
+from mnist_edge.edge.manifest import file_sha256, read_manifest
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 from mnist_edge.verify import open_artifact
 

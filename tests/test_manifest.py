@@ -5,8 +5,8 @@ import json
 import pytest
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.manifest import read_manifest, update_manifest
-from mnist_edge.runtime import default_model_path
+from mnist_edge.edge.manifest import read_manifest, update_manifest
+from mnist_edge.edge.manifest import default_model_path
 
 
 def entry(file: str, fmt: str = "onnx", quantization: str = "none", **extra) -> dict:
@@ -42,7 +42,7 @@ def test_entries_whose_file_is_gone_are_dropped_and_the_default_moves(tmp_path):
 def test_the_runtime_reads_the_default_it_writes(tmp_path, monkeypatch):
     touch(tmp_path, "tiny.int8.onnx")
     update_manifest(tmp_path, [entry("tiny.int8.onnx", quantization="static")], default="tiny.int8.onnx")
-    monkeypatch.setattr("mnist_edge.runtime.SHIPPED_DIRS", (tmp_path,))
+    monkeypatch.setattr("mnist_edge.edge.manifest.SHIPPED_DIRS", (tmp_path,))
     assert default_model_path() == tmp_path / "tiny.int8.onnx"
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnist_edge.cli import app
-from mnist_edge.preprocess import preprocess
+from mnist_edge.edge.preprocess import preprocess
 from onnx_models import export_arch, export_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
@@ -182,8 +182,8 @@ def test_predict_never_imports_torch(tiny):
 
 
 def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(tiny, tmp_path):
-    from mnist_edge.predict import PARALLEL_MIN, Failure, predict_paths
-    from mnist_edge.runtime import OnnxModel
+    from mnist_edge.edge.predict import PARALLEL_MIN, Failure, predict_paths
+    from mnist_edge.edge.runtime import OnnxModel
 
     samples = sorted(SAMPLES.glob("*.png"))
     for i in range(2 * PARALLEL_MIN + 5):  # enough for two workers

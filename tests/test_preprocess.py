@@ -9,7 +9,7 @@ from PIL import Image
 
 from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.preprocess import _stroke_width, load_gray, preprocess, to_mnist
+from mnist_edge.edge.preprocess import _stroke_width, load_gray, preprocess, to_mnist
 
 WILD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "digits-in-the-wild"
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_edge import runtime
+from mnist_edge.edge import manifest, runtime
 from mnist_edge.architectures import create_model
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.runtime import OnnxModel, default_model_path
+from mnist_edge.edge.manifest import default_model_path
+from mnist_edge.edge.runtime import OnnxModel
 from onnx_models import export_arch, export_model
 
 
@@ -100,7 +101,7 @@ def test_wrong_interface_names_the_file_and_the_problem(tmp_path, module, kwargs
 
 def test_default_model_comes_from_the_manifest(tmp_path, monkeypatch):
     wheel_dir, checkout_dir = tmp_path / "wheel", tmp_path / "checkout"
-    monkeypatch.setattr(runtime, "SHIPPED_DIRS", (wheel_dir, checkout_dir))
+    monkeypatch.setattr(manifest, "SHIPPED_DIRS", (wheel_dir, checkout_dir))
     with pytest.raises(MnistEdgeError, match="no model is shipped"):
         default_model_path()
     checkout_dir.mkdir()
@@ -113,7 +114,7 @@ def test_default_model_comes_from_the_manifest(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text", ['{"default": null, "artifacts": []}', "{broken", "[]"])
 def test_bad_manifest_is_a_clear_error(tmp_path, monkeypatch, text):
-    monkeypatch.setattr(runtime, "SHIPPED_DIRS", (tmp_path,))
+    monkeypatch.setattr(manifest, "SHIPPED_DIRS", (tmp_path,))
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(MnistEdgeError, match="manifest.json: .*pass --model FILE"):
         default_model_path()

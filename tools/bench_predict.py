@@ -28,7 +28,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mnist_edge.runtime import MANIFEST, OnnxModel, default_model_path
+from mnist_edge.edge.manifest import MANIFEST, default_model_path
+from mnist_edge.edge.runtime import OnnxModel
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "src" / "mnist_edge" / "samples"

@@ -23,7 +23,7 @@ from reproduce import train  # tools/ is on sys.path when this script runs
 from mnist_edge.architectures import list_models
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.export import checkpoint_entry
-from mnist_edge.manifest import update_manifest
+from mnist_edge.edge.manifest import update_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = Path("exported")  # relative to ROOT, so the manifest records a command that works in any checkout

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnist_edge.predict import Failure, predict_paths
-from mnist_edge.runtime import OnnxModel, default_model_path
+from mnist_edge.edge.predict import Failure, predict_paths
+from mnist_edge.edge.manifest import default_model_path
+from mnist_edge.edge.runtime import OnnxModel
 
 WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
 

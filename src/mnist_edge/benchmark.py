@@ -42,8 +42,8 @@ from mnist_edge.data import MNIST, load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export import Exported, artifact_metadata, artifact_name, calibration_images, export_artifact, onnx_proto
-from mnist_edge.manifest import file_sha256, read_manifest
-from mnist_edge.runtime import MIN_CHUNK, SHIPPED_DIRS, OnnxModel
+from mnist_edge.edge.manifest import SHIPPED_DIRS, file_sha256, read_manifest
+from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
 from mnist_edge.verify import FP32, ParityData, batched, compare, open_artifact, parity_data
 
 FORMATS = {

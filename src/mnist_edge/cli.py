@@ -177,8 +177,9 @@ def predict(
     ] = None,
 ) -> None:
     """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made."""
-    from mnist_edge.predict import Failure, predict_paths
-    from mnist_edge.runtime import OnnxModel, default_model_path
+    from mnist_edge.edge.predict import Failure, predict_paths
+    from mnist_edge.edge.manifest import default_model_path
+    from mnist_edge.edge.runtime import OnnxModel
 
     onnx_model = OnnxModel(model or default_model_path())
     rows, failed = [], 0

@@ -26,7 +26,7 @@ from mnist_edge.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.data import MNIST
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.manifest import file_sha256, read_manifest, update_manifest
+from mnist_edge.edge.manifest import file_sha256, read_manifest, update_manifest
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
 from mnist_edge.verify import (
     TORCHSCRIPT_METADATA,

@@ -135,7 +135,7 @@ def open_artifact(path: Path | str, fmt: str | None = None) -> LoadedArtifact:
         raise MnistEdgeError(f"{path}: no such file")
     fmt = fmt or model_format(path)
     if fmt == "onnx":
-        from mnist_edge.runtime import OnnxModel
+        from mnist_edge.edge.runtime import OnnxModel
 
         model = OnnxModel(path)
         return LoadedArtifact("onnx", model.metadata, model.run)
@@ -231,7 +231,7 @@ def verify_artifact(
 ) -> Parity:
     """The `verify` command: the file at PATH against the checkpoint it claims to come from."""
     from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.manifest import file_sha256
+    from mnist_edge.edge.manifest import file_sha256
 
     artifact = open_artifact(path)
     ckpt = load_checkpoint(checkpoint_path)

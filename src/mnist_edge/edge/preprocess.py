@@ -34,14 +34,22 @@ TRIM_MASS = 0.005
 MNIST_STROKE_WIDTH = 2.0
 
 
-def load_gray(path: Path | str) -> np.ndarray:
-    """Decode PATH (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
-    path = Path(path)
+# An image is a file or its encoded bytes (an upload); NAME labels errors about bytes.
+Source = Path | str | bytes
+
+
+def _label(source: Source, name: str | None) -> str:
+    return name if name is not None else ("<image bytes>" if isinstance(source, bytes) else str(source))
+
+
+def load_gray(source: Source, name: str | None = None) -> np.ndarray:
+    """Decode SOURCE (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
+    path = _label(source, name)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its two limits; the lower limit below applies, with the size named.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)  # reads the header only: nothing is decoded before the size check
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))  # reads the header only: nothing is decoded before the size check
         if img.width * img.height > MAX_PIXELS:
             raise MnistEdgeError(
                 f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
@@ -187,16 +195,17 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     return out
 
 
-def raw_mnist(gray: np.ndarray, path: Path | str) -> np.ndarray:
+def raw_mnist(gray: np.ndarray, path: str) -> np.ndarray:
     """An image already in MNIST form, used as it is."""
     if gray.shape != (IMAGE_SIZE, IMAGE_SIZE):
         raise MnistEdgeError(f"{path}: --raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, this one is {gray.shape[1]}x{gray.shape[0]}")
     return gray
 
 
-def preprocess(path: Path | str, raw: bool = False) -> np.ndarray:
-    """What the model sees for the image at PATH: [28,28] float32, white digit on black."""
-    gray = load_gray(path)
+def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np.ndarray:
+    """What the model sees for the image SOURCE (a path or encoded bytes): [28,28] float32, white digit on black."""
+    path = _label(source, name)
+    gray = load_gray(source, path)
     if raw:
         return raw_mnist(gray, path)
     try:

@@ -13,7 +13,11 @@ from typing import Any
 
 from mnist_edge.atomic import write_text
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.runtime import MANIFEST
+
+MANIFEST = "manifest.json"
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# The wheel carries exported/ inside the package; a checkout (editable install) has it at the repo root.
+SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
 
 FORMATS = ("onnx", "torchscript", "checkpoint")
 QUANTIZATIONS = ("none", "dynamic", "static")
@@ -63,3 +67,20 @@ def update_manifest(folder: Path, entries: list[dict[str, Any]], default: str | 
     path = folder / MANIFEST
     write_text(path, json.dumps({"default": manifest["default"], "artifacts": manifest["artifacts"]}, indent=2) + "\n")
     return path
+
+
+def default_model_path() -> Path:
+    """The model the shipped manifest names as default, from the wheel or the checkout."""
+    for folder in SHIPPED_DIRS:
+        if not (folder / MANIFEST).is_file():
+            continue
+        try:
+            default = read_manifest(folder).get("default")
+        except MnistEdgeError as exc:
+            raise MnistEdgeError(f"{exc}, or pass --model FILE") from None
+        if not isinstance(default, str) or not default:
+            raise MnistEdgeError(f"{folder / MANIFEST}: names no default model; pass --model FILE")
+        return folder / default
+    raise MnistEdgeError(
+        f"no model is shipped with this install (no {MANIFEST} in {' or '.join(map(str, SHIPPED_DIRS))}); pass --model FILE"
+    )

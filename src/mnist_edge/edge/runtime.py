@@ -4,13 +4,11 @@
 turns [N,1,28,28] float32 pixels into logits. A large batch is split into chunks run at once, one per
 CPU, on one single-threaded session: ONNX Runtime's own intra-op threads split each op of each image,
 which for 28x28 digits is too little work per dispatch; its int8 convs ran no faster on two threads
-than on one (tools/bench_quantize.py prints both ways). `default_model_path` finds the model shipped in
-`exported/` (a checkout) or inside the installed wheel. Never imports torch.
+than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,12 +21,6 @@ from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OU
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
-
-MANIFEST = "manifest.json"
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# The wheel carries exported/ inside the package; a checkout (editable install) has it at the repo root.
-SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
-
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
@@ -111,21 +103,3 @@ class OnnxModel:
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
-
-
-def default_model_path() -> Path:
-    """The model the shipped manifest names as default, from the wheel or the checkout."""
-    for folder in SHIPPED_DIRS:
-        manifest = folder / MANIFEST
-        if not manifest.is_file():
-            continue
-        try:
-            default = json.loads(manifest.read_text())["default"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise MnistEdgeError(f"{manifest}: unreadable manifest ({exc}); pass --model FILE") from None
-        if not isinstance(default, str) or not default:
-            raise MnistEdgeError(f"{manifest}: names no default model; pass --model FILE")
-        return folder / default
-    raise MnistEdgeError(
-        f"no model is shipped with this install (no {MANIFEST} in {' or '.join(map(str, SHIPPED_DIRS))}); pass --model FILE"
-    )

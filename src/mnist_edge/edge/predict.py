@@ -16,8 +16,8 @@ from typing import TypeVar
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.preprocess import preprocess, save_png
-from mnist_edge.runtime import OnnxModel, usable_cpus
+from mnist_edge.edge.preprocess import preprocess, save_png
+from mnist_edge.edge.runtime import OnnxModel, usable_cpus
 from mnist_edge.spec import LABELS
 
 # What a folder is searched for; files named explicitly are tried whatever their suffix.
