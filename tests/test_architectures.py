@@ -1,7 +1,8 @@
 import pytest
 import torch
+from torch import nn
 
-from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models
 from mnist_edge.errors import MnistEdgeError
 
 EXPECTED_PARAMS = {
@@ -14,8 +15,8 @@ EXPECTED_PARAMS = {
 }
 
 
-def test_registry_holds_the_six_notebook_architectures():
-    assert sorted(list_models()) == sorted(EXPECTED_PARAMS)
+def test_registry_holds_the_six_notebook_architectures_and_edgenet():
+    assert sorted(list_models()) == sorted([*EXPECTED_PARAMS, "edgenet"])
 
 
 @pytest.mark.parametrize("name", EXPECTED_PARAMS)
@@ -23,7 +24,7 @@ def test_parameter_count_matches_notebook(name):
     assert count_params(create_model(name)) == EXPECTED_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+@pytest.mark.parametrize("name", [*EXPECTED_PARAMS, "edgenet"])
 @pytest.mark.parametrize("batch", [1, 7])
 def test_logits_shape(name, batch):
     model = create_model(name).eval()
@@ -33,13 +34,13 @@ def test_logits_shape(name, batch):
     assert torch.isfinite(out).all()
 
 
-def test_only_tiny_normalizes_its_input():
+def test_only_tiny_and_edgenet_normalize_their_input():
     tiny = create_model("tiny").eval()
     with torch.no_grad():
         x = torch.rand(2, 1, 28, 28)
         expected = tiny.net((x - 0.1307) / 0.3081)
         assert torch.allclose(tiny(x), expected)
-    assert [n for n in list_models() if arch_info(n).normalize] == ["tiny"]
+    assert [n for n in list_models() if arch_info(n).normalize] == ["tiny", "edgenet"]
 
 
 def test_macs_of_basic_by_hand():
@@ -102,3 +103,31 @@ def test_unknown_recipe_is_a_clear_error():
 def test_convstack_defaults_to_its_notebook_recipe_annealed():
     info = arch_info("convstack")
     assert info.recipe == type(info.recipe)(**{**info.get_recipe("notebook").as_dict(), "schedule": "cosine", "lr": 3e-4})
+
+
+def test_edgenet_is_small_and_int8_friendly():
+    model = create_model("edgenet")
+    assert count_params(model) <= 20_000 and count_macs(model) < 2.5 * count_macs(create_model("tiny"))
+    layers = list(model.net)
+    convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)][:-1]  # the last is the 1x1 classifier
+    for i in convs:  # conv -> BN -> ReLU: the BN folds into the conv, the ReLU fuses into it
+        assert isinstance(layers[i + 1], nn.BatchNorm2d) and isinstance(layers[i + 2], nn.ReLU)
+        assert layers[i].bias is None
+    assert all(layers[i].out_channels >= 16 for i in convs)
+    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
+    assert all(isinstance(m, allowed) for m in layers)
+
+
+def test_edgenet_has_only_its_robust_recipe():
+    info = arch_info("edgenet")
+    assert list(info.recipes) == ["robust"] and info.recipe.augmentation == "robust" and info.recipe.augment
+    with pytest.raises(MnistEdgeError, match="edgenet has recipes robust"):
+        info.get_recipe("notebook")
+
+
+def test_onecycle_warms_up_then_anneals_to_zero():
+    recipe = Recipe(optimizer="sgd", lr=0.1, batch_size=1, epochs=1, schedule="onecycle", warmup=0.2)
+    lrs = [recipe.lr_at(step, 100) for step in range(101)]
+    assert lrs[0] == pytest.approx(0.1 / 25) and lrs[20] == pytest.approx(0.1) and max(lrs) == lrs[20]
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    assert lrs[60] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0, abs=1e-12)

@@ -1,4 +1,4 @@
-"""The six architectures of the reference notebooks, layer by layer, behind one registry.
+"""The six architectures of the reference notebooks, layer by layer, and `edgenet`, behind one registry.
 
 Each network returns raw logits [N, 10] (the notebooks' log_softmax moves into the loss: same
 predictions). `create_model` wraps it with the notebook's input normalization, so every model takes
@@ -20,7 +20,8 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD
 
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "onecycle")
+AUGMENTATIONS = ("notebook", "robust")  # augment.py, robust_augment.py
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,29 @@ class Recipe:
     batch_size: int
     epochs: int
     momentum: float = 0.0
-    augment: bool = False  # notebook 004's RandomAffine + ColorJitter
+    augment: bool = False  # on: the augmentation below
+    augmentation: str = "notebook"  # notebook 004's RandomAffine + ColorJitter, or "robust" (robust_augment.py)
     drop_last: bool = False
     seed: int = 1
-    # "constant" (every notebook) or "cosine": the LR anneals to zero over the run, step by step
+    # "constant" (every notebook), "cosine": the LR anneals to zero over the run, step by step, or
+    # "onecycle": a linear warm-up from lr/25 over the first `warmup` of the steps, then the cosine
     schedule: str = "constant"
+    warmup: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """The learning rate for global STEP of TOTAL_STEPS: a pure function, so resuming needs no scheduler state."""
-        if self.schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-        return self.lr
+        if self.schedule == "constant":
+            return self.lr
+        warm = round(self.warmup * total_steps) if self.schedule == "onecycle" else 0
+        if step < warm:
+            return self.lr * (1 + 24 * step / warm) / 25
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / (total_steps - warm)))
 
 
 @dataclass(frozen=True)
@@ -80,16 +90,17 @@ def register_model(
     notebook: str,
     description: str,
     reported_accuracy: float | None,
-    recipe: Recipe,
+    recipe: Recipe | None,
     normalize: tuple[float, float] | None = None,
     default_recipe: tuple[str, Recipe] | None = None,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Register an architecture with its notebook's RECIPE; DEFAULT_RECIPE (name, recipe) replaces it as the
-    default where the notebook's recipe does not reproduce the notebook's accuracy here."""
+    default where the notebook's recipe does not reproduce the notebook's accuracy here, and is the only
+    recipe of an architecture that comes from no notebook (RECIPE None)."""
 
     def register(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         name = build.__name__
-        recipes = dict([default_recipe] if default_recipe else []) | {"notebook": recipe}
+        recipes = dict([default_recipe] if default_recipe else []) | ({"notebook": recipe} if recipe else {})
         _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipes, normalize)
         return build
 
@@ -384,3 +395,53 @@ class TinyNet(nn.Module):
 )
 def tiny() -> nn.Module:
     return TinyNet()
+
+
+# --- edge: designed here for robust edge deployment, not from a notebook --------------------------------
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    # conv -> BN -> ReLU: the BN folds into the conv at export and the ReLU fuses into it, so each block is
+    # one Conv op in ONNX Runtime (one int8 QLinearConv when quantized).
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
+
+
+@register_model(
+    notebook="-",
+    description="edge CNN (<20k params): four conv-BN-ReLU 3x3 (16 | 16, 32 | 32), global average pool, 1x1 conv",
+    reported_accuracy=None,
+    recipe=None,
+    # SGD with Nesterov momentum, a one-cycle LR (warm-up, then cosine to zero), weight decay and label
+    # smoothing, on robust_augment.py's shifts: thickness, affine + elastic, blur, low resolution, ink, noise.
+    default_recipe=("robust", Recipe(
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        label_smoothing=0.05,
+        batch_size=128,
+        epochs=20,
+        augment=True,
+        augmentation="robust",
+        schedule="onecycle",
+        warmup=0.15,
+    )),
+    normalize=(MNIST_MEAN, MNIST_STD),
+)
+def edgenet() -> nn.Module:
+    # Every conv has >= 16 outputs (ONNX Runtime's int8 kernels fill 16 channels at a time); the only one at
+    # full resolution reads one channel, so it is cheap. Four convs beat three wider ones (16/32/48, 19k params)
+    # in a short trial: 99.18% against 98.57% after 5 of 6 epochs.
+    return nn.Sequential(
+        *_conv_bn_relu(1, 16),  # 28x28
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(16, 16),  # 14x14
+        *_conv_bn_relu(16, 32),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(32, 32),  # 7x7
+        nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(32, 10, 1),  # the classifier as a 1x1 conv: no Linear layer, whose dynamic int8 file was larger
+        nn.Flatten(),
+    )
+

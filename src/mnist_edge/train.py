@@ -23,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_edge import __version__, distributed
-from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model
-from mnist_edge.augment import apply_params, sample_params
+from mnist_edge import __version__, augment, distributed, robust_augment
+from mnist_edge.architectures import AUGMENTATIONS, SCHEDULES, MnistClassifier, Recipe, arch_info, create_model
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.data import MNIST, load_mnist
 from mnist_edge.errors import MnistEdgeError
@@ -95,6 +94,8 @@ def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
     recipe = dataclasses.replace(base, **overrides)
     if recipe.schedule not in SCHEDULES:
         raise MnistEdgeError(f"--schedule {recipe.schedule}: choose {' or '.join(SCHEDULES)}")
+    if recipe.augmentation not in AUGMENTATIONS:
+        raise MnistEdgeError(f"unknown augmentation {recipe.augmentation!r} in the recipe")
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise MnistEdgeError("--epochs and --batch-size must be at least 1 and --lr positive")
     return recipe
@@ -104,9 +105,12 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, device: torch.device
     # fused kernels update all parameters in one pass (CPU and CUDA); MPS keeps the default path
     fused = True if device.type in ("cpu", "cuda") else None
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, fused=fused)
+        return torch.optim.SGD(
+            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay, fused=fused,
+        )
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, fused=fused)
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
     raise MnistEdgeError(f"unknown optimizer {recipe.optimizer!r} in the recipe")
 
 
@@ -239,6 +243,7 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
 
     images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)  # uint8 [N,1,28,28], converted per batch
     labels = torch.from_numpy(train_y).to(device)
+    augmentation = {"notebook": augment, "robust": robust_augment}[recipe.augmentation]
     def checkpoint(epochs_done: int, training: dict[str, Any]) -> None:
         rng = distributed.gather(world, torch.get_rng_state())
         if not world.is_main:
@@ -288,15 +293,15 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
             with bar.epoch(f"{epoch + 1}/{recipe.epochs}", steps, first_step) as show:
                 for step in range(first_step, steps):
                     index = perm_device[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-                    params = sample_params(len(index), generator) if recipe.augment else None
+                    params = augmentation.sample_params(len(index), generator) if recipe.augment else None
                     # Each rank takes its slice of the global batch, so the recipe's batch size holds.
                     index = index[world.rank :: world.size]
                     x = images[index].float().div_(255)
                     if params is not None:
-                        x = apply_params(x, params[world.rank :: world.size])
+                        x = augmentation.apply_params(x, params[world.rank :: world.size])
                     for group in optimizer.param_groups:
                         group["lr"] = recipe.lr_at(epoch * steps + step, recipe.epochs * steps)
-                    loss = F.cross_entropy(net(x), labels[index])
+                    loss = F.cross_entropy(net(x), labels[index], label_smoothing=recipe.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -373,9 +378,12 @@ def _restore(
 def _describe(recipe: Recipe) -> str:
     opt = f"{recipe.optimizer} lr {recipe.lr:g}" + (f" momentum {recipe.momentum:g}" if recipe.optimizer == "sgd" else "")
     parts = [opt, f"batch {recipe.batch_size}", f"{recipe.epochs} epochs", f"seed {recipe.seed}"]
-    parts.append("augmentation on" if recipe.augment else "no augmentation")
+    parts.append(f"{recipe.augmentation} augmentation" if recipe.augment else "no augmentation")
+    parts += [f"{k.replace('_', ' ')} {v:g}" for k in ("weight_decay", "label_smoothing") if (v := getattr(recipe, k))]
+    if recipe.nesterov:
+        parts.append("nesterov")
     if recipe.drop_last:
         parts.append("drop_last")
     if recipe.schedule != "constant":
-        parts.append(f"{recipe.schedule} LR schedule")
+        parts.append(f"{recipe.schedule} LR schedule" + (f" ({recipe.warmup:g} warm-up)" if recipe.schedule == "onecycle" else ""))
     return ", ".join(parts)
