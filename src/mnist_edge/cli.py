@@ -103,7 +103,7 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", help="Checkpoint file. Default: checkpoints/ARCH.pt.", dir_okay=False)] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn off the recipe's augmentation.")] = False,
     schedule: Annotated[
-        str | None, typer.Option("--schedule", help="LR schedule: constant (every notebook's) or cosine (anneals to zero). Default: the recipe's.")
+        str | None, typer.Option("--schedule", help="LR schedule: constant (every notebook's), cosine (anneals to zero) or onecycle (warm-up, then cosine). Default: the recipe's.")
     ] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the training a checkpoint holds.", dir_okay=False)] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Train on the first N images, test on the first N (quick runs).")] = None,
