@@ -26,7 +26,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript"}
+# The extra that installs each optional module a command may need.
+EXTRAS = {
+    **dict.fromkeys(("torch", "torchvision", "onnx", "onnxscript"), "train"),
+    **dict.fromkeys(("starlette", "uvicorn", "python_multipart"), "serve"),
+}
 
 DataDir = Annotated[
     Path | None,
@@ -50,9 +54,9 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         except ModuleNotFoundError as exc:
-            if exc.name not in TRAIN_EXTRA:
+            if exc.name not in EXTRAS:
                 raise
-            typer.echo(f"error: this command needs {exc.name}: pip install 'mnist-edge[train]'", err=True)
+            typer.echo(f"error: this command needs {exc.name}: pip install 'mnist-edge[{EXTRAS[exc.name]}]'", err=True)
             raise typer.Exit(1) from None
 
     return app.command()(run)
@@ -196,6 +200,49 @@ def predict(
         typer.echo(json.dumps(rows, indent=2))
     if failed:
         raise typer.Exit(1)
+
+
+@command
+def serve(
+    model: Annotated[
+        Path | None, typer.Option("--model", help="ONNX model file. Default: the model shipped with mnist-edge.", dir_okay=False)
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on. 0.0.0.0 opens it to every network this machine is on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, max=64, help="Processes that preprocess and run the model. Default: one per CPU, less one.")
+    ] = None,
+    max_body: Annotated[
+        int, typer.Option("--max-body", min=1, help="Largest request body in bytes; bigger ones get 413 unread.")
+    ] = 10 * 1024 * 1024,
+    max_files: Annotated[int, typer.Option("--max-files", min=1, max=10_000, help="Most images in one request.")] = 64,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, max=3600, help="Seconds a client has to send a whole request.")
+    ] = 15.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", min=1, help="Connections served at once; more get 503.")
+    ] = 128,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Keep the model loaded and serve predictions over HTTP, with a drawing page at /. Needs the serve extra."""
+    from mnist_edge.edge.manifest import default_model_path
+    from mnist_edge.edge.serve.engine import default_workers
+    from mnist_edge.edge.serve.server import ServeConfig, serve as run_server
+
+    config = ServeConfig(
+        model=model or default_model_path(),
+        host=host,
+        port=port,
+        workers=workers or default_workers(),
+        max_body=max_body,
+        max_files=max_files,
+        request_timeout=timeout,
+        max_connections=max_connections,
+        access_log=access_log,
+    )
+    run_server(config, echo=typer.echo)
 
 
 class ExportFormat(str, Enum):

@@ -214,11 +214,16 @@ def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np
         raise MnistEdgeError(f"{path}: {exc}") from None
 
 
-def save_png(image: np.ndarray, path: Path | str) -> None:
-    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """A [28,28] [0,1] image encoded as an 8-bit grayscale PNG."""
     buffer = io.BytesIO()
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(image: np.ndarray, path: Path | str) -> None:
+    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG."""
     try:
-        write_bytes(path, buffer.getvalue())
+        write_bytes(path, png_bytes(image))
     except OSError as exc:  # disk full, no permission: that image fails, the others go on
         raise MnistEdgeError(f"{path}: cannot write ({exc.strerror or exc})") from None

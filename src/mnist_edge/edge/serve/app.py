@@ -1,0 +1,188 @@
+"""The HTTP API and the drawing page of `mnist-edge serve`, as a Starlette app.
+
+Every error a client can cause is a 4xx response with a JSON `error`; a request body over the limit is
+refused from its Content-Length before any of it is read, or as soon as a streamed (chunked) body
+passes the limit, and the connection is closed rather than drained.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from python_multipart.multipart import parse_options_header
+from starlette.applications import Starlette
+from starlette.datastructures import QueryParams, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.edge.serve.engine import Engine, Job, WorkerDied
+
+# The page's files, served from the package itself: the Pi may have no internet.
+STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+# The page loads nothing from anywhere else, and no other site may frame it.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+USAGE = "send multipart/form-data with one or more parts named 'file', or one image as the body with an image/* Content-Type"
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+class RequestError(Exception):
+    """A request the server refuses: its status and one line saying why."""
+
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.close = close  # the body may be unread: close the connection instead of draining it
+
+
+def error_response(status: int, message: str, close: bool = False, **extra: Any) -> JSONResponse:
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if close:
+        headers["Connection"] = "close"
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over MAX_BODY bytes: by Content-Length before reading, else while streaming."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await error_response(413, self._too_large(), close=True)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise RequestError(413, self._too_large(), close=True)
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _too_large(self) -> str:
+        return f"request body over the {self.max_body:,}-byte limit (the server's --max-body)"
+
+
+def _flag(params: QueryParams, name: str) -> bool:
+    value = params.get(name, "0").lower()
+    if value not in TRUE + FALSE:
+        raise RequestError(400, f"?{name}= takes 1 or 0, not {value[:20]!r}")
+    return value in TRUE
+
+
+def _top(params: QueryParams) -> int:
+    value = params.get("top", "3")
+    if not value.isdigit() or not 1 <= int(value) <= 10:
+        raise RequestError(400, f"?top= takes a whole number from 1 to 10, not {value[:20]!r}")
+    return int(value)
+
+
+async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the request's images, whichever of the two ways it sent them."""
+    kind, options = parse_options_header(request.headers.get("content-type", ""))
+    if kind == b"multipart/form-data":
+        if b"boundary" not in options:
+            raise RequestError(400, "multipart/form-data without a boundary")
+        uploads = []
+        # Non-file fields are few and small in any real form: the limits keep a flood of them cheap.
+        async with request.form(max_files=max_files, max_fields=16, max_part_size=64 * 1024) as form:
+            for part in form.getlist("file"):
+                if not isinstance(part, UploadFile):
+                    raise RequestError(400, "the part named 'file' is a text field, not a file upload (no filename)")
+                name = part.filename or "upload"
+                data = await part.read()
+                if not data:
+                    raise RequestError(400, f"{name}: empty file")
+                uploads.append((name, data))
+        if not uploads:
+            raise RequestError(400, f"no part named 'file': {USAGE}")
+        return uploads
+    if kind.startswith(b"image/"):
+        data = await request.body()
+        if not data:
+            raise RequestError(400, "empty request body: no image")
+        return [(request.query_params.get("name", "upload"), data)]
+    if not kind:
+        raise RequestError(415, f"no Content-Type: {USAGE}", close=True)
+    raise RequestError(415, f"Content-Type {kind.decode('latin-1')[:60]!r} is not accepted: {USAGE}", close=True)
+
+
+def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
+    """The app for ENGINE, which is open (its model_info is known) for as long as the app serves."""
+    static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in STATIC}
+
+    async def page(request: Request) -> Response:
+        name = request.path_params.get("name", "index.html")
+        if name not in static:
+            raise RequestError(404, f"no such file: /static/{name[:60]}")
+        return Response(static[name], media_type=STATIC[name], headers=PAGE_HEADERS)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": engine.model_info["file"], "workers": engine.workers})
+
+    async def model(request: Request) -> Response:
+        return JSONResponse(engine.model_info)
+
+    async def predict(request: Request) -> Response:
+        params = request.query_params
+        raw, preview, top = _flag(params, "raw"), _flag(params, "preview"), _top(params)
+        jobs = [Job(name, data, raw, top, preview) for name, data in await _uploads(request, max_files)]
+        try:
+            outcomes = await engine.predict(jobs)
+        except WorkerDied as exc:
+            return error_response(503, str(exc))
+        except MnistEdgeError as exc:  # the model itself failed (ONNX Runtime error): not the client's fault
+            return error_response(500, str(exc))
+        rows = [o.body for o in outcomes]
+        status = max(o.status for o in outcomes)
+        if status == 200:
+            return JSONResponse(rows)
+        first = next(o for o in outcomes if o.status == status)
+        return error_response(status, first.body["error"], results=rows)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)
+        return error_response(exc.status, str(exc), close=exc.close)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # Starlette's: no route, wrong method, bad multipart
+        return error_response(exc.status_code, exc.detail, close=request.method == "POST")
+
+    async def gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # the client hung up: nobody reads this
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/static/{name}", page),
+            Route("/healthz", healthz),
+            Route("/model", model),
+            Route("/predict", predict, methods=["POST"]),
+        ],
+        middleware=[Middleware(BodyLimit, max_body=max_body)],
+        exception_handlers={RequestError: refused, HTTPException: http_error, ClientDisconnect: gone},
+    )

@@ -1,0 +1,251 @@
+"""Worker processes holding the model, fed by a micro-batcher: the server process's side of them.
+
+Requests put their images in one queue. Whenever a worker has room, the images waiting (up to
+MAX_BATCH) go to it as one batch: one message each way and one ONNX Runtime run, however many
+requests they came from, and no added wait when the server is quiet. Each worker is given its next
+batch while it runs one, so it never idles on the hand-over. Images are decoded in the workers, not
+here: preprocessing is per-image numpy work, and this process's core is busy with HTTP.
+
+A worker is `python -m mnist_edge.edge.serve.worker MODEL` talking over its stdin and stdout (a length,
+then a pickle, each way; both ends are this package), so it imports only what it needs, and the server's
+event loop reads its answers without any thread. A worker that dies fails only its own batches and is
+replaced. This module imports neither numpy, Pillow nor ONNX Runtime: the server process never loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import struct
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from mnist_edge.errors import MnistEdgeError
+
+log = logging.getLogger("mnist_edge.serve")
+
+# Images per ONNX Runtime run: every request that 8-32 clients have waiting at once. Per image a
+# bigger run is hardly cheaper, and the requests at its end would wait for all of it.
+MAX_BATCH = 32
+# Encoded bytes per batch, so one message stays small even when the images are large photos.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+# Batches given to one worker at a time: the one it runs and the next, already in its pipe.
+BATCHES_PER_WORKER = 2
+FRAME = struct.Struct("!I")  # the length of the pickle that follows
+
+
+@dataclass(frozen=True)
+class Job:
+    """One uploaded image and what its request asked for."""
+
+    name: str
+    data: bytes
+    raw: bool = False
+    top: int = 3
+    preview: bool = False
+
+
+class Outcome(NamedTuple):
+    status: int  # 200, 422 (the image's fault) or 500 (ours)
+    body: dict[str, Any]  # what `predict --json` prints for the image, or {"file", "error"}
+
+
+class WorkerDied(MnistEdgeError):
+    """A worker process died (killed, out of memory) before it answered."""
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use, less the one the HTTP side keeps busy; at least one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus - 1)
+
+
+def frame(message: Any) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(payload)) + payload
+
+
+class _Worker:
+    """One worker process. It answers calls one at a time, in order, so answers need no ids."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def spawn(cls, model_path: Path) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mnist_edge.edge.serve.worker", str(model_path),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            # Its own session: Ctrl-C in a terminal reaches the server only, which stops the workers
+            # once the requests in flight are answered (closing their stdin).
+            start_new_session=True,
+        )
+        return cls(process)
+
+    @property
+    def alive(self) -> bool:
+        return not self.reader.done()
+
+    def call(self, name: str, *args: Any) -> asyncio.Future[Any]:
+        """worker.NAME(*ARGS) in the process; the future raises what it raised (MnistEdgeError), or WorkerDied."""
+        future = asyncio.get_running_loop().create_future()
+        if not self.alive:
+            future.set_exception(WorkerDied("a worker process died; try again"))
+            return future
+        self.waiting.append(future)
+        assert self.process.stdin is not None
+        self.process.stdin.write(frame((name, args)))
+        return future
+
+    async def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            while True:
+                size = FRAME.unpack(await stdout.readexactly(FRAME.size))[0]
+                ok, value = pickle.loads(await stdout.readexactly(size))
+                future = self.waiting.popleft()
+                if future.done():  # its request was cancelled
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the process exited
+        finally:
+            while self.waiting:
+                future = self.waiting.popleft()
+                if not future.done():
+                    future.set_exception(WorkerDied("a worker process died while preparing the images (out of memory?); try again"))
+
+    async def stop(self) -> None:
+        """Close its stdin (it exits at the end of its input) and wait; kill it if it hangs."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout=5)
+        except asyncio.TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        await self.reader
+
+
+class Engine:
+    def __init__(self, model_path: Path, workers: int, max_batch: int = MAX_BATCH) -> None:
+        self.model_path = model_path
+        self.workers = workers
+        self.max_batch = max_batch
+        self.model_info: dict[str, Any] = {}
+        self._workers: list[_Worker] = []
+        self._pending: deque[tuple[Job, asyncio.Future[Outcome]]] = deque()
+        self._changed = asyncio.Event()  # work arrived, a batch ended or a worker started: look again
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._replacing: set[int] = set()  # indexes of dead workers being replaced
+        self._closing = False
+
+    async def _start_worker(self) -> _Worker:
+        worker = await _Worker.spawn(self.model_path)
+        try:
+            self.model_info = await worker.call("describe")
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker
+
+    async def open(self) -> dict[str, Any]:
+        """Start the workers, each with the model loaded, and the dispatcher; the model's facts (GET /model).
+
+        Raises MnistEdgeError for a model the workers cannot open."""
+        started = await asyncio.gather(*(self._start_worker() for _ in range(self.workers)), return_exceptions=True)
+        self._workers = [w for w in started if isinstance(w, _Worker)]
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
+            await self.close()
+            if isinstance(failed[0], WorkerDied):
+                raise MnistEdgeError("a worker process exited while opening the model (see the messages above)")
+            raise failed[0]
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        return self.model_info
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        await asyncio.gather(*(w.stop() for w in self._workers))
+        self._workers = []
+
+    async def predict(self, jobs: list[Job]) -> list[Outcome]:
+        """An Outcome per job, in order. Raises WorkerDied if a worker died running them."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in jobs]
+        self._pending.extend(zip(jobs, futures))
+        self._changed.set()
+        return list(await asyncio.gather(*futures))
+
+    def _take_batch(self) -> list[tuple[Job, asyncio.Future[Outcome]]]:
+        batch, size = [], 0
+        while self._pending and len(batch) < self.max_batch and (not batch or size + len(self._pending[0][0].data) <= MAX_BATCH_BYTES):
+            job, future = self._pending.popleft()
+            if not future.done():  # a request whose gather was cancelled
+                batch.append((job, future))
+                size += len(job.data)
+        return batch
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            for k, worker in enumerate(self._workers):
+                if not worker.alive and k not in self._replacing:
+                    self._replacing.add(k)
+                    asyncio.get_running_loop().create_task(self._replace(k))
+            alive = [w for w in self._workers if w.alive]
+            while self._pending and alive:  # with none alive, requests wait for the replacements
+                worker = min(alive, key=lambda w: len(w.waiting))
+                if len(worker.waiting) >= BATCHES_PER_WORKER:
+                    break
+                batch = self._take_batch()
+                if batch:
+                    asyncio.get_running_loop().create_task(self._run(worker, batch))
+
+    async def _replace(self, k: int) -> None:
+        log.error("a worker process died (exit status %s); starting a new one", self._workers[k].process.returncode)
+        while not self._closing:
+            try:
+                worker = await self._start_worker()
+            except MnistEdgeError as exc:  # e.g. the model file was removed meanwhile: keep trying, slowly
+                log.error("cannot start a worker process: %s", exc)
+                await asyncio.sleep(5)
+                continue
+            if self._closing:  # close() has stopped the others meanwhile
+                await worker.stop()
+            else:
+                self._workers[k] = worker
+            break
+        self._replacing.discard(k)
+        self._changed.set()
+
+    async def _run(self, worker: _Worker, batch: list[tuple[Job, asyncio.Future[Outcome]]]) -> None:
+        try:
+            outcomes = await worker.call("predict_batch", [job for job, _ in batch])
+        except Exception as exc:  # WorkerDied, or the model failed (an ONNX Runtime error)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), outcome in zip(batch, outcomes):
+                if not future.done():
+                    future.set_result(outcome)
+        finally:
+            self._changed.set()

@@ -1,0 +1,142 @@
+"""The image side of `mnist-edge serve`: a worker process holding the model (`python -m` this module MODEL).
+
+It answers calls from the server process (engine.py) one at a time over stdin/stdout. For a batch of
+uploaded images it returns, per image, an HTTP status and the object `mnist-edge predict --json` prints
+for it. A bad image fails alone; an unexpected exception in one image's decoding fails that image
+(status 500, logged on stderr), not the batch; a call that fails answers with a MnistEdgeError.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import pickle
+import signal
+import sys
+import traceback
+
+import numpy as np
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.edge.manifest import file_sha256
+from mnist_edge.edge.predict import _prediction, _softmax
+from mnist_edge.edge.preprocess import png_bytes, preprocess
+from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.edge.serve.engine import FRAME, Job, Outcome, frame
+from mnist_edge.spec import INPUT_SPEC, LABELS
+
+_model: OnnxModel | None = None
+_problem: str | None = None  # why the model could not be opened, told to the server by describe()
+
+
+def start(model_path: str) -> None:
+    """Open the model; an error is kept and told by every call, so the server can report it."""
+    global _model, _problem
+    try:
+        _model = OnnxModel(model_path, threads=1)  # one per process: the processes are the parallelism
+    except MnistEdgeError as exc:
+        _problem = str(exc)
+
+
+def _loaded() -> OnnxModel:
+    if _model is None:
+        raise MnistEdgeError(_problem or "the model is not loaded")
+    return _model
+
+
+def _number(text: str | None) -> float | None:
+    """A metadata string as a finite number, else None (JSON has no NaN)."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def describe() -> dict:
+    """The model's facts for GET /model: what the file says about itself, and its SHA-256."""
+    model = _loaded()
+    meta = model.metadata
+    return {
+        "file": model.path.name,  # the name only: the server's folder layout is nobody's business
+        "sha256": file_sha256(model.path),
+        "size_bytes": model.path.stat().st_size,
+        "arch": meta.get("arch"),
+        "quantization": meta.get("quantization", "none"),
+        "test_accuracy": _number(meta.get("test_accuracy")),
+        "checkpoint_sha256": meta.get("checkpoint_sha256"),
+        "input": meta.get("input_spec", INPUT_SPEC),
+        "output": meta.get("output_spec"),
+        "labels": list(LABELS),
+    }
+
+
+def _prepare(job: Job) -> np.ndarray | Outcome:
+    try:
+        return preprocess(job.data, raw=job.raw, name=job.name)
+    except MnistEdgeError as exc:
+        return Outcome(422, {"file": job.name, "error": str(exc)})
+    except Exception:  # a decoder bug must cost this image, not the other requests in the batch
+        traceback.print_exc(file=sys.stderr)
+        return Outcome(500, {"file": job.name, "error": f"{job.name}: internal error while reading the image"})
+
+
+def predict_batch(jobs: list[Job]) -> list[Outcome]:
+    """An Outcome per job, in order; the images that preprocess go through the model as one batch."""
+    model = _loaded()
+    prepared = [_prepare(job) for job in jobs]
+    images = [x for x in prepared if isinstance(x, np.ndarray)]
+    probs = iter(_softmax(model.run(np.stack(images)[:, None]))) if images else iter(())
+    outcomes = []
+    for job, x in zip(jobs, prepared):
+        if isinstance(x, Outcome):
+            outcomes.append(x)
+            continue
+        p = next(probs)
+        if not np.isfinite(p).all():
+            outcomes.append(Outcome(500, {"file": job.name, "error": f"{job.name}: the model returned non-finite scores"}))
+            continue
+        row = _prediction(job.name, p, job.top).as_dict()
+        if job.preview:
+            row["preview"] = "data:image/png;base64," + base64.b64encode(png_bytes(x)).decode("ascii")
+        outcomes.append(Outcome(200, row))
+    return outcomes
+
+
+
+CALLS = {"describe": describe, "predict_batch": predict_batch}
+
+
+def _read(stream: io.BufferedReader, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None  # end of input: the server closed it, or is gone
+
+
+def main(model_path: str) -> None:
+    # The server stops its workers by closing their input, after answering the requests in flight:
+    # a stop signal sent to a whole service (systemd) must not cut a batch short.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    # Answers go out on the original stdout; anything else printed here (Python or native code) goes to stderr.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    calls = sys.stdin.buffer
+    start(model_path)
+    while (header := _read(calls, FRAME.size)) is not None and (payload := _read(calls, FRAME.unpack(header)[0])) is not None:
+        name, args = pickle.loads(payload)
+        try:
+            answer = (True, CALLS[name](*args))
+        except MnistEdgeError as exc:
+            answer = (False, exc)
+        except Exception as exc:  # a bug: say so, keep serving the other calls
+            traceback.print_exc()
+            answer = (False, MnistEdgeError(f"internal error in the worker: {type(exc).__name__}: {exc}"))
+        answers.write(frame(answer))
+        answers.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

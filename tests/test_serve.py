@@ -1,0 +1,392 @@
+"""`mnist-edge serve`: the API contract, every bad request, slow and vanishing clients, workers dying,
+clean shutdown, and a short load. Against a real server process (tests/serve_helpers.py)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from mnist_edge.edge.manifest import default_model_path, file_sha256
+from mnist_edge.edge.preprocess import preprocess
+from serve_helpers import SAMPLES, Server, multipart, samples
+
+pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
+
+# Small limits, so the tests reach them cheaply.
+MAX_BODY = 200_000
+MAX_FILES = 8
+TIMEOUT_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server(["--max-body", str(MAX_BODY), "--max-files", str(MAX_FILES), "--timeout", str(TIMEOUT_S)]) as running:
+        yield running
+        log = running.log()
+    assert "Traceback" not in log, log  # no request in this module may crash anything
+
+
+def assert_healthy(server: Server) -> None:
+    """The server still answers, and still predicts."""
+    assert server.get("/healthz").status == 200
+    reply = server.upload(samples()[:1])
+    assert reply.status == 200 and reply.json()[0]["file"] == samples()[0][0]
+
+
+def assert_refused(reply, status: int, words: str) -> None:
+    assert reply.status == status, (reply.status, reply.body[:300])
+    assert reply.headers["content-type"] == "application/json"
+    assert words in reply.json()["error"], reply.json()
+
+
+def predict_json(*args: str) -> list[dict]:
+    """What `mnist-edge predict --json` prints for the samples (named as the server names uploads)."""
+    out = subprocess.run([sys.executable, "-m", "mnist_edge", "predict", "--json", *args], cwd=SAMPLES,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return json.loads(out)
+
+
+# --- the contract ---
+
+
+def test_healthz_and_model(server):
+    health = server.get("/healthz")
+    assert health.status == 200 and health.json()["status"] == "ok"
+    model = server.get("/model").json()
+    path = default_model_path()
+    assert model["file"] == path.name and model["sha256"] == file_sha256(path)
+    assert model["arch"] == "tiny" and model["quantization"] == "static"
+    assert 99 < model["test_accuracy"] <= 100
+    assert "[N,1,28,28]" in model["input"] and model["labels"] == [str(d) for d in range(10)]
+
+
+def test_predictions_are_predict_json_objects(server):
+    files = samples()
+    reply = server.upload(files)
+    assert reply.status == 200
+    assert reply.json() == predict_json(*(name for name, _ in files))
+    # The same objects one at a time, as raw bodies, named by ?name=
+    for name, data in files[:2]:
+        raw = server.request("POST", f"/predict?name={name}", data, {"Content-Type": "image/png"})
+        assert raw.json() == predict_json(name)
+
+
+def test_top_and_raw_options_match_predict(server):
+    mnist = [f for f in samples() if f[0].startswith("mnist-")]
+    reply = server.upload(mnist, "?top=10&raw=1")
+    assert reply.json() == predict_json("--top", "10", "--raw", *(name for name, _ in mnist))
+    assert all(len(row["top"]) == 10 for row in reply.json())
+
+
+def test_preview_is_the_image_the_model_saw(server):
+    name, data = samples()[-1]  # the photo of a 3 on paper: preprocessing changes it the most
+    row = server.upload([(name, data)], "?preview=1").json()[0]
+    prefix = "data:image/png;base64,"
+    assert row["preview"].startswith(prefix)
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["preview"][len(prefix):]))))
+    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+    np.testing.assert_array_equal(seen, np.round(preprocess(data) * 255).astype(np.uint8))
+    assert "preview" not in server.upload([(name, data)]).json()[0]  # only when asked
+
+
+def test_page_and_its_files_come_from_the_package(server):
+    page = server.get("/")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.body.decode()
+    for ref in ("/static/app.js", "/static/style.css"):
+        assert ref in html
+        asset = server.get(ref)
+        assert asset.status == 200 and asset.body
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN: the Pi may be offline
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert_refused(server.get("/static/../app.py"), 404, "")
+    assert_refused(server.get("/static/nothing.js"), 404, "no such file")
+
+
+# --- bad requests: a 4xx with a JSON error, and the server unharmed ---
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_bad_images_are_422_naming_the_file(server):
+    good = samples()[0]
+    digit = good[1]
+    bomb = png_bytes(Image.new("1", (8200, 8200)))  # 67 million pixels in a few kilobytes
+    assert len(bomb) < MAX_BODY
+    cases = {
+        "notes.png": (b"not an image at all", "not an image"),
+        "cut.png": (digit[: len(digit) // 2], "unreadable image"),
+        "bomb.png": (bomb, "decompression bomb"),
+        "blank.png": (png_bytes(Image.new("L", (50, 50), 255)), "no digit found"),
+    }
+    for name, (data, words) in cases.items():
+        reply = server.upload([(name, data)])
+        assert_refused(reply, 422, words)
+        assert reply.json()["error"].startswith(name)
+    # One bad image among good ones: 422 naming it, and every image's own result, in order.
+    reply = server.upload([good, ("notes.png", b"junk"), good])
+    assert_refused(reply, 422, "notes.png")
+    results = reply.json()["results"]
+    assert [r["file"] for r in results] == [good[0], "notes.png", good[0]]
+    assert "digit" in results[0] and "error" in results[1] and results[2] == results[0]
+    assert_healthy(server)
+
+
+def test_bad_requests_are_4xx(server):
+    png = {"Content-Type": "image/png"}
+    body, content_type = multipart([("a.png", b"x")], field_name="image")
+    cases = [
+        (server.request("POST", "/predict", b"", png), 400, "empty request body"),
+        (server.upload([("empty.png", b"")]), 400, "empty.png: empty file"),
+        (server.request("POST", "/predict", b"{}", {"Content-Type": "application/json"}), 415, "application/json"),
+        (server.request("POST", "/predict", b"abc"), 415, "no Content-Type"),
+        (server.request("POST", "/predict", body, {"Content-Type": content_type}), 400, "no part named 'file'"),
+        (server.request("POST", "/predict", b"--x\r\n", {"Content-Type": "multipart/form-data"}), 400, "boundary"),
+        (server.request("POST", "/predict", b"garbage", {"Content-Type": "multipart/form-data; boundary=x"}), 400, "Invalid multipart"),
+        (server.upload(samples()[:1] * (MAX_FILES + 1)), 400, f"Maximum number of files is {MAX_FILES}"),
+        (server.upload(samples()[:1], "?top=0"), 400, "?top="),
+        (server.upload(samples()[:1], "?top=eleven"), 400, "?top="),
+        (server.upload(samples()[:1], "?preview=maybe"), 400, "?preview="),
+        (server.get("/nowhere"), 404, "Not Found"),
+        (server.get("/predict"), 405, "Method Not Allowed"),
+    ]
+    for reply, status, words in cases:
+        assert_refused(reply, status, words)
+    assert_healthy(server)
+
+
+def test_text_field_named_file_is_refused(server):
+    boundary = "b0undary"
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nhello\r\n--{boundary}--\r\n'.encode()
+    reply = server.request("POST", "/predict", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert_refused(reply, 400, "text field")
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        # Declares 50 MB and sends none of it: the answer comes from the Content-Length alone.
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 50000000\r\n\r\n")
+        reply = read_reply(sock)  # returns: the server closes the connection instead of draining 50 MB
+    assert reply.startswith(b"HTTP/1.1 413") and b'"error"' in reply
+    assert_healthy(server)
+
+
+def test_chunked_body_over_the_limit_is_413_while_streaming(server):
+    chunk = b"x" * 65536
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sent = 0
+        # Sends until the answer comes (6.5 MB if it never did); loopback's buffers take the chunks fast.
+        while sent < 100 * len(chunk) and not select.select([sock], [], [], 0.05)[0]:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        reply = read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert sent < MAX_BODY + 10 * len(chunk)  # answered soon after the limit, not at the end of the body
+    assert_healthy(server)
+
+
+def test_slow_and_silent_clients_time_out_while_others_are_served(server):
+    # One sends half its headers, one a header and part of its body, one nothing at all.
+    starts = [
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Ty",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n" + b"\x89PNG",
+        b"",
+    ]
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S * 4) for _ in starts]
+    begin = time.monotonic()
+    for sock, data in zip(stalled, starts):
+        sock.sendall(data)
+    assert_healthy(server)  # everyone else is served meanwhile
+    for sock in stalled:
+        with sock:
+            assert sock.recv(65536) == b""  # closed by the server...
+    assert TIMEOUT_S * 0.9 < time.monotonic() - begin < TIMEOUT_S * 3  # ...at its deadline, not before
+    assert_healthy(server)
+
+
+def test_a_slow_but_steady_upload_within_the_deadline_is_answered(server):
+    name, data = samples()[0]
+    body, content_type = multipart([(name, data)])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        for k in range(0, len(body), len(body) // 4 + 1):
+            time.sleep(TIMEOUT_S / 8)
+            sock.sendall(body[k : k + len(body) // 4 + 1])
+        reply = read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 200") and name.encode() in reply
+
+
+def test_client_that_hangs_up_mid_upload_harms_nobody(server):
+    name, data = samples()[-1]
+    body, content_type = multipart([(name, data)] * 4)
+    for cut in (10, len(body) // 2, len(body) - 1):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:cut])
+    # And one that hangs up after sending everything, before its answer.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert_healthy(server)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=2000), content_type=st.sampled_from(
+    ["image/png", "image/jpeg", "multipart/form-data; boundary=b", "text/plain", "", "image/"]))
+def test_arbitrary_bodies_get_an_answer_never_a_crash(server, body, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = server.request("POST", "/predict", body, headers)
+    assert reply.status in (200, 400, 413, 415, 422), (reply.status, reply.body[:200])
+    assert ("error" in reply.json()) == (reply.status != 200)
+
+
+def test_keep_alive_connection_serves_many_requests(server):
+    conn = server.connect()
+    try:
+        for name, data in samples():
+            assert server.upload([(name, data)], connection=conn).status == 200
+        assert server.request("POST", "/predict", b"junk", {"Content-Type": "image/png"}, connection=conn).status == 422
+        assert server.upload(samples()[:1], connection=conn).status == 200  # a 422 keeps the connection usable
+    finally:
+        conn.close()
+
+
+def test_a_worker_that_dies_is_replaced(server):
+    _, worker = server.pids()
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # requests meanwhile get a 503 or wait for the new worker
+        reply = server.upload(samples()[:1])
+        assert reply.status in (200, 503), reply.body
+        if reply.status == 200:
+            break
+    assert reply.status == 200
+    assert len(server.pids()) == 2 and worker not in server.pids()
+    assert "a worker process died" in server.log()
+
+
+# --- load: a few hundred requests from 8 keep-alive clients ---
+
+
+def test_short_load_no_errors_no_memory_growth(server):
+    files = samples()
+
+    def client(requests: int, statuses: list[int]) -> None:
+        conn = server.connect()
+        try:
+            for k in range(requests):
+                statuses.append(server.upload([files[k % len(files)]], connection=conn).status)
+        finally:
+            conn.close()
+
+    def load(requests_each: int) -> list[int]:
+        statuses: list[int] = []
+        threads = [threading.Thread(target=client, args=(requests_each, statuses)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        return statuses
+
+    assert set(load(15)) == {200}  # warm: buffers and batch sizes reach their working size
+    before = server.rss_bytes()
+    statuses = load(50)
+    after = server.rss_bytes()
+    assert statuses == [200] * 400
+    assert after - before < 4 * 1024 * 1024, (before, after)
+
+
+# --- the process: start-up errors, clean stops ---
+
+
+def serve_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_edge", "serve", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bad_model_is_one_error_line(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    for model, words in [(tmp_path / "junk.onnx", "not a usable ONNX model"), (tmp_path / "none.onnx", "no such model file")]:
+        result = serve_process("--model", str(model), "--port", "0")
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ") and words in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_error_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = serve_process("--port", str(taken.getsockname()[1]))
+    assert result.returncode == 1 and "error: cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signals_shut_down_cleanly(sig):
+    with Server() as running:
+        pids = running.pids()
+        assert len(pids) == 2
+        # A request in flight when the signal comes is still answered.
+        conn = running.connect()
+        body, content_type = multipart(samples())
+        conn.putrequest("POST", "/predict")
+        conn.putheader("Content-Type", content_type)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:100])
+        time.sleep(0.2)
+        running.process.send_signal(sig)
+        time.sleep(0.2)
+        conn.send(body[100:])
+        reply = conn.getresponse()
+        assert reply.status == 200 and len(json.loads(reply.read())) == len(samples())
+        assert running.process.wait(timeout=30) == 0
+        log = running.log()
+    assert "Traceback" not in log and "Finished server process" in log
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on PORT, from /proc/net/tcp (hex IPv4, little-endian)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_listens_on_loopback_unless_told(server):
+    assert listening_addresses(server.port) == {"127.0.0.1"}
