@@ -21,7 +21,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.serve.engine import Engine, Job, WorkerDied
+from mnist_edge.edge.serve.engine import Engine, WorkerDied
+from mnist_edge.edge.serve.protocol import Job
 
 # The page's files, served from the package itself: the Pi may have no internet.
 STATIC = {

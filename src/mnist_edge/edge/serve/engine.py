@@ -18,14 +18,13 @@ import asyncio
 import logging
 import os
 import pickle
-import struct
 import sys
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
 
 log = logging.getLogger("mnist_edge.serve")
 
@@ -36,23 +35,6 @@ MAX_BATCH = 32
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # Batches given to one worker at a time: the one it runs and the next, already in its pipe.
 BATCHES_PER_WORKER = 2
-FRAME = struct.Struct("!I")  # the length of the pickle that follows
-
-
-@dataclass(frozen=True)
-class Job:
-    """One uploaded image and what its request asked for."""
-
-    name: str
-    data: bytes
-    raw: bool = False
-    top: int = 3
-    preview: bool = False
-
-
-class Outcome(NamedTuple):
-    status: int  # 200, 422 (the image's fault) or 500 (ours)
-    body: dict[str, Any]  # what `predict --json` prints for the image, or {"file", "error"}
 
 
 class WorkerDied(MnistEdgeError):
@@ -63,11 +45,6 @@ def default_workers() -> int:
     """One worker per CPU this process may use, less the one the HTTP side keeps busy; at least one."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cpus - 1)
-
-
-def frame(message: Any) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return FRAME.pack(len(payload)) + payload
 
 
 class _Worker:

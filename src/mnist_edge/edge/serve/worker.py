@@ -24,7 +24,7 @@ from mnist_edge.edge.manifest import file_sha256
 from mnist_edge.edge.predict import _prediction, _softmax
 from mnist_edge.edge.preprocess import png_bytes, preprocess
 from mnist_edge.edge.runtime import OnnxModel
-from mnist_edge.edge.serve.engine import FRAME, Job, Outcome, frame
+from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
 from mnist_edge.spec import INPUT_SPEC, LABELS
 
 _model: OnnxModel | None = None

@@ -11,6 +11,7 @@ const topList = document.getElementById("top");
 const seen = document.getElementById("seen");
 const preview = document.getElementById("preview");
 const fileInput = document.getElementById("file");
+const resultArea = document.querySelector(".result");
 
 // A marker-thick pen: about MNIST's stroke once the digit is shrunk into its 20x20 box.
 const PEN = pad.width / 14;
@@ -80,13 +81,19 @@ function send() {
     again = true;
     return;
   }
-  busy = true;
+  working(true);
   pad.toBlob((png) => ask(png, "image/png", "drawing.png"), "image/png");
+}
+
+// aria-busy: the answer shown is not yet the answer to what is drawn now.
+function working(on) {
+  busy = on;
+  resultArea.setAttribute("aria-busy", String(on));
 }
 
 // BODY is a PNG blob (the drawing) or a FormData holding a chosen file.
 async function ask(body, type, name) {
-  busy = true;
+  working(true);
   statusLine.textContent = "Reading\u2026";
   statusLine.classList.remove("error");
   try {
@@ -98,7 +105,7 @@ async function ask(body, type, name) {
   } catch (error) {
     fail(error.message || String(error));
   } finally {
-    busy = false;
+    working(false);
     if (again) {
       again = false;
       send();

@@ -1,0 +1,35 @@
+"""What the server process and its workers say to each other: calls and answers as length-prefixed pickles.
+
+Both ends are this package, over a private pipe. Kept apart so a worker imports no asyncio, and the
+server process no numpy.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+FRAME = struct.Struct("!I")  # the length of the pickle that follows
+
+
+@dataclass(frozen=True)
+class Job:
+    """One uploaded image and what its request asked for."""
+
+    name: str
+    data: bytes
+    raw: bool = False
+    top: int = 3
+    preview: bool = False
+
+
+class Outcome(NamedTuple):
+    status: int  # 200, 422 (the image's fault) or 500 (ours)
+    body: dict[str, Any]  # what `predict --json` prints for the image, or {"file", "error"}
+
+
+def frame(message: Any) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(payload)) + payload

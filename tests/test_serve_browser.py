@@ -1,0 +1,120 @@
+"""The drawing page in a real browser: Debian's headless Chromium, driven by Playwright, draws digits with the
+mouse on the canvas of a running `mnist-edge serve`, uploads a photo, and checks what a person would see.
+
+Skips, saying why, when Chromium (apt-get install chromium) or Playwright (pip) is missing. Playwright's own
+browser download is never used: the Debian build is launched by path.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from serve_helpers import SAMPLES, Server
+
+pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("Chromium is not installed (Debian: apt-get install chromium)", allow_module_level=True)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "is_mobile": True, "has_touch": True}
+
+# Strokes in canvas units (0..1), drawn with the mouse: a digit as a person would draw it.
+DIGITS = {
+    "7": [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]],
+    "1": [[(0.5, 0.15), (0.5, 0.85)]],
+    "4": [[(0.3, 0.15), (0.25, 0.6), (0.78, 0.6)], [(0.62, 0.3), (0.62, 0.88)]],  # open-topped, as most people write it
+}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=12)
+        page.mouse.up()
+
+
+def answer(page) -> str:
+    """The digit shown, once the answer to everything drawn so far has arrived (each stroke asks anew)."""
+    # Locators, not wait_for_function: the page's Content-Security-Policy forbids eval.
+    sync_api.expect(page.locator(".result")).to_have_attribute("aria-busy", "false")
+    sync_api.expect(page.locator("#status")).to_contain_text("It is a")
+    return page.locator("#digit").text_content()
+
+
+@pytest.mark.parametrize("digit", sorted(DIGITS))
+def test_drawn_digit_is_recognized_and_what_the_model_saw_is_shown(server, browser, digit):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    draw(page, DIGITS[digit])
+    assert answer(page) == digit
+    bars = page.locator("#top li")
+    assert bars.count() == 3 and bars.first.locator(".label").text_content() == digit
+    assert page.locator("#status").get_attribute("aria-live") == "polite"
+    preview = page.locator("#preview")
+    assert preview.is_visible() and preview.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.evaluate("[preview.naturalWidth, preview.naturalHeight]") == [28, 28]
+    page.close()
+
+
+def test_clear_and_upload_work_from_the_keyboard(server, browser):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    draw(page, DIGITS["1"])
+    assert answer(page) == "1"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "clear"
+    page.keyboard.press("Enter")
+    assert page.locator("#digit").text_content() == "?" and not page.locator("#preview").is_visible()
+    assert page.evaluate("document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data.every(v => v === 255)")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"  # the upload is the next stop
+    page.set_input_files("#file", str(SAMPLES / "paper-3.png"))
+    assert answer(page) == "3"
+    page.close()
+
+
+def test_bad_upload_shows_the_servers_error(server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    (tmp_path / "notes.png").write_bytes(b"not an image")
+    page.set_input_files("#file", str(tmp_path / "notes.png"))
+    sync_api.expect(page.locator("#status")).to_have_class("error")
+    assert "notes.png: not an image" in page.locator("#status").text_content()
+    page.close()
+
+
+def test_phone_layout_fits_and_draws(server, browser):
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] >= 250 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 390
+    draw(page, DIGITS["7"])
+    assert answer(page) == "7"
+    # Buttons big enough for a finger (about 44 CSS pixels).
+    assert page.locator("#clear").bounding_box()["height"] >= 40
+    context.close()
