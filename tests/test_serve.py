@@ -119,6 +119,19 @@ def test_page_and_its_files_come_from_the_package(server):
     assert_refused(server.get("/static/nothing.js"), 404, "no such file")
 
 
+def loaded_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_http_process_loads_no_numpy_and_no_process_loads_torch(server):
+    """The HTTP side stays small (the images are the workers' job), and nothing of serve needs torch."""
+    http, *workers = server.pids()
+    assert "numpy" not in loaded_libraries(http) and "onnxruntime" not in loaded_libraries(http)
+    assert workers and all("onnxruntime" in loaded_libraries(w) for w in workers)
+    for pid in (http, *workers):
+        assert "libtorch" not in loaded_libraries(pid)
+
+
 # --- bad requests: a 4xx with a JSON error, and the server unharmed ---
 
 
