@@ -1,11 +1,13 @@
 import gzip
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from idx_files import write_dataset, write_idx
-from mnist_edge.data import load_mnist
+from idx_files import idx_bytes, write_dataset, write_idx
+from mnist_edge.data import LABELS_MAGIC, load_mnist, read_idx
 from mnist_edge.errors import MnistEdgeError
 
 
@@ -85,3 +87,56 @@ def test_real_mnist_loads_verified_and_fast(mnist_dir):
     assert data.test_images.shape == (10_000, 28, 28)
     assert np.bincount(data.test_labels).tolist()[:2] == [980, 1135]
     assert elapsed < 5  # generous for a loaded CI machine; tools/bench_data.py measures the real figure
+
+
+BOMB_READER = """
+import resource, sys
+from mnist_edge.data import read_idx, IMAGES_MAGIC
+from mnist_edge.errors import MnistEdgeError
+try:
+    read_idx(__import__("pathlib").Path(sys.argv[1]), IMAGES_MAGIC)
+    print("accepted")
+except MnistEdgeError as exc:
+    print(f"error: {exc}")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # peak RSS, MiB
+"""
+
+
+def _bomb(path, header: bytes, megabytes: int) -> None:
+    """A gzip of HEADER then MEGABYTES MiB of zeros, as concatenated gzip members: ~1 kB per MiB."""
+    member = gzip.compress(b"\0" * (1 << 20))
+    path.write_bytes(gzip.compress(header) + member * megabytes)
+
+
+def _read_in_a_subprocess(path) -> tuple[str, int]:
+    run = subprocess.run([sys.executable, "-c", BOMB_READER, str(path)], capture_output=True, text=True, timeout=120)
+    message, rss = run.stdout.strip().splitlines()
+    return message, int(rss)
+
+
+def test_a_gzip_bomb_is_read_only_as_far_as_its_header_promises(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    header = idx_bytes(np.zeros((1000, 28, 28), np.uint8))[:16]  # promises 784,000 bytes
+    _bomb(path, header, 2048)  # 2 GiB of zeros in ~2 MB
+    assert path.stat().st_size < 4 << 20
+    message, rss = _read_in_a_subprocess(path)
+    assert message.startswith(f"error: {path}: holds more than the 784016 bytes its header promises")
+    baseline = _read_in_a_subprocess(tmp_path / "missing.gz")[1]  # the interpreter and numpy alone
+    assert rss - baseline < 64  # MiB: the bomb never got decompressed
+
+
+def test_an_absurd_header_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    header = (0x803).to_bytes(4, "big") + (2**31).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2  # 1.7 TB promised
+    _bomb(path, header, 4)
+    message, _ = _read_in_a_subprocess(path)
+    assert "header promises 1,683,627,180,032 bytes" in message and "allowed" in message
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_trailing_bytes_beyond_the_header_are_refused(tmp_path, gz):
+    path = tmp_path / ("t10k-labels-idx1-ubyte" + (".gz" if gz else ""))
+    data = idx_bytes(np.zeros(10, np.uint8)) + b"\x01"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(MnistEdgeError, match="holds more than the 18 bytes its header promises"):
+        read_idx(path, LABELS_MAGIC)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -29,6 +31,8 @@ IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 DATA_ENV = "MNIST_EDGE_DATA"  # a folder with the IDX files, used when no --data-dir is given
 CACHE_ENV = "MNIST_EDGE_CACHE"  # where downloads go; default ~/.cache/mnist-edge
+# The most one IDX file may hold: 1 GiB is 1.3 million digits (MNIST has 70,000), far below what breaks a machine.
+MAX_IDX_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -47,36 +51,59 @@ def _find(data_dir: Path, stem: str) -> Path:
     raise MnistEdgeError(f"{data_dir / (stem + '.gz')}: missing (neither {stem}.gz nor {stem} is in {data_dir})")
 
 
-def _read_bytes(path: Path) -> bytes:
+def _open(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115 - the caller closes
+
+
+def _read_into(f: BinaryIO, buffer: memoryview) -> int:
+    """Fill BUFFER from F as far as F goes; returns the bytes read."""
+    done = 0
+    while done < len(buffer):
+        got = f.readinto(buffer[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+def read_idx(path: Path, magic: int, verify_sha256: str | None = None) -> tuple[np.ndarray, str]:
+    """Read one IDX file (.gz or raw) into an array; returns it with its content SHA-256.
+
+    The header is read and checked first, and no more than the bytes it promises are ever read or held:
+    a gzip bomb costs at most one MNIST-sized array, and an absurd header is refused before allocating.
+    """
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+        with _open(path) as f:
+            head = f.read(4)
+            if len(head) < 4 or int.from_bytes(head, "big") != magic:
+                found = head.hex() if len(head) == 4 else "nothing"
+                raise MnistEdgeError(f"{path}: not an IDX file of this kind (magic {found}, expected {magic:08x})")
+            ndim = magic & 0xFF
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise MnistEdgeError(f"{path}: truncated IDX header")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            if ndim == 3 and shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+                raise MnistEdgeError(f"{path}: images are {shape[1]}x{shape[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+            size = math.prod(shape)
+            if size > MAX_IDX_BYTES:
+                raise MnistEdgeError(f"{path}: header promises {size:,} bytes for shape {shape}, over the {MAX_IDX_BYTES:,} allowed")
+            array = np.empty(size, dtype=np.uint8)
+            got, header = _read_into(f, memoryview(array)), 4 + 4 * ndim
+            if got < size:
+                raise MnistEdgeError(f"{path}: header promises {header + size} bytes for shape {shape}, file has {header + got}")
+            if f.read(1):
+                raise MnistEdgeError(f"{path}: holds more than the {header + size} bytes its header promises for shape {shape}")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise MnistEdgeError(f"{path}: corrupt or truncated gzip ({exc})") from None
     except OSError as exc:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def read_idx(path: Path, magic: int, verify_sha256: str | None = None) -> tuple[np.ndarray, str]:
-    """Read one IDX file (.gz or raw) into an array; returns it with its content SHA-256."""
-    data = _read_bytes(path)
-    digest = hashlib.sha256(data).hexdigest()
+    sha = hashlib.sha256(head + dims)
+    sha.update(array)
+    digest = sha.hexdigest()
     if verify_sha256 is not None and digest != verify_sha256:
         raise MnistEdgeError(f"{path}: SHA-256 {digest[:12]}... does not match MNIST's {verify_sha256[:12]}...")
-    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
-        found = data[:4].hex() if len(data) >= 4 else "nothing"
-        raise MnistEdgeError(f"{path}: not an IDX file of this kind (magic {found}, expected {magic:08x})")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise MnistEdgeError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape)) + header
-    if len(data) != expected:
-        raise MnistEdgeError(f"{path}: header promises {expected} bytes for shape {shape}, file has {len(data)}")
-    if ndim == 3 and shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise MnistEdgeError(f"{path}: images are {shape[1]}x{shape[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape), digest
+    return array.reshape(shape), digest
 
 
 def _read_split(data_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
