@@ -19,3 +19,11 @@ def mnist_dir() -> Path:
     if not path.is_dir():
         pytest.skip("real MNIST not available (set MNIST_EDGE_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained, seeded `tiny` checkpoint (shared: do not modify the file)."""
+    from checkpoints import seeded_checkpoint
+
+    return seeded_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.pt")

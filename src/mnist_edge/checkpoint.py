@@ -2,12 +2,18 @@
 
 Only tensors, dicts, lists, strings and numbers are stored, so loading an untrusted file can never
 run code. Training state (optimizer, RNG, epoch) rides along for exact resumption.
+
+A checkpoint is untrusted input: load_checkpoint says what a file is when it is something else (an ONNX
+model, a TorchScript archive, a bare state_dict, text...), and checks every field of one that claims to be a
+checkpoint (types, ranges, finite numbers, recipe keys, weight names and shapes) before anything uses it, so
+`train --resume`, `export` and `evaluate` fail with one line instead of deep inside.
 """
 
 from __future__ import annotations
 
-import pickle
+import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +23,11 @@ import torch
 from mnist_edge.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
 VERSION = 1
+NOT_A_CHECKPOINT = "not a training checkpoint"
 
 
 @dataclass
@@ -30,39 +38,237 @@ class Checkpoint:
     training: dict[str, Any] = field(default_factory=dict)  # optimizer / RNG state for --resume
 
 
+def all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
 def save_checkpoint(
     path: Path | str, model: MnistClassifier, meta: dict[str, Any], training: dict[str, Any] | None = None
 ) -> None:
+    """Write the checkpoint atomically: a failed write (full disk...) is one line and leaves PATH as it was."""
+    if not all_finite(model):
+        raise MnistEdgeError(f"{path}: not written: the model's weights hold NaN or inf")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "arch": model.arch, "state_dict": state, "meta": meta}
     if training:
         payload["training"] = training
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:120]
+        raise MnistEdgeError(f"{path}: cannot write the checkpoint ({reason}); the previous one is unchanged") from None
+
+
+# --- what a file is, when it is not a checkpoint --------------------------------------------------------------
+
+
+def _zip_kind(path: Path) -> str | None:
+    """None for a torch.save archive; else what kind of zip PATH is."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "a damaged zip archive (a truncated or corrupt file)"
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        return "a TorchScript archive (an exported model)"
+    if any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        return None
+    return "a zip archive holding no PyTorch data"
+
+
+def _is_onnx(path: Path, head: bytes) -> bool:
+    # ModelProto starts with field 1 (ir_version, a varint): byte 0x08.
+    if path.suffix != ".onnx" and not head.startswith(b"\x08"):
+        return False
+    try:
+        import onnx
+
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not parseable as ONNX is the answer, whatever the parser raised
+        return False
+    return len(model.graph.node) > 0 or len(model.opset_import) > 0
+
+
+def sniff(path: Path) -> str | None:
+    """What PATH is when it is plainly not a torch.save file (None: let torch.load try it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _zip_kind(path)
+    if head.startswith(b"\x80"):  # a pickle: torch's legacy (pre-zip) format, or a plain pickle
+        return None
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file"
+    if _is_onnx(path, head):
+        return "an ONNX model (an exported file: evaluate and verify take it, not train or export)"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError:
+            pass
+    return "not a PyTorch file (unrecognized content)"
+
+
+def _describe_payload(payload: Any) -> str:
+    if isinstance(payload, torch.Tensor):
+        return "a single tensor (torch.save of a tensor)"
+    if isinstance(payload, dict):
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            return "a bare state_dict (weights without mnist-edge's metadata)"
+        return "a PyTorch file holding a dict without mnist-edge's format marker"
+    return f"a PyTorch file holding a {type(payload).__name__}"
+
+
+# --- field checks -------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+
+def _int(low: int = 0, high: int = 2**63 - 1) -> Check:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _num(low: float = -math.inf, high: float = math.inf) -> Check:
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str) and len(v) < 4096
+
+
+def _str_map(v: Any) -> bool:
+    return isinstance(v, dict) and len(v) < 1024 and all(_str(k) and _str(x) for k, x in v.items())
+
+
+def _normalize(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and _num(-10, 10)(v[0]) and _num(1e-6, 10)(v[1])
+
+
+def _history(v: Any) -> bool:
+    return isinstance(v, list) and len(v) <= MAX_EPOCHS and all(
+        isinstance(r, dict) and all(_str(k) and _num()(x) for k, x in r.items()) for r in v
+    )
+
+
+def _tensor(dtype: torch.dtype, ndim: int | None = None) -> Check:
+    return lambda v: isinstance(v, torch.Tensor) and v.layout == torch.strided and v.dtype == dtype and ndim in (None, v.dim())
+
+
+def _rng_states(v: Any) -> bool:
+    return isinstance(v, list) and 0 < len(v) <= 1 << 20 and all(_tensor(torch.uint8, 1)(t) for t in v)
+
+
+# The metadata train writes. Every checkpoint names its architecture; one that can be resumed also needs its recipe
+# and history (a final checkpoint, such as the shipped one rebuilt for export, may leave out the rest).
+REQUIRED_META = ("arch",)
+REQUIRED_TO_RESUME = ("arch", "recipe", "epochs_done", "history")
+META: dict[str, Check] = {
+    "arch": _str,
+    "recipe": lambda v: True,  # checked field by field by recipe_from_dict
+    "epochs_done": _int(0, MAX_EPOCHS),
+    "test_accuracy": _optional(_num(0, 100)),
+    "normalize": _optional(_normalize),
+    "seed": _int(),
+    "device": _str,
+    "world_size": _int(1, 1 << 20),
+    "threads": _int(1, 1 << 20),
+    "train_images": _int(),
+    "wall_time_s": _num(0),
+    "versions": _str_map,
+    "dataset_sha256": _str_map,
+    "history": _history,
+}
+TRAINING: dict[str, Check] = {
+    "epoch": _int(0, MAX_EPOCHS),
+    "step": _int(),
+    "optimizer": lambda v: isinstance(v, dict),  # optimizer.load_state_dict checks the rest
+    "generator": _tensor(torch.uint8, 1),
+    "rng": _rng_states,
+    "cuda_rng": _rng_states,  # CUDA runs: each rank's
+    "perm": _tensor(torch.int64, 1),
+    "loss_sum": _num(0),
+    "seen": _int(),
+    "limit": _int(1),
+}
+PAYLOAD_KEYS = {"format", "version", "arch", "state_dict", "meta", "training"}
+
+
+def _check_fields(path: Path, what: str, value: Any, checks: dict[str, Check], required: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MnistEdgeError(f"{path}: its {what} is a {type(value).__name__}, not a mapping")
+    unknown = sorted(map(str, set(value) - set(checks)))
+    missing = [k for k in required if k not in value]
+    if unknown or missing:
+        detail = "; ".join(filter(None, [unknown and f"unknown keys {unknown}", missing and f"missing {missing}"]))
+        raise MnistEdgeError(f"{path}: its {what} does not fit this mnist-edge ({detail})")
+    for key, v in value.items():
+        if not checks[key](v):
+            shown = repr(v) if not isinstance(v, (dict, list, torch.Tensor)) else type(v).__name__
+            raise MnistEdgeError(f"{path}: its {what} has a bad {key!r} ({shown[:80]})")
+    return value
+
+
+def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) -> None:
+    if not isinstance(state, dict):
+        raise MnistEdgeError(f"{path}: its state_dict is a {type(state).__name__}, not a mapping")
+    expected = model.state_dict()
+    unknown, missing = sorted(map(str, set(state) - set(expected))), sorted(set(expected) - set(state))
+    if unknown or missing:
+        detail = "; ".join(filter(None, [unknown and f"unexpected {unknown[:3]}", missing and f"missing {missing[:3]}"]))
+        raise MnistEdgeError(f"{path}: weights do not fit architecture {arch!r} ({detail})")
+    for name, want in expected.items():
+        got = state[name]
+        if not _tensor(want.dtype)(got) or got.shape != want.shape:
+            found = f"{got.dtype} {list(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+            raise MnistEdgeError(f"{path}: weight {name} is {found}, architecture {arch!r} needs {want.dtype} {list(want.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise MnistEdgeError(f"{path}: weight {name} holds NaN or inf")
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:
+    """The checkpoint at PATH, every field checked; anything else is one MnistEdgeError saying what it is."""
     path = Path(path)
     if not path.is_file():
         raise MnistEdgeError(f"{path}: no such checkpoint")
+    kind = sniff(path)
+    if kind is not None:
+        raise MnistEdgeError(f"{path}: is {kind}, {NOT_A_CHECKPOINT}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise MnistEdgeError(f"{path}: refused: it holds Python objects beyond weights (not a mnist-edge checkpoint)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as exc:  # KeyError: garbage in the legacy format
-        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors saved on CUDA land on the CPU
+    except Exception as exc:  # noqa: BLE001 - a crafted file can make the unpickler raise anything
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            raise MnistEdgeError(f"{path}: refused: it holds Python objects beyond weights (loading it could run code)") from None
+        reason = text.strip().splitlines()[0][:100] if text.strip() else type(exc).__name__
         raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise MnistEdgeError(f"{path}: not a mnist-edge checkpoint (a foreign or bare state_dict file)")
+        raise MnistEdgeError(f"{path}: is {_describe_payload(payload)}, {NOT_A_CHECKPOINT}")
     if payload.get("version") != VERSION:
-        raise MnistEdgeError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+        raise MnistEdgeError(f"{path}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})")
+    if unknown := sorted(map(str, set(payload) - PAYLOAD_KEYS)):
+        raise MnistEdgeError(f"{path}: unknown checkpoint fields {unknown}")
     arch = payload.get("arch")
-    if arch not in list_models():
-        raise MnistEdgeError(f"{path}: unknown architecture {arch!r}")
+    if not isinstance(arch, str) or arch not in list_models():
+        raise MnistEdgeError(f"{path}: unknown architecture {str(arch)[:40]!r}")
+    training = _check_fields(path, "training state", payload.get("training", {}), TRAINING, ())
+    meta = _check_fields(path, "metadata", payload.get("meta"), META, REQUIRED_TO_RESUME if training else REQUIRED_META)
+    if meta["arch"] != arch:
+        raise MnistEdgeError(f"{path}: its metadata says architecture {meta['arch']!r}, its weights {arch!r}")
+    if "recipe" in meta:
+        recipe_from_dict(meta["recipe"], str(path))
     model = create_model(arch)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise MnistEdgeError(f"{path}: weights do not fit architecture {arch!r} ({str(exc).splitlines()[0][:100]})") from None
+    _check_weights(path, arch, payload.get("state_dict"), model)
+    model.load_state_dict(payload["state_dict"])
     model.eval()
-    return Checkpoint(arch, model, payload.get("meta", {}), payload.get("training", {}))
+    return Checkpoint(arch, model, meta, training)

@@ -1,0 +1,80 @@
+"""Range checks for training numbers, shared by the command line, the library API and checkpoint loading.
+
+A value that would train a NaN model, overflow a seed or allocate without bound is refused with one line
+naming it, wherever it comes from: a flag, a TrainConfig, or the recipe stored in an untrusted checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from mnist_edge.architectures import SCHEDULES, Recipe
+from mnist_edge.errors import MnistEdgeError
+
+OPTIMIZERS = ("sgd", "adam")
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_LR = 10.0  # far above any recipe's; larger only diverges
+MAX_SEED = 2**32 - 1  # numpy's and every seeded tool's range; torch's rank offset stays far from its limit
+MAX_THREADS = 4096
+
+
+def integer(name: str, value: Any, low: int, high: int) -> int:
+    """VALUE as an int in [LOW, HIGH], else one line naming NAME."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise MnistEdgeError(f"{name} {value!r}: must be a whole number from {low:,} to {high:,}")
+    return value
+
+
+def number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """VALUE as a finite float in [LOW, HIGH] (or (LOW, HIGH] if LOW_OPEN), else one line naming NAME."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low < value if low_open else low <= value) and value <= high
+    if not ok:
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        raise MnistEdgeError(f"{name} {value!r}: must be a finite number {bound} and at most {high:g}")
+    return float(value)
+
+
+def check_recipe(recipe: Recipe, where: str = "") -> Recipe:
+    """RECIPE if every field is a sane value, else one line (prefixed by WHERE, e.g. a checkpoint's path).
+
+    Fields without a rule of their own are checked by their declared type (numbers finite and >= 0), so a field
+    added to Recipe is covered from the start.
+    """
+    prefix = f"{where}: recipe " if where else "--"
+    number(f"{prefix}lr", recipe.lr, 0.0, MAX_LR, low_open=True)
+    number(f"{prefix}momentum", recipe.momentum, 0.0, 1.0)
+    integer(f"{prefix}epochs", recipe.epochs, 1, MAX_EPOCHS)
+    integer(f"{prefix}batch-size", recipe.batch_size, 1, MAX_BATCH_SIZE)
+    integer(f"{prefix}seed", recipe.seed, 0, MAX_SEED)
+    if recipe.schedule not in SCHEDULES:
+        raise MnistEdgeError(f"{prefix}schedule {recipe.schedule!r}: choose {' or '.join(SCHEDULES)}")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise MnistEdgeError(f"{prefix}optimizer {recipe.optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
+    for f in dataclasses.fields(Recipe):
+        name, value = f"{prefix}{f.name.replace('_', '-')}", getattr(recipe, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind == "bool" and not isinstance(value, bool):
+            raise MnistEdgeError(f"{name} {value!r}: must be true or false")
+        if kind == "str" and not isinstance(value, str):
+            raise MnistEdgeError(f"{name} {value!r}: must be a name")
+        if kind == "float":
+            number(name, value, 0.0, math.inf if f.name != "lr" else MAX_LR)
+        if kind == "int":
+            integer(name, value, 0, 2**63 - 1)
+    return recipe
+
+
+def recipe_from_dict(values: Any, where: str) -> Recipe:
+    """The Recipe a checkpoint stores as a dict: exactly Recipe's fields, each a sane value."""
+    if not isinstance(values, dict):
+        raise MnistEdgeError(f"{where}: recipe is a {type(values).__name__}, not a mapping")
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown, missing = sorted(set(values) - fields, key=str), sorted(fields - set(values))
+    if unknown or missing:
+        detail = "; ".join(filter(None, [unknown and f"unknown keys {unknown}", missing and f"missing {missing}"]))
+        raise MnistEdgeError(f"{where}: recipe does not fit this mnist-edge ({detail})")
+    return check_recipe(Recipe(**values), where)

@@ -1,0 +1,24 @@
+"""Seeded checkpoints for tests: untrained weights, valid metadata, no data needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnist_edge.architectures import create_model
+from mnist_edge.checkpoint import save_checkpoint
+
+
+def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, **meta: Any) -> Path:
+    """Write a checkpoint of ARCH with weights drawn from SEED and META on top of {"arch", "test_accuracy"}."""
+    torch.manual_seed(seed)
+    model = create_model(arch).eval()
+    save_checkpoint(path, model, {"arch": arch, "test_accuracy": None, **meta})
+    return path
+
+
+def payload(path: Path) -> dict[str, Any]:
+    """A checkpoint's raw contents, to be altered and written back with torch.save (crafted-file tests)."""
+    return torch.load(path, map_location="cpu", weights_only=True)

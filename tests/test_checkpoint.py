@@ -1,0 +1,200 @@
+"""Checkpoints are untrusted input: every crafted or foreign file is one line in every command that loads one."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import pickle
+import warnings
+import zipfile
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from checkpoints import payload, seeded_checkpoint
+from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.cli import app
+from mnist_edge.errors import MnistEdgeError
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory, mnist_dir):
+    """A real one-epoch checkpoint, with training state and full metadata."""
+    from mnist_edge.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("resumable") / "basic.pt"
+    config = TrainConfig(arch="basic", epochs=1, limit=64, batch_size=32, device="cpu", threads=1, progress=False, data_dir=mnist_dir, out=out)
+    train(config, log=lambda _line: None)
+    return out
+
+
+def _meta(p, **changes):
+    p["meta"].update(changes)
+
+
+def _del(section, key):
+    return lambda p: p[section].pop(key)
+
+
+CRAFTED = {
+    "meta is a list": (lambda p: p.update(meta=[1, 2]), "metadata is a list"),
+    "meta is missing": (lambda p: p.pop("meta"), "metadata is a NoneType"),
+    "meta without arch": (_del("meta", "arch"), r"missing \['arch'\]"),
+    "meta without recipe (resumable)": (_del("meta", "recipe"), r"missing \['recipe'\]"),
+    "unknown meta key": (lambda p: _meta(p, evil=1), r"unknown keys \['evil'\]"),
+    "meta arch differs": (lambda p: _meta(p, arch="tiny"), "says architecture 'tiny'"),
+    "epochs_done a string": (lambda p: _meta(p, epochs_done="3"), "bad 'epochs_done'"),
+    "epochs_done negative": (lambda p: _meta(p, epochs_done=-1), "bad 'epochs_done'"),
+    "test_accuracy inf": (lambda p: _meta(p, test_accuracy=float("inf")), "bad 'test_accuracy'"),
+    "test_accuracy NaN": (lambda p: _meta(p, test_accuracy=float("nan")), "bad 'test_accuracy'"),
+    "normalize std 0": (lambda p: _meta(p, normalize=[0.1, 0.0]), "bad 'normalize'"),
+    "history with NaN": (lambda p: _meta(p, history=[{"epoch": float("nan")}]), "bad 'history'"),
+    "history a dict": (lambda p: _meta(p, history={"a": 1}), "bad 'history'"),
+    "versions not strings": (lambda p: _meta(p, versions={"torch": 2}), "bad 'versions'"),
+    "recipe a list": (lambda p: _meta(p, recipe=[1]), "recipe is a list"),
+    "recipe unknown key": (lambda p: p["meta"]["recipe"].update(exec="rm -rf"), r"unknown keys \['exec'\]"),
+    "recipe missing key": (lambda p: p["meta"]["recipe"].pop("lr"), r"missing \['lr'\]"),
+    "recipe lr NaN": (lambda p: p["meta"]["recipe"].update(lr=float("nan")), "recipe lr nan"),
+    "recipe lr a string": (lambda p: p["meta"]["recipe"].update(lr="0.1"), "recipe lr '0.1'"),
+    "recipe epochs huge": (lambda p: p["meta"]["recipe"].update(epochs=10**12), "recipe epochs"),
+    "recipe optimizer unknown": (lambda p: p["meta"]["recipe"].update(optimizer="lbfgs"), "recipe optimizer 'lbfgs'"),
+    "recipe augment not a bool": (lambda p: p["meta"]["recipe"].update(augment="yes"), "recipe augment 'yes'"),
+    "weight of the wrong shape": (lambda p: p["state_dict"].update({"net.fc.weight": torch.zeros(3, 3)}), r"weight net.fc.weight is torch.float32 \[3, 3\]"),
+    "weight of the wrong dtype": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10, dtype=torch.int64)}), "weight net.fc.bias is torch.int64"),
+    "weight not a tensor": (lambda p: p["state_dict"].update({"net.fc.bias": [0.0] * 10}), "weight net.fc.bias is list"),
+    "weight with NaN": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("nan")), "net.fc.bias holds NaN"),
+    "weight missing": (_del("state_dict", "net.fc.bias"), r"missing \['net.fc.bias'\]"),
+    "extra weight": (lambda p: p["state_dict"].update(extra=torch.zeros(1)), r"unexpected \['extra'\]"),
+    "state_dict a list": (lambda p: p.update(state_dict=[1]), "state_dict is a list"),
+    "unknown architecture": (lambda p: p.update(arch="resnet"), "unknown architecture 'resnet'"),
+    "architecture not a string": (lambda p: p.update(arch=["basic"]), "unknown architecture"),
+    "another version": (lambda p: p.update(version=2), "version 2 is not supported"),
+    "unknown top-level field": (lambda p: p.update(payload=1), r"unknown checkpoint fields \['payload'\]"),
+    "training a list": (lambda p: p.update(training=[1]), "training state is a list"),
+    "training epoch a float": (lambda p: p["training"].update(epoch=1.5), "bad 'epoch'"),
+    "training perm of floats": (lambda p: p["training"].update(perm=torch.zeros(3)), "bad 'perm'"),
+    "training rng not bytes": (lambda p: p["training"].update(rng=[torch.zeros(3)]), "bad 'rng'"),
+    "training unknown key": (lambda p: p["training"].update(hook=1), r"unknown keys \['hook'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_checkpoints_are_refused_by_every_loader(case, resumable, tmp_path):
+    change, message = CRAFTED[case]
+    crafted = copy.deepcopy(payload(resumable))
+    change(crafted)
+    path = tmp_path / "crafted.pt"
+    torch.save(crafted, path)
+    with pytest.raises(MnistEdgeError, match=message):
+        load_checkpoint(path)
+    runner = CliRunner()
+    for args in (["train", "--resume", str(path), "--epochs", "2"], ["export", str(path), "--out", str(tmp_path / "x")], ["evaluate", str(path)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), (args, result.output)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_real_checkpoints_load(resumable, tiny_checkpoint):
+    assert load_checkpoint(resumable).training["epoch"] == 1
+    assert load_checkpoint(tiny_checkpoint).arch == "tiny"
+
+
+def _onnx_file(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph), path)
+
+
+def _torchscript_file(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+
+
+def _zip_file(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+
+
+FOREIGN = {
+    "tensor.pt": (lambda p: torch.save(torch.zeros(3), p), "a single tensor"),
+    "state_dict.pt": (lambda p: torch.save({"conv.weight": torch.zeros(3)}, p), "a bare state_dict"),
+    "plain_dict.pt": (lambda p: torch.save({"a": 1, "b": "x"}, p), "a dict without mnist-edge's format marker"),
+    "list.pt": (lambda p: torch.save([1, 2], p), "holding a list"),
+    "legacy.pt": (lambda p: torch.save(torch.zeros(2), p, _use_new_zipfile_serialization=False), "a single tensor"),
+    "model.onnx": (_onnx_file, "is an ONNX model"),
+    "model.pt": (_onnx_file, "is an ONNX model"),  # an ONNX file named .pt
+    "scripted.pt": (_torchscript_file, "is a TorchScript archive"),
+    "archive.pt": (_zip_file, "is a zip archive holding no PyTorch data"),
+    "empty.pt": (lambda p: p.write_bytes(b""), "is an empty file"),
+    "notes.pt": (lambda p: p.write_text("epoch 1: loss 0.3\n"), "is a text file"),
+    "data.pt": (lambda p: p.write_bytes(gzip.compress(b"x" * 100)), "is a gzip file"),
+    "noise.pt": (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a PyTorch file"),
+    "unsafe.pt": (lambda p: p.write_bytes(pickle.dumps(print, protocol=2)), "refused: it holds Python objects"),
+}
+
+
+@pytest.mark.parametrize("name", list(FOREIGN))
+def test_foreign_files_say_what_they_are(name, tmp_path):
+    write, message = FOREIGN[name]
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(MnistEdgeError, match=message) as raised:
+        load_checkpoint(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    result = CliRunner().invoke(app, ["train", "--resume", str(path)])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [f"error: {raised.value}"]
+
+
+def _relocated(path, location: bytes) -> bytes:
+    """PATH's bytes as torch.save would have written them from a LOCATION device (the storages' location tag)."""
+    source, out = zipfile.ZipFile(path), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data.pkl"):
+                tag = b"X\x03\x00\x00\x00cpu"  # BINUNICODE 'cpu': the location in every storage's persistent id
+                assert tag in data
+                data = data.replace(tag, b"X" + len(location).to_bytes(4, "little") + location)
+            target.writestr(info, data)
+    return out.getvalue()
+
+
+def test_a_checkpoint_saved_on_cuda_loads_on_the_cpu(tiny_checkpoint, tmp_path):
+    path = tmp_path / "from-cuda.pt"
+    path.write_bytes(_relocated(tiny_checkpoint, b"cuda:0"))
+    if not torch.cuda.is_available():  # the file really asks for CUDA: a plain torch.load refuses it here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)
+    loaded = load_checkpoint(path)
+    assert all(t.device.type == "cpu" for t in loaded.model.state_dict().values())
+    expected = load_checkpoint(tiny_checkpoint).model.state_dict()
+    assert all(torch.equal(expected[k], v) for k, v in loaded.model.state_dict().items())
+
+
+def test_save_refuses_a_nan_model_and_a_failed_save_keeps_the_file(tiny_checkpoint, tmp_path):
+    model = load_checkpoint(tiny_checkpoint).model
+    path = tmp_path / "kept.pt"
+    save_checkpoint(path, model, {"arch": "tiny"})
+    before = path.read_bytes()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(MnistEdgeError, match="NaN or inf"):
+        save_checkpoint(path, model, {"arch": "tiny"})
+    assert path.read_bytes() == before
+
+
+def test_seeded_checkpoints_are_reproducible(tmp_path):
+    a = load_checkpoint(seeded_checkpoint(tmp_path / "a.pt", "basic", seed=3)).model.state_dict()
+    b = load_checkpoint(seeded_checkpoint(tmp_path / "b.pt", "basic", seed=3)).model.state_dict()
+    c = load_checkpoint(seeded_checkpoint(tmp_path / "c.pt", "basic", seed=4)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
