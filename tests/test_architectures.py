@@ -131,3 +131,12 @@ def test_onecycle_warms_up_then_anneals_to_zero():
     assert lrs[0] == pytest.approx(0.1 / 25) and lrs[20] == pytest.approx(0.1) and max(lrs) == lrs[20]
     assert all(a < b for a, b in zip(lrs[:20], lrs[1:21])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
     assert lrs[60] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0, abs=1e-12)
+
+
+def test_every_registered_recipe_passes_the_training_checks():
+    from mnist_edge.validate import check_recipe, recipe_from_dict
+
+    for name in list_models():
+        for recipe in arch_info(name).recipes.values():
+            assert check_recipe(recipe) is recipe
+            assert recipe_from_dict(recipe.as_dict(), name) == recipe

@@ -1,4 +1,9 @@
+import math
+
+import pytest
 import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
 
 from mnist_edge.augment import apply_params, augment, sample_params
 
@@ -59,9 +64,39 @@ def test_whole_pixel_shift_moves_the_digit_and_fills_black():
     assert torch.equal(out, expected)
 
 
-def test_quarter_turn_and_brightness():
-    x = _digits(1)
-    turned = apply_params(x, _params(1, angle=torch.pi / 2))
-    assert torch.equal(turned, x.transpose(2, 3).flip(2)) or torch.equal(turned, x.transpose(2, 3).flip(3))
-    dimmer = apply_params(x, _params(1, brightness=0.8))
-    assert torch.allclose(dimmer, 0.8 * x)
+def _asymmetric(n: int = 1) -> torch.Tensor:
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 6:22, 12:15] = 1.0
+    x[:, :, 6:9, 12:20] = 0.6  # a "7"-like hook: no rotation or mirror maps it onto itself
+    return x
+
+
+@pytest.mark.parametrize(("angle", "dx", "dy", "scale"), [(30, 0, 0, 1.0), (-15, 2, -3, 1.1), (20, -1, 2, 0.9)])
+def test_the_warp_is_torchvisions_random_affine(angle, dx, dy, scale):
+    """RandomAffine(degrees, translate, scale) calls F.affine with what it drew: the same numbers must give the same image."""
+    x = _asymmetric()
+    expected = TF.affine(x, angle=angle, translate=[dx, dy], scale=scale, shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=0)
+    assert torch.equal(apply_params(x, _params(1, angle=math.radians(angle), dx=dx, dy=dy, scale=scale)), expected)
+    mirrored = apply_params(x, _params(1, angle=math.radians(-angle), dx=dx, dy=dy, scale=scale))
+    assert not torch.equal(mirrored, expected)  # the direction of rotation matters
+
+
+@pytest.mark.parametrize("factor", [0.8, 0.9, 1.1, 1.2])
+def test_brightness_and_contrast_are_torchvisions(factor):
+    x = _asymmetric(2) * 0.7 + 0.1
+    brighter = apply_params(x, _params(2, brightness=factor))
+    assert torch.allclose(brighter, TF.adjust_brightness(x, factor), atol=1e-6)
+    contrasted = apply_params(x, _params(2, contrast=factor))
+    assert torch.allclose(contrasted, torch.stack([TF.adjust_contrast(img, factor) for img in x]), atol=1e-6)
+    assert not torch.allclose(contrasted, x, atol=1e-3)  # a no-op contrast jitter fails here
+
+
+def test_jitter_order_follows_the_order_flag():
+    x = _asymmetric(1) * 0.9
+    brightness_first = apply_params(x, _params(1, brightness=1.2, contrast=0.8))
+    p = _params(1, brightness=1.2, contrast=0.8)
+    p[:, 6] = 0.0
+    contrast_first = apply_params(x, p)
+    assert torch.allclose(brightness_first, TF.adjust_contrast(TF.adjust_brightness(x, 1.2), 0.8), atol=1e-6)
+    assert torch.allclose(contrast_first, TF.adjust_brightness(TF.adjust_contrast(x, 0.8), 1.2), atol=1e-6)
+    assert not torch.allclose(brightness_first, contrast_first)

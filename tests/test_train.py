@@ -1,5 +1,10 @@
+import json
+import os
 import pickle
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,11 +13,11 @@ from typer.testing import CliRunner
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import TrainConfig, train
+from mnist_edge.train import TrainConfig, default_threads, train
 
 # `basic` is the cheapest network; a raised learning rate makes a few hundred digits enough to learn.
 # The notebook's constant-LR recipe: a run cut short and resumed with more --epochs then matches a straight run.
-QUICK = dict(arch="basic", recipe="notebook", limit=512, batch_size=32, lr=0.05, device="cpu", progress=False)
+QUICK = dict(arch="basic", recipe="notebook", limit=512, batch_size=32, lr=0.05, device="cpu", progress=False, threads=1)
 META_KEYS = {
     "arch", "recipe", "epochs_done", "test_accuracy", "normalize", "seed", "device",
     "wall_time_s", "versions", "dataset_sha256", "history",
@@ -34,15 +39,6 @@ def _untimed(history: list[dict]) -> list[dict]:
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batches this small gain nothing from a second thread, and spinning threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +77,7 @@ def test_resume_after_an_epoch_continues_exactly(two_epochs, mnist_dir, tmp_path
     out = tmp_path / "resumed.pt"
     train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
     assert load_checkpoint(out).meta["epochs_done"] == 1
-    result = train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", progress=False), log=_quiet)
+    result = train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", progress=False, threads=1), log=_quiet)
     assert result.epochs_done == 2
     assert _same(_weights(straight), _weights(out))
     assert _untimed(load_checkpoint(out).meta["history"]) == _untimed(load_checkpoint(straight).meta["history"])
@@ -99,7 +95,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(two_epochs, mn
     assert result.interrupted and result.epochs_done == 0
     training = torch.load(out, weights_only=True)["training"]
     assert training["epoch"] == 0 and training["step"] == 1
-    result = train(TrainConfig(resume=out, data_dir=mnist_dir, device="cpu", progress=False), log=_quiet)
+    result = train(TrainConfig(resume=out, data_dir=mnist_dir, device="cpu", progress=False, threads=1), log=_quiet)
     assert result.epochs_done == 2 and not result.interrupted
     assert _same(_weights(straight), _weights(out))
 
@@ -156,7 +152,7 @@ def test_train_cli_prints_recipe_and_epochs(mnist_dir, tmp_path):
 
 def test_train_cli_bad_input_is_one_line(mnist_dir):
     runner = CliRunner()
-    bad = (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "basic", "--device", "tpu"], ["--arch", "tiny", "--recipe", "fast"], ["--arch", "basic", "--schedule", "linear"])
+    bad = (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "tiny", "--recipe", "fast"])
     for args in bad:
         result = runner.invoke(app, ["train", *args, "--data-dir", str(mnist_dir)])
         assert result.exit_code == 1, result.output
@@ -174,3 +170,189 @@ def test_train_cli_runs_a_named_recipe(mnist_dir, tmp_path):
     result = CliRunner().invoke(app, [*args, "--schedule", "constant", "--out", str(constant), "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0 and "LR schedule" not in result.output
     assert load_checkpoint(constant).meta["recipe"]["schedule"] == "constant"
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+BAD_NUMBERS = [
+    ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "1e308"),
+    ("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--batch-size", str(10**9)),
+    ("--seed", str(2**70)), ("--seed", "-1"), ("--limit", "0"), ("--threads", "0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flag", "value"), BAD_NUMBERS)
+def test_bad_numbers_are_one_line_before_any_work(flag, value, tmp_path):
+    # A data folder that does not exist and an --out that would be created: the number must be refused first.
+    out = tmp_path / "never.pt"
+    args = ["train", "--arch", "basic", flag, value, "--data-dir", str(tmp_path / "no-data"), "--out", str(out)]
+    line = _one_error_line(CliRunner().invoke(app, args))
+    assert flag in line and "no-data" not in line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("lr", float("nan")), ("lr", 1e308), ("epochs", 0), ("batch_size", 0), ("seed", 2**70), ("limit", 0), ("threads", 0)])
+def test_the_library_refuses_what_the_command_line_refuses(field, value):
+    with pytest.raises(MnistEdgeError, match=field.replace("_", "-")):
+        TrainConfig(arch="basic", **{field: value})
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--device", "tpu"), ("--schedule", "linear")])
+def test_device_and_schedule_are_choices(flag, value):
+    result = CliRunner().invoke(app, ["train", "--arch", "basic", flag, value])
+    assert result.exit_code != 0 and value in result.output and "Traceback" not in result.output
+    assert "auto" in result.output or "constant" in result.output  # the choices are listed
+
+
+def test_cli_schedules_are_the_recipe_schedules():
+    from mnist_edge.architectures import SCHEDULES
+    from mnist_edge.cli import Schedule
+
+    assert tuple(s.value for s in Schedule) == SCHEDULES
+
+
+def _unwritable_targets(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    targets = {"under /proc": Path("/proc/x.pt"), "under a file": a_file / "x.pt", "a folder": tmp_path / "a-folder"}
+    if os.geteuid() != 0:  # root writes into read-only folders
+        read_only = tmp_path / "read-only"
+        read_only.mkdir(mode=0o555)
+        targets["read-only folder"] = read_only / "x.pt"
+    return targets
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path, mnist_dir):
+    for name, target in _unwritable_targets(tmp_path).items():
+        args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "64", "--threads", "1", "--out", str(target)]
+        result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "no-data")])
+        line = _one_error_line(result)  # the data folder is missing too: --out is checked first
+        assert str(target) in line and "no-data" not in line, (name, line)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the probe left nothing
+
+
+SUBPROCESS_TRAIN = """
+import resource, signal, sys
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.train import TrainConfig, default_threads, train
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
+limit_at, out, data = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def log(line):
+    print(line, flush=True)
+    if limit_at != "start" and line.startswith(limit_at):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+if limit_at == "start":
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+try:
+    train(TrainConfig(arch="basic", recipe="notebook", epochs=2, limit=256, batch_size=32, lr=0.05,
+                      device="cpu", threads=1, progress=False, data_dir=data, out=out), log=log)
+except MnistEdgeError as exc:
+    print(f"error: {exc}")
+    sys.exit(1)
+"""
+
+
+def _train_with_a_file_size_limit(limit_at: str, out: Path, mnist_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", SUBPROCESS_TRAIN, limit_at, str(out), str(mnist_dir)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_a_full_disk_is_found_before_training(tmp_path, mnist_dir):
+    out = tmp_path / "basic.pt"
+    run = _train_with_a_file_size_limit("start", out, mnist_dir)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    assert run.stdout.strip().splitlines() == [run.stdout.strip().splitlines()[0]]  # nothing trained
+    assert run.stdout.startswith("error: ") and "no space" in run.stdout and not out.exists()
+
+
+def test_a_write_error_mid_training_is_one_line_and_keeps_the_last_checkpoint(tmp_path, mnist_dir):
+    out = tmp_path / "basic.pt"
+    run = _train_with_a_file_size_limit("epoch 2/2", out, mnist_dir)  # the disk fills during epoch 2
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}: cannot write the checkpoint") and "unchanged" in last
+    assert load_checkpoint(out).meta["epochs_done"] == 1  # epoch 1's checkpoint, intact
+    assert [p.name for p in tmp_path.iterdir()] == ["basic.pt"]  # no temp file left
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(two_epochs, mnist_dir, tmp_path):
+    # Finite weights large enough that the logits overflow: the loss turns inf/NaN at the first step.
+    _, good = two_epochs
+    crafted = torch.load(good, weights_only=True)
+    crafted["state_dict"]["net.fc.weight"] *= 1e38
+    out = tmp_path / "huge.pt"
+    torch.save(crafted, out)
+    before = out.read_bytes()
+    args = ["train", "--resume", str(out), "--epochs", "3", "--threads", "1", "--data-dir", str(mnist_dir)]
+    line = CliRunner().invoke(app, args).output.strip().splitlines()[-1]
+    assert line.startswith("error: training diverged in epoch 3") and str(out) in line
+    assert out.read_bytes() == before
+    lines = []
+    with pytest.raises(MnistEdgeError, match="diverged"):  # found at the next progress check, not at epoch end
+        train(TrainConfig(resume=out, epochs=3, data_dir=mnist_dir, device="cpu", threads=1, progress_every_s=0), log=lines.append)
+    assert not any("step 2/" in line for line in lines)
+
+
+def test_resume_with_augmentation_continues_exactly(mnist_dir, tmp_path):
+    quick = dict(arch="tiny", recipe="annealed", limit=256, batch_size=32, device="cpu", progress=False, threads=1, data_dir=mnist_dir)
+    straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
+    train(TrainConfig(epochs=2, out=straight, **quick), log=_quiet)
+    assert load_checkpoint(straight).meta["recipe"]["augment"]
+
+    def press_ctrl_c(line: str) -> None:
+        if line.startswith("epoch 1/2: step 3/"):  # mid-epoch 1
+            signal.raise_signal(signal.SIGINT)
+
+    config = TrainConfig(epochs=2, out=resumed, progress_every_s=0, **{**quick, "progress": True})
+    assert train(config, log=press_ctrl_c).interrupted
+    assert torch.load(resumed, weights_only=True)["training"]["step"] == 3
+    train(TrainConfig(resume=resumed, data_dir=mnist_dir, device="cpu", progress=False, threads=1), log=_quiet)
+    assert _same(_weights(straight), _weights(resumed))
+    assert _untimed(load_checkpoint(resumed).meta["history"]) == _untimed(load_checkpoint(straight).meta["history"])
+
+
+def test_progress_lines_come_at_intervals_when_not_on_a_terminal(mnist_dir, tmp_path):
+    lines: list[str] = []
+    config = TrainConfig(epochs=1, data_dir=mnist_dir, out=tmp_path / "p.pt", **{**QUICK, "progress": True}, progress_every_s=0)
+    train(config, log=lines.append)
+    steps = [line for line in lines if ": step " in line]
+    assert len(steps) == 512 // 32 and steps[0].startswith("epoch 1/1: step 1/16, loss ") and steps[0].endswith("img/s")
+    quiet: list[str] = []
+    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=tmp_path / "q.pt", **{**QUICK, "progress": True}), log=quiet.append)
+    assert not any(": step " in line for line in quiet)  # the default interval is seconds, longer than this run
+
+
+def test_train_json_summary_on_stdout_progress_on_stderr(mnist_dir, tmp_path):
+    out = tmp_path / "j.pt"
+    args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "128", "--threads", "1", "--json", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["out"] == str(out) and summary["epochs_done"] == 1 and summary["arch"] == "basic"
+    assert summary["test_accuracy"] == load_checkpoint(out).meta["test_accuracy"]
+    assert "epoch 1/1: train loss" in result.stderr
+
+
+def test_threads_are_used_recorded_and_restored(mnist_dir, tmp_path):
+    before = torch.get_num_threads()
+    lines: list[str] = []
+    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=tmp_path / "t.pt", **{**QUICK, "threads": 2}), log=lines.append)
+    assert "2 threads" in lines[0] and load_checkpoint(tmp_path / "t.pt").meta["threads"] == 2
+    assert torch.get_num_threads() == before
+
+
+def test_default_threads_leave_busy_cores_alone():
+    usable = len(os.sched_getaffinity(0))
+    busy = round(os.getloadavg()[0])
+    assert default_threads() == max(1, usable - busy)
+    assert 1 <= default_threads() <= usable

@@ -92,6 +92,19 @@ def models(json_output: JsonFlag = False) -> None:
         typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,} {r['notebook']:<21} {acc:>12}  {r['description']}")
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Schedule(str, Enum):  # architectures.SCHEDULES; a test keeps the two equal
+    constant = "constant"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
 @command
 def train(
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
@@ -101,18 +114,40 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Default: the recipe's.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: the recipe's.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. Default: the recipe's.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Default: the recipe's.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    seed: Annotated[int | None, typer.Option("--seed", help="0 to 2**32-1. Default: the recipe's.")] = None,
+    device: Annotated[Device, typer.Option("--device", help="auto: CUDA, else MPS, else the CPU.")] = Device.auto,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="CPU threads. Default: $OMP_NUM_THREADS if set, else the usable CPUs the load average leaves free "
+            "(at least 1). The same seed gives the same weights only with the same thread count.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Checkpoint file. Default: checkpoints/ARCH.pt.", dir_okay=False)] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Checkpoint FILE to write. Default: checkpoints/ARCH.pt (or the --resume file).")
+    ] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn off the recipe's augmentation.")] = False,
     schedule: Annotated[
-        str | None, typer.Option("--schedule", help="LR schedule: constant (every notebook's), cosine (anneals to zero) or onecycle (warm-up, then cosine). Default: the recipe's.")
+        Schedule | None,
+        typer.Option(
+            "--schedule",
+            help="LR schedule: constant (every notebook's), cosine (anneals to zero) or onecycle (warm-up, then cosine). Default: the recipe's.",
+        ),
     ] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the training a checkpoint holds.", dir_okay=False)] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Train on the first N images, test on the first N (quick runs).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Use only the first N training images and the first N test images (quick runs). Default: all.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end; progress goes to stderr.")] = False,
 ) -> None:
     """Train an architecture with its notebook's recipe; writes a checkpoint after every epoch and on Ctrl-C."""
+    import os
+
+    # OpenMP threads that find no work sleep instead of spinning: on a shared machine spinning threads take the
+    # cores other processes (and our own other threads) need. Set before torch loads OpenMP.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from mnist_edge.train import TrainConfig, train as run_training
 
     config = TrainConfig(
@@ -123,14 +158,17 @@ def train(
         lr=lr,
         seed=seed,
         augment=False if no_augment else None,
-        schedule=schedule,
-        device=device,
+        schedule=schedule.value if schedule else None,
+        device=device.value,
         data_dir=data_dir,
         out=out,
         resume=resume,
         limit=limit,
+        threads=threads,
     )
-    result = run_training(config, log=typer.echo)
+    result = run_training(config, log=functools.partial(typer.echo, err=json_output))
+    if json_output:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
     if result.interrupted:
         raise typer.Exit(130)
 

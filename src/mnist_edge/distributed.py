@@ -54,6 +54,11 @@ def leave(world: World) -> None:
         dist.destroy_process_group()
 
 
+def shard(batch: torch.Tensor, world: World) -> torch.Tensor:
+    """This rank's share of a global batch (rows of BATCH): every row goes to exactly one rank."""
+    return batch[world.rank :: world.size]
+
+
 def sum_across(world: World, value: torch.Tensor) -> torch.Tensor:
     if world.distributed:
         value = value.clone()

@@ -4,18 +4,22 @@ The whole training set lives on the device as one uint8 tensor; each epoch is a 
 batch is converted to float and (for recipes with augmentation) warped on the device in one call. All
 randomness comes from seeded generators whose state is checkpointed, so `--resume` continues exactly,
 and Ctrl-C stops after the current step with a resumable checkpoint.
+
+A run reads top to bottom in `_train`: plan it (every flag and file checked before any work), set it up
+(data, model, optimizer, restored state), then per epoch: run the epoch, evaluate, save.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +28,30 @@ import torch
 import torch.nn.functional as F
 
 from mnist_edge import __version__, augment, distributed, robust_augment
-from mnist_edge.architectures import AUGMENTATIONS, SCHEDULES, MnistClassifier, Recipe, arch_info, create_model
-from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
-from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model
+from mnist_edge.atomic import probe_writable
+from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import evaluate, torch_logits_fn
+from mnist_edge.validate import MAX_THREADS, check_recipe, integer, number, recipe_from_dict
 
 Log = Callable[[str], None]
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # architectures.AUGMENTATIONS: each a sample_params + apply_params
+PROGRESS_EVERY_S = 10.0  # a progress line this often when the output is not a terminal (a pipe, a log file)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What the user asked for; None means "the recipe's value" (or the resumed checkpoint's)."""
+    """What the user asked for; None means "the recipe's value" (or the resumed checkpoint's).
+
+    Every number is range-checked here, so the library refuses what the command line refuses.
+    """
 
     arch: str | None = None
     recipe: str | None = None  # a named recipe of the architecture; default: its default recipe
@@ -47,10 +63,27 @@ class TrainConfig:
     schedule: str | None = None
     device: str = "auto"
     data_dir: Path | None = None
-    out: Path | None = None  # default: checkpoints/ARCH.pt, or the resumed file
+    out: Path | None = None  # a checkpoint file; default: checkpoints/ARCH.pt, or the resumed file
     resume: Path | None = None
-    limit: int | None = None  # train on the first LIMIT images, test on the first LIMIT test images
-    progress: bool = True  # a live bar when stdout is a terminal
+    limit: int | None = None  # use only the first LIMIT training images and the first LIMIT test images
+    threads: int | None = None  # CPU threads; default: the usable CPUs the load average leaves free
+    progress: bool = True  # a live bar on a terminal, else a line every progress_every_s seconds
+    progress_every_s: float = PROGRESS_EVERY_S
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise MnistEdgeError(f"--device {self.device}: choose {', '.join(DEVICES)}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise MnistEdgeError(f"--schedule {self.schedule}: choose {' or '.join(SCHEDULES)}")
+        # the recipe's own checks, on the fields given; resolve_recipe checks the merged recipe again
+        probe = Recipe(optimizer="sgd", lr=1.0, batch_size=1, epochs=1)
+        given = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "seed") if getattr(self, k) is not None}
+        check_recipe(dataclasses.replace(probe, **given))
+        if self.limit is not None:
+            integer("--limit", self.limit, 1, 2**31)
+        if self.threads is not None:
+            integer("--threads", self.threads, 1, MAX_THREADS)
+        number("progress_every_s", self.progress_every_s, 0.0, 86_400.0)
 
 
 @dataclass(frozen=True)
@@ -60,6 +93,12 @@ class TrainResult:
     test_accuracy: float | None
     interrupted: bool
     history: list[dict[str, Any]]
+    arch: str = ""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "out": str(self.out)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,9 +110,36 @@ def resolve_device(name: str) -> torch.device:
         raise MnistEdgeError("--device cuda: no CUDA device is available")
     if name == "mps" and not torch.backends.mps.is_available():
         raise MnistEdgeError("--device mps: MPS is not available")
-    if name not in ("cpu", "cuda", "mps"):
-        raise MnistEdgeError(f"--device {name}: choose auto, cpu, cuda or mps")
+    if name not in DEVICES:
+        raise MnistEdgeError(f"--device {name}: choose {', '.join(DEVICES)}")
     return torch.device(name)
+
+
+def default_threads() -> int:
+    """The usable CPUs minus those the 1-minute load average says are busy, at least 1.
+
+    On a busy machine more threads than free cores only contend (OpenMP threads wait on each other).
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, usable - busy)
+
+
+@contextmanager
+def cpu_threads(threads: int | None, world_size: int) -> Iterator[int]:
+    """Run with THREADS CPU threads (default: default_threads() shared among the ranks); restores the previous count.
+
+    An OMP_NUM_THREADS the user (or torchrun) set is left alone unless THREADS is given.
+    """
+    previous = torch.get_num_threads()
+    if threads is None and "OMP_NUM_THREADS" in os.environ:
+        yield previous
+        return
+    torch.set_num_threads(threads or max(1, default_threads() // world_size))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
@@ -91,14 +157,7 @@ def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
         changed = [k for k, v in overrides.items() if k != "epochs" and v != getattr(base, k)]
         if changed:
             raise MnistEdgeError(f"--resume continues the checkpoint's recipe; cannot change {', '.join(changed)}")
-    recipe = dataclasses.replace(base, **overrides)
-    if recipe.schedule not in SCHEDULES:
-        raise MnistEdgeError(f"--schedule {recipe.schedule}: choose {' or '.join(SCHEDULES)}")
-    if recipe.augmentation not in AUGMENTATIONS:
-        raise MnistEdgeError(f"unknown augmentation {recipe.augmentation!r} in the recipe")
-    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
-        raise MnistEdgeError("--epochs and --batch-size must be at least 1 and --lr positive")
-    return recipe
+    return check_recipe(dataclasses.replace(base, **overrides))
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -114,32 +173,42 @@ def build_optimizer(recipe: Recipe, model: torch.nn.Module, device: torch.device
     raise MnistEdgeError(f"unknown optimizer {recipe.optimizer!r} in the recipe")
 
 
-class EpochBar:
-    """One rich progress bar per epoch (loss, images/s, ETA); silent when disabled or not on a terminal."""
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """A generous estimate of a checkpoint's size: weights, two optimizer buffers each, and metadata."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 3 * weights + (1 << 20)
 
-    def __init__(self, enabled: bool) -> None:
-        self.progress = None
-        if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(
+class Progress:
+    """Live progress of an epoch: a rich bar on a terminal; elsewhere (a pipe, a log file) a line every few seconds."""
+
+    def __init__(self, enabled: bool, every_s: float, log: Log) -> None:
+        self.enabled, self.log, self.bar = enabled, log, None
+        self.every_s = every_s
+        if enabled and sys.stderr.isatty():  # the bar goes to stderr, so --json keeps stdout clean
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self.every_s = 0.3  # .item() syncs with the device: only a few times a second
+            self.bar = RichProgress(
                 TextColumn("epoch {task.fields[epoch]}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:,.0f} img/s"),
                 TimeRemainingColumn(),
+                console=Console(stderr=True),
                 transient=True,
             )
 
     @contextmanager
     def epoch(self, label: str, total: int, done: int) -> Iterator[Callable[[int, float, float], None]]:
-        if self.progress is None:
-            yield lambda _steps, _loss, _speed: None
+        if self.bar is None:
+            yield lambda step, loss, speed: self.log(f"epoch {label}: step {step}/{total}, loss {loss:.4f}, {speed:,.0f} img/s")
             return
-        with self.progress:
-            task = self.progress.add_task("", total=total, completed=done, epoch=label, loss=float("nan"), speed=0.0)
-            yield lambda steps, loss, speed: self.progress.update(task, completed=steps, loss=loss, speed=speed)
-            self.progress.remove_task(task)
+        with self.bar:
+            task = self.bar.add_task("", total=total, completed=done, epoch=label, loss=float("nan"), speed=0.0)
+            yield lambda step, loss, speed: self.bar.update(task, completed=step, loss=loss, speed=speed)
+            self.bar.remove_task(task)
 
 
 @contextmanager
@@ -168,42 +237,34 @@ def stop_on_interrupt(escalate: bool = True) -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _subset(data: MNIST, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if limit is not None and limit < 1:
-        raise MnistEdgeError("--limit must be at least 1")
-    n = limit or len(data.train_images)
-    return data.train_images[:n], data.train_labels[:n], data.test_images[:n], data.test_labels[:n]
-
-
 def _versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "mnist_edge": __version__}  # str: TorchVersion is not weights_only-loadable
 
 
-def train(config: TrainConfig, log: Log = print) -> TrainResult:
-    """Run the training CONFIG asks for; writes a checkpoint after every epoch and on Ctrl-C."""
-    device = resolve_device(config.device)
-    world = distributed.join(device.type)
-    if world.distributed and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
-    try:
-        return _train(config, device, world, log if world.is_main else lambda _line: None)
-    finally:
-        distributed.leave(world)
+# --- 1. plan: every decision and check before any work ----------------------------------------------------
 
 
-def _train(config: TrainConfig, device: torch.device, world: distributed.World, log: Log) -> TrainResult:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Plan:
+    arch: str
+    recipe: Recipe
+    limit: int | None
+    out: Path
+    resumed: Checkpoint | None
+
+
+def make_plan(config: TrainConfig) -> Plan:
+    """What this run trains, for how long and into which file; refuses a bad combination or an unwritable --out."""
     resumed = load_checkpoint(config.resume) if config.resume else None
     if resumed is not None:
         if config.arch not in (None, resumed.arch):
             raise MnistEdgeError(f"--arch {config.arch} does not match the checkpoint's architecture {resumed.arch!r}")
         if not resumed.training:
             raise MnistEdgeError(f"{config.resume}: holds no training state to resume (a final or exported checkpoint)")
-        arch = resumed.arch
-        base = Recipe(**resumed.meta["recipe"])
-        limit = resumed.training.get("limit") or None
         if config.recipe is not None:
             raise MnistEdgeError("--resume continues the checkpoint's recipe; leave out --recipe")
+        arch, base = resumed.arch, recipe_from_dict(resumed.meta["recipe"], str(config.resume))
+        limit = resumed.training.get("limit")
         if config.limit not in (None, limit):
             raise MnistEdgeError(f"--limit {config.limit} differs from the checkpoint's ({limit})")
     elif config.arch is None:
@@ -212,167 +273,316 @@ def _train(config: TrainConfig, device: torch.device, world: distributed.World, 
         arch, base, limit = config.arch, arch_info(config.arch).get_recipe(config.recipe), config.limit
     recipe = resolve_recipe(base, config, resuming=resumed is not None)
     trained = resumed.training.get("epoch") if resumed is not None else None
-    if isinstance(trained, int) and trained >= recipe.epochs:
+    if trained is not None and trained >= recipe.epochs:
         raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
     out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
-    info = arch_info(arch)
+    probe_writable(out, checkpoint_bytes(create_model(arch)), "checkpoint")
+    return Plan(arch, recipe, limit, out, resumed)
 
-    data = load_mnist(config.data_dir)
-    train_x, train_y, test_x, test_y = _subset(data, limit)
-    n = len(train_x)
-    steps = n // recipe.batch_size if recipe.drop_last else math.ceil(n / recipe.batch_size)
+
+# --- 2. set up: data, model, optimizer, and the state a resumed run left -----------------------------------
+
+
+@dataclass
+class Position:
+    """Where the loop stands: the epoch, the step in it, and that epoch's permutation and partial loss."""
+
+    epoch: int = 0
+    step: int = 0
+    perm: torch.Tensor | None = None
+    loss_sum: float = 0.0
+    seen: int = 0  # images of the epoch done, all ranks together
+
+
+@dataclass
+class Run:
+    plan: Plan
+    device: torch.device
+    world: distributed.World
+    model: MnistClassifier
+    net: torch.nn.Module  # the model, wrapped for DistributedDataParallel when there are several ranks
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # permutations and augmentation, on the CPU
+    images: torch.Tensor  # uint8 [N,1,28,28] on the device, converted per batch
+    labels: torch.Tensor
+    test_x: np.ndarray
+    test_y: np.ndarray
+    steps: int  # per epoch
+    dataset_sha256: dict[str, str]
+    start: Position
+    history: list[dict[str, Any]]
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+
+def steps_per_epoch(n: int, recipe: Recipe, world_size: int) -> int:
+    """Batches per epoch. A last partial batch too small to give every rank an image is dropped."""
+    if recipe.batch_size < world_size:
+        raise MnistEdgeError(f"--batch-size {recipe.batch_size} leaves some of the {world_size} processes without images")
+    tail = n % recipe.batch_size
+    if recipe.drop_last or 0 < tail < world_size:
+        return n // recipe.batch_size
+    return math.ceil(n / recipe.batch_size)
+
+
+def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None) -> Run:
+    data = load_mnist(data_dir)
+    n = plan.limit or len(data.train_images)
+    train_x, train_y = data.train_images[:n], data.train_labels[:n]
+    test_x, test_y = data.test_images[: plan.limit], data.test_labels[: plan.limit]
+    recipe = plan.recipe
+    steps = steps_per_epoch(len(train_x), recipe, world.size)
     if steps == 0:
-        raise MnistEdgeError(f"{n} training images make no full batch of {recipe.batch_size}")
+        raise MnistEdgeError(f"{len(train_x)} training images make no full batch of {recipe.batch_size}")
+    if device.type == "cuda":
+        # cuDNN picks deterministic convolution algorithms, so a seed means the same run (up to atomics in a few backward kernels)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
 
     torch.manual_seed(recipe.seed)  # the initial weights
-    model: MnistClassifier = resumed.model if resumed is not None else create_model(arch)
+    model = plan.resumed.model if plan.resumed is not None else create_model(plan.arch)
     model.to(device)
     if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)  # oneDNN's convolutions run ~12% faster on NHWC here
+        model.to(memory_format=torch.channels_last)  # oneDNN's convolutions are faster on NHWC here
     if world.distributed:
         torch.manual_seed(recipe.seed + world.rank)  # each rank its own dropout masks
     optimizer = build_optimizer(recipe, model, device)
-    generator = torch.Generator().manual_seed(recipe.seed)  # permutations and augmentation, on the CPU
-    history: list[dict[str, Any]] = list(resumed.meta.get("history", [])) if resumed else []
-    state: dict[str, Any] = {"epoch": 0, "step": 0}
-    if resumed is not None:
-        state = _restore(resumed.training, optimizer, generator, world, device)
-    net = model
+    generator = torch.Generator().manual_seed(recipe.seed)
+    start, history = Position(), []
+    if plan.resumed is not None:
+        start = _restore(plan.resumed, optimizer, generator, world, device, len(train_x), steps)
+        history = list(plan.resumed.meta.get("history", []))
+    net: torch.nn.Module = model
     if world.distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)  # uint8 [N,1,28,28], converted per batch
+    images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)
     labels = torch.from_numpy(train_y).to(device)
-    augmentation = {"notebook": augment, "robust": robust_augment}[recipe.augmentation]
-    def checkpoint(epochs_done: int, training: dict[str, Any]) -> None:
-        rng = distributed.gather(world, torch.get_rng_state())
-        if not world.is_main:
-            return
-        training = {**training, "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "rng": rng}
-        if device.type == "cuda":
-            training["cuda_rng"] = torch.cuda.get_rng_state(device)
-        if limit:
-            training["limit"] = limit
-        previous_wall = resumed.meta.get("wall_time_s", 0.0) if resumed else 0.0
-        meta = {
-            "arch": arch,
-            "recipe": recipe.as_dict(),
-            "epochs_done": epochs_done,
-            "test_accuracy": history[-1]["test_accuracy"] if history else None,
-            "normalize": list(info.normalize) if info.normalize else None,
-            "seed": recipe.seed,
-            "device": str(device),
-            "world_size": world.size,
-            "train_images": n,
-            "wall_time_s": previous_wall + time.perf_counter() - started,
-            "versions": _versions(),
-            "dataset_sha256": data.sha256,
-            "history": history,
-        }
-        save_checkpoint(out, model, meta, training)
-
-    bar = EpochBar(config.progress and world.is_main)
-    interrupted = False
-    with stop_on_interrupt(escalate=not world.distributed) as stop_requested:
-        log(
-            f"training {arch} on {n:,} images ({len(test_x):,} test) | device {device}, {torch.get_num_threads()} threads"
-            + (f", {world.size} processes" if world.distributed else "")
-        )
-        log(f"recipe: {_describe(recipe)}" + (f" | resuming {config.resume} at epoch {state['epoch'] + 1}" if resumed else ""))
-        for epoch in range(state["epoch"], recipe.epochs):
-            first_step = state["step"] if epoch == state["epoch"] else 0
-            perm = state.get("perm") if first_step else None
-            if perm is None:
-                perm = torch.randperm(n, generator=generator)
-            loss_sum = torch.tensor(state.get("loss_sum", 0.0) if first_step else 0.0, device=device)
-            seen = state.get("seen", 0) if first_step else 0
-            timed_from = seen  # a resumed epoch's earlier images were timed by the earlier run
-            perm_device = perm.to(device)
-            net.train()
-            epoch_start = last_shown = time.perf_counter()
-            with bar.epoch(f"{epoch + 1}/{recipe.epochs}", steps, first_step) as show:
-                for step in range(first_step, steps):
-                    index = perm_device[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-                    params = augmentation.sample_params(len(index), generator) if recipe.augment else None
-                    # Each rank takes its slice of the global batch, so the recipe's batch size holds.
-                    index = index[world.rank :: world.size]
-                    x = images[index].float().div_(255)
-                    if params is not None:
-                        x = augmentation.apply_params(x, params[world.rank :: world.size])
-                    for group in optimizer.param_groups:
-                        group["lr"] = recipe.lr_at(epoch * steps + step, recipe.epochs * steps)
-                    loss = F.cross_entropy(net(x), labels[index], label_smoothing=recipe.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach() * len(index)
-                    seen += len(index)
-                    now = time.perf_counter()
-                    if now - last_shown > 0.3:  # .item() syncs with the device: only a few times a second
-                        show(step + 1, loss.item(), (seen - timed_from) * world.size / max(now - epoch_start, 1e-9))
-                        last_shown = now
-                    if distributed.any_rank(world, stop_requested(), device) and step + 1 < steps:
-                        interrupted = True
-                        loss_total = distributed.sum_across(world, loss_sum)
-                        checkpoint(
-                            epoch,
-                            {
-                                "epoch": epoch,
-                                "step": step + 1,
-                                "perm": perm,
-                                "loss_sum": float(loss_total) / world.size,
-                                "seen": seen,
-                            },
-                        )
-                        break
-            if interrupted:
-                log(f"interrupted in epoch {epoch + 1} at step {step + 1}/{steps}: saved {out}; --resume {out} continues")
-                break
-            seconds = time.perf_counter() - epoch_start
-            train_loss = float(distributed.sum_across(world, loss_sum)) / max(seen * world.size, 1)
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": seconds}
-            if world.is_main:
-                result = evaluate(torch_logits_fn(model, device), test_x, test_y)
-                record.update(test_loss=result.loss, test_accuracy=result.accuracy)
-                record["images_per_s"] = (seen - timed_from) * world.size / seconds
-                history.append(record)
-                log(
-                    f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f}, test loss {result.loss:.4f}, "
-                    f"test accuracy {result.accuracy:.2f}% | {record['images_per_s']:,.0f} img/s, {seconds:.1f}s"
-                )
-            checkpoint(epoch + 1, {"epoch": epoch + 1, "step": 0})
-            if stop_requested():
-                interrupted = epoch + 1 < recipe.epochs
-                if interrupted:
-                    log(f"interrupted after epoch {epoch + 1}: saved {out}; --resume {out} continues")
-                break
-    done = history[-1]["epoch"] if history else 0
-    accuracy = history[-1]["test_accuracy"] if history else None
-    if world.is_main and not interrupted:
-        took = time.perf_counter() - started
-        log(f"done: {arch}, {done} epochs, test accuracy {accuracy:.2f}%, {took:.1f}s; checkpoint {out}")
-    return TrainResult(out, done, accuracy, interrupted, history)
+    return Run(plan, device, world, model, net, optimizer, generator, images, labels, test_x, test_y, steps, data.sha256, start, history)
 
 
 def _restore(
-    training: dict[str, Any],
+    resumed: Checkpoint,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     world: distributed.World,
     device: torch.device,
-) -> dict[str, Any]:
+    n: int,
+    steps: int,
+) -> Position:
     """Put optimizer and RNG state back as the checkpoint left them; returns where the loop resumes."""
+    training, where = resumed.training, "checkpoint's training state"
     try:
         optimizer.load_state_dict(training["optimizer"])
         generator.set_state(training["generator"])
         rng = training["rng"]
         if len(rng) == world.size:  # another world size cannot reproduce the other ranks' dropout
             torch.set_rng_state(rng[world.rank])
-        if device.type == "cuda" and "cuda_rng" in training:
-            torch.cuda.set_rng_state(training["cuda_rng"], device)
-        return {k: training[k] for k in ("epoch", "step", "perm", "loss_sum", "seen") if k in training}
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise MnistEdgeError(f"checkpoint's training state is incomplete or does not fit ({exc})") from None
+        cuda_rng = training.get("cuda_rng", [])
+        if device.type == "cuda" and len(cuda_rng) == world.size:
+            torch.cuda.set_rng_state(cuda_rng[world.rank], device)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        raise MnistEdgeError(f"{where} is incomplete or does not fit ({str(exc).splitlines()[0][:120]})") from None
+    position = Position(**{k: training[k] for k in ("epoch", "step", "perm", "loss_sum", "seen") if k in training})
+    if position.step >= steps or (position.step and position.perm is None):
+        raise MnistEdgeError(f"{where}: step {position.step} is not a step of an epoch of {steps}")
+    if position.perm is not None and not torch.equal(position.perm.sort().values, torch.arange(n)):
+        raise MnistEdgeError(f"{where}: its permutation is not one of the {n} training images")
+    return position
+
+
+# --- 3. one epoch ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochOutcome:
+    position: Position  # where the epoch stopped: step == steps when it ran to the end
+    images: int  # images the epoch's steps processed, summed over ranks (a check that the ranks cover the epoch)
+    seconds: float
+    timed_images: int  # images processed by this process's run (not by a run it resumed)
+
+
+def run_epoch(
+    run: Run,
+    epoch: int,
+    start: Position,
+    stop_requested: Callable[[], bool],
+    show: Callable[[int, float, float], None],
+    every_s: float,
+) -> EpochOutcome:
+    """Train one epoch from START (a step of it, when resuming mid-epoch); stops early when Ctrl-C asks."""
+    recipe, world, steps = run.plan.recipe, run.world, run.steps
+    augmentation = AUGMENTATION_MODULES[recipe.augmentation]
+    first = start.step if start.epoch == epoch else 0
+    perm = start.perm if first else None
+    if perm is None:
+        perm = torch.randperm(run.n, generator=run.generator)
+    loss_sum = torch.tensor(start.loss_sum if first else 0.0, device=run.device)
+    seen = start.seen if first else 0
+    processed = torch.zeros((), dtype=torch.int64, device=run.device)  # by this rank
+    perm_device = perm.to(run.device)
+    run.net.train()
+    began = last_shown = time.perf_counter()
+    timed_from = seen  # a resumed epoch's earlier images were timed by the earlier run
+    step = first
+    for step in range(first, steps):
+        batch = perm_device[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+        params = augmentation.sample_params(len(batch), run.generator) if recipe.augment else None
+        index = distributed.shard(batch, world)  # each rank its slice of the global batch: the recipe's batch size holds
+        x = run.images[index].float().div_(255)
+        if params is not None:
+            x = augmentation.apply_params(x, distributed.shard(params, world))
+        for group in run.optimizer.param_groups:
+            group["lr"] = recipe.lr_at(epoch * steps + step, recipe.epochs * steps)
+        batch_loss = F.cross_entropy(run.net(x), run.labels[index], reduction="sum", label_smoothing=recipe.label_smoothing)
+        # the sum over the global batch's mean, so DDP's average of the ranks' gradients is the one-process gradient
+        loss = batch_loss / (len(batch) / world.size)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += batch_loss.detach()
+        processed += len(index)
+        seen += len(batch)
+        now = time.perf_counter()
+        if now - last_shown >= every_s:
+            mean = float(loss_sum) / max(seen, 1) * world.size
+            if not math.isfinite(mean) and not world.distributed:  # ranks see only their own loss: they check at epoch end
+                break
+            show(step + 1, float(loss.detach()), (seen - timed_from) / max(now - began, 1e-9))
+            last_shown = now
+        if distributed.any_rank(world, stop_requested(), run.device) and step + 1 < steps:
+            break
+    total = distributed.sum_across(world, loss_sum)
+    position = Position(epoch, step + 1, perm, float(total) / world.size, seen)
+    images = timed_from + int(distributed.sum_across(world, processed))  # with those a resumed run did before
+    return EpochOutcome(position, images, time.perf_counter() - began, seen - timed_from)
+
+
+def check_finite(outcome: EpochOutcome, out: Path) -> None:
+    """A NaN or inf loss stops the run; the checkpoint of the last good epoch stays as it was."""
+    if math.isfinite(outcome.position.loss_sum):
+        return
+    kept = f"{out} (the last good epoch) is kept" if out.is_file() else "nothing was written"
+    raise MnistEdgeError(
+        f"training diverged in epoch {outcome.position.epoch + 1}: the loss is {outcome.position.loss_sum}; "
+        f"stopped, {kept}; try a lower --lr"
+    )
+
+
+# --- 4. evaluate and 5. save ------------------------------------------------------------------------------
+
+
+def evaluate_epoch(run: Run, outcome: EpochOutcome) -> dict[str, Any]:
+    position = outcome.position
+    record: dict[str, Any] = {
+        "epoch": position.epoch + 1,
+        "train_loss": position.loss_sum * run.world.size / max(position.seen, 1),
+        "seconds": outcome.seconds,
+        "images": outcome.images,
+        "images_per_s": outcome.timed_images / max(outcome.seconds, 1e-9),
+    }
+    if run.world.is_main:
+        result = evaluate(torch_logits_fn(run.model, run.device), run.test_x, run.test_y)
+        if not math.isfinite(result.loss):
+            raise MnistEdgeError(f"training diverged in epoch {position.epoch + 1}: the test loss is {result.loss}; stopped; try a lower --lr")
+        record.update(test_loss=result.loss, test_accuracy=result.accuracy)
+    return record
+
+
+def save(run: Run, epochs_done: int, position: Position, threads: int) -> None:
+    """Write the checkpoint (rank 0); every rank's RNG state rides along so --resume continues exactly."""
+    rng = distributed.gather(run.world, torch.get_rng_state())
+    cuda_rng = distributed.gather(run.world, torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
+    if not run.world.is_main:
+        return
+    plan, resumed = run.plan, run.plan.resumed
+    training: dict[str, Any] = {"epoch": position.epoch, "step": position.step}
+    if position.step:
+        training.update(perm=position.perm, loss_sum=position.loss_sum, seen=position.seen)
+    training.update(optimizer=run.optimizer.state_dict(), generator=run.generator.get_state(), rng=rng)
+    if cuda_rng is not None:
+        training["cuda_rng"] = cuda_rng
+    if plan.limit:
+        training["limit"] = plan.limit
+    info = arch_info(plan.arch)
+    meta = {
+        "arch": plan.arch,
+        "recipe": plan.recipe.as_dict(),
+        "epochs_done": epochs_done,
+        "test_accuracy": run.history[-1]["test_accuracy"] if run.history else None,
+        "normalize": list(info.normalize) if info.normalize else None,
+        "seed": plan.recipe.seed,
+        "device": str(run.device),
+        "world_size": run.world.size,
+        "threads": threads,
+        "train_images": run.n,
+        "wall_time_s": (resumed.meta.get("wall_time_s", 0.0) if resumed else 0.0) + time.perf_counter() - run.started,
+        "versions": _versions(),
+        "dataset_sha256": run.dataset_sha256,
+        "history": run.history,
+    }
+    save_checkpoint(plan.out, run.model, meta, training)
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, log: Log = _print) -> TrainResult:
+    """Run the training CONFIG asks for; writes a checkpoint after every epoch and on Ctrl-C."""
+    device = resolve_device(config.device)
+    plan = make_plan(config)
+    world = distributed.join(device.type)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    try:
+        with cpu_threads(config.threads, world.size) as threads:
+            return _train(config, plan, device, world, threads, log if world.is_main else lambda _line: None)
+    finally:
+        distributed.leave(world)
+
+
+def _train(config: TrainConfig, plan: Plan, device: torch.device, world: distributed.World, threads: int, log: Log) -> TrainResult:
+    run = set_up(plan, device, world, config.data_dir)
+    recipe, out = plan.recipe, plan.out
+    progress = Progress(config.progress and world.is_main, config.progress_every_s, log)
+    every_s = progress.every_s if progress.enabled else math.inf
+    interrupted = False
+    with stop_on_interrupt(escalate=not world.distributed) as stop_requested:
+        log(
+            f"training {plan.arch} on {run.n:,} images ({len(run.test_x):,} test) | device {device}, {threads} threads"
+            + (f", {world.size} processes" if world.distributed else "")
+        )
+        log(f"recipe: {_describe(recipe)}" + (f" | resuming {config.resume} at epoch {run.start.epoch + 1}" if plan.resumed else ""))
+        for epoch in range(run.start.epoch, recipe.epochs):
+            with progress.epoch(f"{epoch + 1}/{recipe.epochs}", run.steps, run.start.step if epoch == run.start.epoch else 0) as show:
+                outcome = run_epoch(run, epoch, run.start, stop_requested, show, every_s)
+            check_finite(outcome, out)
+            if outcome.position.step < run.steps:  # Ctrl-C mid-epoch: save where it stands
+                save(run, epoch, outcome.position, threads)
+                interrupted = True
+                log(f"interrupted in epoch {epoch + 1} at step {outcome.position.step}/{run.steps}: saved {out}; --resume {out} continues")
+                break
+            record = evaluate_epoch(run, outcome)
+            if world.is_main:
+                run.history.append(record)
+                log(
+                    f"epoch {epoch + 1}/{recipe.epochs}: train loss {record['train_loss']:.4f}, test loss {record['test_loss']:.4f}, "
+                    f"test accuracy {record['test_accuracy']:.2f}% | {record['images_per_s']:,.0f} img/s, {record['seconds']:.1f}s"
+                )
+            save(run, epoch + 1, Position(epoch + 1), threads)
+            if stop_requested():
+                interrupted = epoch + 1 < recipe.epochs
+                if interrupted:
+                    log(f"interrupted after epoch {epoch + 1}: saved {out}; --resume {out} continues")
+                break
+    done = run.history[-1]["epoch"] if run.history else 0
+    accuracy = run.history[-1]["test_accuracy"] if run.history else None
+    took = time.perf_counter() - run.started
+    if world.is_main and not interrupted:
+        log(f"done: {plan.arch}, {done} epochs, test accuracy {accuracy:.2f}%, {took:.1f}s; checkpoint {out}")
+    return TrainResult(out, done, accuracy, interrupted, run.history, plan.arch, recipe.as_dict(), took)
 
 
 def _describe(recipe: Recipe) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
-from mnist_edge.architectures import SCHEDULES, Recipe
+from mnist_edge.architectures import AUGMENTATIONS, SCHEDULES, Recipe
 from mnist_edge.errors import MnistEdgeError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -54,6 +54,11 @@ def check_recipe(recipe: Recipe, where: str = "") -> Recipe:
         raise MnistEdgeError(f"{prefix}schedule {recipe.schedule!r}: choose {' or '.join(SCHEDULES)}")
     if recipe.optimizer not in OPTIMIZERS:
         raise MnistEdgeError(f"{prefix}optimizer {recipe.optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
+    if recipe.augmentation not in AUGMENTATIONS:
+        raise MnistEdgeError(f"{prefix}augmentation {recipe.augmentation!r}: choose {' or '.join(AUGMENTATIONS)}")
+    number(f"{prefix}label-smoothing", recipe.label_smoothing, 0.0, 1.0)
+    number(f"{prefix}weight-decay", recipe.weight_decay, 0.0, 1.0)
+    number(f"{prefix}warmup", recipe.warmup, 0.0, 0.49)  # a fraction of the steps; below half, at least one step anneals
     for f in dataclasses.fields(Recipe):
         name, value = f"{prefix}{f.name.replace('_', '-')}", getattr(recipe, f.name)
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")

@@ -1,0 +1,64 @@
+"""The CUDA path end to end: train, resume, and export a CUDA-trained checkpoint through the parity gate.
+
+Run on a machine with an NVIDIA GPU: `pytest -m gpu`. Elsewhere every test here skips, saying why.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.cli import app
+from mnist_edge.train import TrainConfig, train
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the gpu tests need an NVIDIA GPU (pytest -m gpu on one)"),
+]
+QUICK = dict(arch="tiny", recipe="annealed", limit=1024, batch_size=64, device="cuda", progress=False)
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def cuda_trained(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu") / "tiny.pt"
+    result = train(TrainConfig(epochs=2, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
+    return result, out
+
+
+def test_a_short_cuda_run_learns_and_loads_on_the_cpu(cuda_trained):
+    result, out = cuda_trained
+    assert result.epochs_done == 2 and result.test_accuracy > 20  # chance is 10%
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.meta["device"].startswith("cuda") and len(checkpoint.training["cuda_rng"]) == 1
+    assert all(t.device.type == "cpu" for t in checkpoint.model.state_dict().values())
+
+
+def test_a_cuda_run_resumes_exactly(cuda_trained, mnist_dir, tmp_path):
+    _, straight = cuda_trained
+    out = tmp_path / "resumed.pt"
+    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
+    train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cuda", progress=False), log=_quiet)
+    a, b = load_checkpoint(straight).model.state_dict(), load_checkpoint(out).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # cuDNN's deterministic algorithms: the same seed, the same run
+
+
+def test_a_cuda_checkpoint_resumes_on_the_cpu(cuda_trained, mnist_dir, tmp_path):
+    _, straight = cuda_trained
+    out = tmp_path / "cpu.pt"
+    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
+    result = train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", threads=1, progress=False), log=_quiet)
+    assert result.epochs_done == 2 and load_checkpoint(out).meta["device"] == "cpu"
+
+
+def test_a_cuda_trained_checkpoint_exports_through_the_parity_gate(cuda_trained, mnist_dir, tmp_path):
+    _, out = cuda_trained
+    args = ["export", str(out), "--format", "onnx", "--out", str(tmp_path / "exported"), "--limit", "512", "--data-dir", str(mnist_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "exported" / "tiny.onnx").is_file() and "ok" in result.output
