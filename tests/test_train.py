@@ -356,3 +356,29 @@ def test_default_threads_leave_busy_cores_alone():
     busy = round(os.getloadavg()[0])
     assert default_threads() == max(1, usable - busy)
     assert 1 <= default_threads() <= usable
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o["state"][0].update(momentum_buffer=torch.zeros(3)),  # the wrong shape
+        lambda o: o["state"][0].update(momentum_buffer=torch.full_like(o["state"][0]["momentum_buffer"], float("nan"))),
+        lambda o: o["state"].update({99: {}}),  # a parameter the model does not have
+        lambda o: o.update(state=[1]),
+        lambda o: o["param_groups"][0].update(momentum="fast"),  # ignored: the recipe decides the hyperparameters
+    ],
+)
+def test_a_crafted_optimizer_state_is_one_line_or_ignored(change, two_epochs, mnist_dir, tmp_path):
+    _, good = two_epochs
+    crafted = torch.load(good, weights_only=True)
+    change(crafted["training"]["optimizer"])
+    path = tmp_path / "crafted.pt"
+    torch.save(crafted, path)
+    args = ["train", "--resume", str(path), "--epochs", "3", "--threads", "1", "--data-dir", str(mnist_dir)]
+    result = CliRunner().invoke(app, args)
+    if crafted["training"]["optimizer"]["param_groups"][0]["momentum"] == "fast":
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(path).meta["recipe"]["momentum"] == 0.5
+    else:
+        line = _one_error_line(result)
+        assert line.startswith(f"error: {path}: its training state") and "optimizer state" in line

@@ -251,6 +251,7 @@ class Plan:
     limit: int | None
     out: Path
     resumed: Checkpoint | None
+    resume: Path | None  # the resumed file
 
 
 def make_plan(config: TrainConfig) -> Plan:
@@ -277,7 +278,7 @@ def make_plan(config: TrainConfig) -> Plan:
         raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
     out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
     probe_writable(out, checkpoint_bytes(create_model(arch)), "checkpoint")
-    return Plan(arch, recipe, limit, out, resumed)
+    return Plan(arch, recipe, limit, out, resumed, config.resume)
 
 
 # --- 2. set up: data, model, optimizer, and the state a resumed run left -----------------------------------
@@ -353,7 +354,8 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
     generator = torch.Generator().manual_seed(recipe.seed)
     start, history = Position(), []
     if plan.resumed is not None:
-        start = _restore(plan.resumed, optimizer, generator, world, device, len(train_x), steps)
+        where = f"{plan.resume}: its training state"
+        start = _restore(plan.resumed.training, where, optimizer, generator, world, device, len(train_x), steps)
         history = list(plan.resumed.meta.get("history", []))
     net: torch.nn.Module = model
     if world.distributed:
@@ -363,8 +365,27 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
     return Run(plan, device, world, model, net, optimizer, generator, images, labels, test_x, test_y, steps, data.sha256, start, history)
 
 
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, where: str) -> None:
+    """The saved per-parameter state (momentum, Adam moments), checked against the parameters; the hyperparameters
+    come from the recipe, not from the file, so a crafted file cannot smuggle in values the recipe checks refuse."""
+    state = saved.get("state") if isinstance(saved, dict) else None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(state, dict) or not set(state) <= set(range(len(params))):
+        raise MnistEdgeError(f"{where}: the optimizer state does not fit the model")
+    for index, values in state.items():
+        param = params[index]
+        ok = isinstance(values, dict) and all(
+            isinstance(v, torch.Tensor) and v.is_floating_point() and v.shape in (param.shape, ()) and bool(torch.isfinite(v).all())
+            for v in values.values()
+        )
+        if not ok:
+            raise MnistEdgeError(f"{where}: the optimizer state of parameter {index} does not fit (shape, type or non-finite values)")
+    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+
+
 def _restore(
-    resumed: Checkpoint,
+    training: dict[str, Any],
+    where: str,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     world: distributed.World,
@@ -373,9 +394,8 @@ def _restore(
     steps: int,
 ) -> Position:
     """Put optimizer and RNG state back as the checkpoint left them; returns where the loop resumes."""
-    training, where = resumed.training, "checkpoint's training state"
     try:
-        optimizer.load_state_dict(training["optimizer"])
+        _load_optimizer_state(optimizer, training["optimizer"], where)
         generator.set_state(training["generator"])
         rng = training["rng"]
         if len(rng) == world.size:  # another world size cannot reproduce the other ranks' dropout
@@ -389,7 +409,7 @@ def _restore(
     if position.step >= steps or (position.step and position.perm is None):
         raise MnistEdgeError(f"{where}: step {position.step} is not a step of an epoch of {steps}")
     if position.perm is not None and not torch.equal(position.perm.sort().values, torch.arange(n)):
-        raise MnistEdgeError(f"{where}: its permutation is not one of the {n} training images")
+        raise MnistEdgeError(f"{where}: the permutation is not one of the {n} training images")
     return position
 
 
