@@ -12,6 +12,7 @@ from mnist_edge.architectures import create_model
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel
+import onnx_graphs
 from onnx_models import export_arch, export_model
 
 
@@ -118,3 +119,68 @@ def test_bad_manifest_is_a_clear_error(tmp_path, monkeypatch, text):
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(MnistEdgeError, match="manifest.json: .*pass --model FILE"):
         default_model_path()
+
+
+def one_line_naming(message: str, path: Path) -> bool:
+    return message.startswith(f"{path}: ") and "\n" not in message and "ONNXRuntimeError" not in message and "onnxruntime_src" not in message
+
+
+@pytest.mark.parametrize(
+    "build, cause",
+    [
+        (onnx_graphs.out_of_range_gather, "Gather node: indices element out of data bounds, idx=995"),
+        (onnx_graphs.bad_reshape, "Reshape node: "),
+        (onnx_graphs.twice_the_rows, "returned float32 [14, 10] for 7 images, expected float32 [7, 10]"),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_model_that_fails_at_run_time_is_one_line_naming_the_file(tmp_path, build, cause, threads):
+    path = build(tmp_path / "bad.onnx")
+    model = OnnxModel(path, threads=threads)  # it loads: the interface is right
+    images = np.zeros((7 if threads == 1 else 3 * runtime.MIN_CHUNK, 1, 28, 28), np.float32)
+    with pytest.raises(MnistEdgeError) as err:
+        model.run(images[:7] if threads == 1 else images)
+    assert one_line_naming(str(err.value), path), err.value
+    assert cause in str(err.value) if threads == 1 else "bad.onnx" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, cause",
+    [
+        ({"ir_version": 99}, "Unsupported model IR version: 99, max supported IR version:"),
+        ({"opset": 99}, "Opset 99 is under development"),
+    ],
+)
+def test_a_refused_model_says_why_not_where_in_onnx_runtime(tmp_path, kwargs, cause):
+    path = onnx_graphs.pixels_model(tmp_path / "new.onnx", list(range(10)), **kwargs)
+    with pytest.raises(MnistEdgeError) as err:
+        OnnxModel(path)
+    assert one_line_naming(str(err.value), path) and "not a usable ONNX model" in str(err.value)
+    assert cause in str(err.value)
+
+
+def test_an_unknown_op_is_named(tmp_path):
+    from onnx import helper
+
+    path = onnx_graphs.interface_model(tmp_path / "op.onnx", [helper.make_node("FooBar", ["image"], ["logits"])])
+    with pytest.raises(MnistEdgeError, match="No Op registered for FooBar") as err:
+        OnnxModel(path)
+    assert one_line_naming(str(err.value), path)
+
+
+def test_an_empty_batch_gives_no_logits(tiny):
+    assert OnnxModel(tiny[1]).run(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
+
+
+def test_evaluate_and_verify_get_the_one_line_too(tmp_path, mnist_dir):
+    from typer.testing import CliRunner
+
+    from mnist_edge.cli import app
+    from mnist_edge.evaluate import evaluate
+
+    path = onnx_graphs.out_of_range_gather(tmp_path / "gather.onnx")
+    with pytest.raises(MnistEdgeError, match="Gather node"):
+        evaluate(OnnxModel(path).run, np.zeros((3, 28, 28), np.uint8), np.zeros(3, np.int64))
+    result = CliRunner().invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"error: {path}: the model fails in ONNX Runtime (Gather node")

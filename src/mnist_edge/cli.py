@@ -7,20 +7,105 @@ the base install (no torch) runs it.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
+import re
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+try:  # typer >= 0.28 carries its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:
+    from click.exceptions import ClickException, UsageError
 
 from mnist_edge import __version__
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line
+
+# The base install's compiled dependencies (import name, distribution name), probed in this order when an
+# import fails: a broken wheel (a missing .so, an ABI mismatch) gets named instead of a long traceback.
+BASE_DEPENDENCIES = (("numpy", "numpy"), ("PIL", "pillow"), ("onnxruntime", "onnxruntime"))
+# sysexits.h EX_SOFTWARE: what an unexpected exception (a bug) exits with, apart from user errors' 1 and usage's 2.
+EXIT_BUG = 70
+
+
+def _usage_metavar(param: Any) -> str:
+    """What --help and usage lines show for PARAM's value: PATH..., FILE, DIR, N, NUMBER, a|b|c or its NAME.
+    Duck-typed: typer versions carry click's parameter types under different classes."""
+    kind, name = param.type, (param.name or "value").upper()
+    if isinstance(param, TyperArgument):
+        text = name[:-1] if param.nargs != 1 and name.endswith("S") else name
+    elif getattr(kind, "choices", None):
+        text = "|".join(map(str, kind.choices))
+    elif hasattr(kind, "file_okay") and hasattr(kind, "dir_okay"):
+        text = "DIR" if not kind.file_okay else "FILE" if not kind.dir_okay else "PATH"
+    elif kind.name.startswith("int"):
+        text = "N"
+    elif kind.name.startswith("float"):
+        text = "NUMBER"
+    else:
+        text = name
+    return text + ("..." if param.nargs != 1 else "")
+
+
+class _Command(TyperCommand):
+    """A subcommand whose help shows plain metavars (PATH..., FILE, N), not click's `<file>` or typer's `{paths}`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is None and not getattr(param, "is_flag", False):
+                param.metavar = _usage_metavar(param)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        arguments = [p for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
+        return [self.options_metavar or "[OPTIONS]", *(p.metavar if p.required else f"[{p.metavar}]" for p in arguments)]
+
+
+class _Group(TyperGroup):
+    """The command group: a usage error (unknown option, missing argument, bad value) is one `error:` line and a
+    hint on stderr with exit status 2, not a box drawn by rich."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:  # the caller handles click's exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `mnist-edge`: the help (rich prints it itself)
+                if exc.message.strip():
+                    typer.echo(exc.message)
+                sys.exit(exc.exit_code)
+            typer.echo(f"error: {_sentence(exc.format_message())}", err=True)
+            if exc.ctx is not None:
+                typer.echo(f"try '{exc.ctx.command_path} --help'", err=True)
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            typer.echo(f"error: {_sentence(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def _sentence(message: str) -> str:
+    """Click's message as the rest of an `error:` line: one line, lower-case start ("No such option" -> "no such ...")."""
+    text = one_line(message)
+    return text[0].lower() + text[1:] if len(text) > 1 and text[1].islower() else text
+
 
 app = typer.Typer(
     name="mnist-edge",
     help="Train the reference MNIST notebooks' models, export them to ONNX/TorchScript, verify parity, predict at the edge.",
+    cls=_Group,
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -44,22 +129,86 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Register FN as a subcommand whose user errors print one line and exit non-zero, never a traceback."""
+    """Register FN as a subcommand whose errors print one `error:` line, never a traceback: user errors
+    (MnistEdgeError) and the system's (no permission, disk full, no memory, a broken install) exit 1; anything
+    else is a bug, said so, exit 70 (MNIST_EDGE_DEBUG=1 lets the traceback out instead)."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except MnistEdgeError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        except ModuleNotFoundError as exc:
-            if exc.name not in EXTRAS:
-                raise
-            typer.echo(f"error: this command needs {exc.name}: pip install 'mnist-edge[{EXTRAS[exc.name]}]'", err=True)
-            raise typer.Exit(1) from None
+        except (typer.Exit, ClickException):  # an exit status, or a usage error the group prints
+            raise
+        except Exception as exc:
+            _fail(exc)
 
-    return app.command()(run)
+    return app.command(cls=_Command)(run)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """Print EXC as one `error:` line and exit with its status."""
+    status = 1
+    if isinstance(exc, MnistEdgeError):
+        message = str(exc)
+    elif isinstance(exc, BrokenPipeError):  # the reader went away (`| head`): typer exits quietly
+        raise exc
+    elif isinstance(exc, (ImportError, OSError)) and _during_import(exc) and (broken := _broken_dependency()):
+        message = broken
+    elif isinstance(exc, ModuleNotFoundError) and (extra := EXTRAS.get((exc.name or "").split(".")[0])):
+        message = f"this command needs {exc.name}: pip install 'mnist-edge[{extra}]'"
+    elif debugging():
+        raise exc
+    elif isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        code = f" ({errno_name})" if (errno_name := _errno_name(exc.errno)) else ""
+        message = f"{where}{exc.strerror or describe(exc)}{code}"
+    elif isinstance(exc, MemoryError):
+        message = "out of memory: try fewer or smaller inputs"
+    else:
+        status = EXIT_BUG
+        message = f"{describe(exc)} (this is a bug, please report it; MNIST_EDGE_DEBUG=1 shows the traceback)"
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(status)
+
+
+def _errno_name(number: int | None) -> str:
+    import errno
+
+    return errno.errorcode.get(number, "") if number is not None else ""
+
+
+def _during_import(exc: BaseException) -> bool:
+    """Whether EXC was raised while a module was being imported: ImportError always is; another error is when a
+    module's top-level code is among its frames (importlib hides its own)."""
+    import traceback
+
+    return isinstance(exc, ImportError) or any(frame.f_code.co_name == "<module>" for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
+def _broken_dependency() -> str | None:
+    """Which base dependency fails to import, how, and how to reinstall it; None when all of them import."""
+    for module, package in BASE_DEPENDENCIES:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken install raises anything: ImportError, OSError, AttributeError...
+            return (f"{package} is missing or broken ({describe(exc)}); reinstall it: "
+                    f"pip install --force-reinstall '{_requirement(package)}'")
+    return None
+
+
+def _requirement(package: str) -> str:
+    """PACKAGE's requirement as mnist-edge declares it (e.g. 'onnxruntime>=1.17,!=1.21.0'), else its bare name."""
+    from importlib import metadata
+
+    try:
+        declared = metadata.requires("mnist-edge") or []
+    except metadata.PackageNotFoundError:
+        return package
+    for requirement in declared:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+        if name and name[0].lower() == package and ";" not in requirement:
+            return requirement
+    return package
 
 
 def _version(value: bool) -> None:
@@ -219,23 +368,27 @@ def predict(
     ] = None,
 ) -> None:
     """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made."""
-    from mnist_edge.edge.predict import Failure, predict_paths
     from mnist_edge.edge.manifest import default_model_path
+    from mnist_edge.edge.predict import Failure, predict_paths
     from mnist_edge.edge.runtime import OnnxModel
 
-    onnx_model = OnnxModel(model or default_model_path())
+    model_path = model or default_model_path()
+    onnx_model = OnnxModel(model_path)
+    if not json_output:
+        typer.echo(f"model: {model_path}")  # which model answered: the shipped default changes with releases
     rows, failed = [], 0
-    for result in predict_paths(onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed):
+    note = functools.partial(typer.echo, err=True)
+    for result in predict_paths(onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=note):
         if isinstance(result, Failure):
             failed += 1
-            typer.echo(f"error: {result.error}", err=True)
-        elif json_output:
+            typer.echo(f"error: {one_line(result.error)}", err=True)
+        if json_output:
             rows.append(result.as_dict())
-        else:
-            ranked = ", ".join(f"{label} {p:.1%}" for label, p in result.top[1:])
+        elif not isinstance(result, Failure):
+            ranked = ", ".join(f"{digit} {p:.1%}" for digit, p in result.top[1:])
             typer.echo(f"{result.file}: {result.digit} ({result.probability:.1%})" + (f"  then {ranked}" if ranked else ""))
-    if json_output:
-        typer.echo(json.dumps(rows, indent=2))
+    if json_output:  # every input has an entry, in order: a prediction or its error; never a bare NaN
+        typer.echo(json.dumps(rows, indent=2, allow_nan=False))
     if failed:
         raise typer.Exit(1)
 

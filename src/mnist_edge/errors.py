@@ -1,5 +1,33 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, and how any other
+exception is told in one line."""
+
+from __future__ import annotations
+
+import os
+
+# Long enough for ONNX Runtime's longest useful causes (its opset notice is ~330 characters), short
+# enough that a hostile message (a file name, a decoder's dump) cannot flood a terminal or a JSON field.
+MAX_MESSAGE = 400
 
 
 class MnistEdgeError(Exception):
     """A problem the user can fix (bad file, bad flag, missing data); never a bug."""
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """TEXT on one line (any run of whitespace, newlines included, becomes one space), cut at LIMIT."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """What EXC says, on one line; its class name when it says nothing, or adds it when the text alone is cryptic."""
+    text = one_line(str(exc))
+    if isinstance(exc, MnistEdgeError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def debugging() -> bool:
+    """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
+    return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")

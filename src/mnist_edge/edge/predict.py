@@ -1,24 +1,26 @@
 """Predict digits for image files: collect paths, preprocess, run the ONNX model in batches.
 
 Every bad input becomes a `Failure` beside the good ones, in input order, so one bad file never
-stops the rest. Torch-free: numpy, Pillow and ONNX Runtime only.
+stops the rest: whatever preprocessing raises, even a worker process dying, and a model that fails
+on an image or returns non-finite logits for it. `results_from_logits` and the `as_dict` methods make
+the objects `predict --json` prints, for any caller (the server) that runs the model itself.
+Torch-free: numpy, Pillow and ONNX Runtime only.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, debugging, describe
 from mnist_edge.edge.preprocess import preprocess, save_png
 from mnist_edge.edge.runtime import OnnxModel, usable_cpus
-from mnist_edge.spec import LABELS
 
 # What a folder is searched for; files named explicitly are tried whatever their suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
@@ -33,13 +35,13 @@ PARALLEL_MIN = 64
 @dataclass(frozen=True)
 class Prediction:
     file: str
-    digit: str
+    digit: int
     probability: float
-    top: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), most likely first
+    top: list[tuple[int, float]] = field(default_factory=list)  # (digit, probability), most likely first
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "digit": self.digit, "probability": self.probability, "top": [
-            {"digit": label, "probability": p} for label, p in self.top
+            {"digit": digit, "probability": p} for digit, p in self.top
         ]}
 
 
@@ -47,6 +49,12 @@ class Prediction:
 class Failure:
     file: str
     error: str  # one line, naming the file
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "error": self.error}
+
+
+Result = Prediction | Failure
 
 
 def collect_images(paths: Iterable[str]) -> Iterator[Path | Failure]:
@@ -73,9 +81,22 @@ def collect_images(paths: Iterable[str]) -> Iterator[Path | Failure]:
                 yield image
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
+def results_from_logits(files: Sequence[str], logits: np.ndarray, top: int, model: str) -> list[Result]:
+    """A Prediction per row of LOGITS [N,10] (softmax, the TOP most likely digits), or a Failure naming MODEL
+    for a row holding NaN or infinity: a probability computed from it would be meaningless."""
+    logits = np.asarray(logits, dtype=np.float64)  # float64: exp never overflows after the max is taken off
+    finite = np.isfinite(logits).all(axis=1)
+    safe = np.where(finite[:, None], logits, 0.0)
+    exp = np.exp(safe - safe.max(axis=1, keepdims=True))
+    probs = exp / exp.sum(axis=1, keepdims=True)
+    results: list[Result] = []
+    for file, ok, p in zip(files, finite, probs):
+        if not ok:
+            results.append(Failure(file, f"{file}: the model {model} returned a non-finite logit (NaN or infinity) for this image"))
+            continue
+        ranked = [(int(k), float(p[k])) for k in np.argsort(-p, kind="stable")[:top]]
+        results.append(Prediction(file, ranked[0][0], ranked[0][1], ranked))
+    return results
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -89,26 +110,33 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-class _Names:
-    """File names for --save-preprocessed: the image's stem, numbered when two images share it."""
-
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-
-    def __call__(self, path: Path) -> str:
-        name, n = f"{path.stem}.png", 1
-        while name in self.used:
-            n += 1
-            name = f"{path.stem}-{n}.png"
-        self.used.add(name)
-        return name
-
-
 @dataclass(frozen=True)
 class _Job:
     path: Path
     raw: bool
     save_to: Path | None  # chosen in the parent, so names stay unique across worker processes
+
+
+def _save_names(images: Sequence[Path | Failure], folder: Path, log: Callable[[str], None]) -> list[Path | None]:
+    """Where each image's preprocessed copy goes: its stem, numbered when this run already used that name or a
+    file there (not ours: perhaps the input itself) already has it. Never a name to overwrite."""
+    used: set[str] = set()
+    names: list[Path | None] = []
+    for image in images:
+        if isinstance(image, Failure):
+            names.append(None)
+            continue
+        name, n, taken = f"{image.stem}.png", 1, []
+        while name in used or os.path.lexists(folder / name):
+            if name not in used:
+                taken.append(name)
+            n += 1
+            name = f"{image.stem}-{n}.png"
+        used.add(name)
+        if taken:
+            log(f"note: {folder / taken[0]} already exists and is kept; what the model saw of {image} goes to {folder / name}")
+        names.append(folder / name)
+    return names
 
 
 def _prepare(job: _Job | Failure) -> np.ndarray | Failure:
@@ -118,19 +146,22 @@ def _prepare(job: _Job | Failure) -> np.ndarray | Failure:
     try:
         image = preprocess(job.path, raw=job.raw)
         if job.save_to is not None:
-            save_png(image, job.save_to)
+            save_png(image, job.save_to, overwrite=False)
         return image
     except MnistEdgeError as exc:
         return Failure(str(job.path), str(exc))
+    except Exception as exc:  # whatever else goes wrong with one image stays that image's failure
+        if debugging():
+            raise
+        return Failure(str(job.path), f"{job.path}: failed ({describe(exc)}; this is a bug, please report it)")
 
 
-@contextmanager
-def _mapper(jobs: int, workers: int | None) -> Iterator[Callable]:
-    """An ordered map over jobs: in this process for a few images, else over a process pool, because
-    preprocessing is per-image Python and numpy work that one core cannot keep up with on a big run."""
-    workers = min(workers or usable_cpus(), jobs // PARALLEL_MIN)
+def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[np.ndarray | Failure]:
+    """_prepare of each job, in order: in this process for a few images, else over worker processes,
+    because preprocessing is per-image Python and numpy work that one core cannot keep up with on a big run."""
+    workers = min(workers or usable_cpus(), len(jobs) // PARALLEL_MIN)
     if workers < 2:
-        yield map
+        yield from map(_prepare, jobs)
         return
     import multiprocessing as mp  # here, not at the top: ~25 ms of start-up that one-image runs never need
     from concurrent.futures import ProcessPoolExecutor
@@ -138,18 +169,45 @@ def _mapper(jobs: int, workers: int | None) -> Iterator[Callable]:
 
     # fork: workers start in milliseconds with everything imported (spawn would re-import for ~0.2 s each).
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    done = 0
+    while done < len(jobs):
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+        try:
+            chunk = max(1, min(64, (len(jobs) - done) // (8 * workers)))
+            for result in pool.map(_prepare, jobs[done:], chunksize=chunk):
+                done += 1
+                yield result
+        except BrokenProcessPool:
+            # A worker died (killed for memory, a crash in a decoder). The first unfinished image is tried
+            # alone: if its own worker dies too it is the one to blame; if not, the rest go on in a new pool.
+            yield _isolated(jobs[done], context)
+            done += 1
+        finally:
+            pool.shutdown(cancel_futures=True)  # an early stop (error, Ctrl-C) must not wait for every queued image
+
+
+def _isolated(job: _Job | Failure, context: Any) -> np.ndarray | Failure:
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        try:
+            return pool.submit(_prepare, job).result()
+        except BrokenProcessPool:
+            path = job.file if isinstance(job, Failure) else job.path
+            return Failure(str(path), f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)")
+
+
+def _infer(model: OnnxModel, paths: list[Path], images: list[np.ndarray], top: int) -> list[Result]:
+    """Results for a batch; when the model fails on it, each image is run alone, so only those it fails on fail."""
+    files = [str(p) for p in paths]
     try:
-        yield lambda fn, items: pool.map(fn, items, chunksize=max(1, min(64, jobs // (8 * workers))))
-    except BrokenProcessPool:
-        raise MnistEdgeError("a preprocessing worker process died (out of memory?); try fewer images per call") from None
-    finally:
-        pool.shutdown(cancel_futures=True)  # an early stop (error, Ctrl-C) must not wait for every queued image
-
-
-def _prediction(path: Path, probs: np.ndarray, top: int) -> Prediction:
-    ranked = [(LABELS[k], float(probs[k])) for k in np.argsort(-probs)[:top]]
-    return Prediction(str(path), ranked[0][0], ranked[0][1], ranked)
+        logits = model.run(np.stack(images)[:, None])
+    except MnistEdgeError as exc:
+        if len(images) == 1:
+            return [Failure(files[0], f"{files[0]}: {exc}")]
+        return [result for path, image in zip(paths, images) for result in _infer(model, [path], [image], top)]
+    return results_from_logits(files, logits, top, str(model.path))
 
 
 def predict_paths(
@@ -160,21 +218,20 @@ def predict_paths(
     save_dir: Path | None = None,
     batch_size: int = BATCH_SIZE,
     workers: int | None = None,
-) -> Iterator[Prediction | Failure]:
-    """A Prediction or a Failure for every image PATHS name, in order, inferred in batches."""
+    log: Callable[[str], None] = lambda _: None,
+) -> Iterator[Result]:
+    """A Prediction or a Failure for every image PATHS name, in order, inferred in batches. LOG gets notes
+    (an image's preprocessed copy saved under another name because its own was taken)."""
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission: fail before any work, not once per image
             raise MnistEdgeError(f"{save_dir}: cannot create the folder ({exc.strerror or exc})") from None
-    names = _Names()
-    jobs = [
-        item if isinstance(item, Failure) else _Job(item, raw, save_dir / names(item) if save_dir else None)
-        for item in collect_images(paths)
-    ]
-    with _mapper(len(jobs), workers) as map_fn:
-        for batch in _batches(zip(jobs, map_fn(_prepare, jobs)), batch_size):
-            images = [x for _, x in batch if isinstance(x, np.ndarray)]
-            probs = iter(_softmax(model.run(np.stack(images)[:, None]))) if images else iter(())
-            for job, x in batch:
-                yield x if isinstance(x, Failure) else _prediction(job.path, next(probs), top)
+    images = list(collect_images(paths))
+    targets = _save_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
+    jobs = [item if isinstance(item, Failure) else _Job(item, raw, target) for item, target in zip(images, targets)]
+    for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
+        good = [(job.path, x) for job, x in batch if isinstance(x, np.ndarray) and isinstance(job, _Job)]
+        inferred = iter(_infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
+        for _, x in batch:
+            yield x if isinstance(x, Failure) else next(inferred)

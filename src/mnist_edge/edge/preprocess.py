@@ -8,6 +8,8 @@ center. Real images first need a grayscale, a polarity and a background removed.
 from __future__ import annotations
 
 import io
+import os
+import secrets
 import warnings
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps
 
 from mnist_edge.atomic import write_bytes
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, debugging, describe
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
@@ -34,6 +36,13 @@ TRIM_MASS = 0.005
 MNIST_STROKE_WIDTH = 2.0
 
 
+NO_DIGIT = "no digit found: the image is blank or has almost no contrast"
+# Modes Pillow cannot turn into L or LA directly, and the mode that leads there.
+NO_GRAY_CONVERSION = {"LAB": "RGB", "La": "LA"}
+# A side of a tile that estimates the local background: smaller tiles would be all ink on a tiny image.
+MIN_TILE = 4
+
+
 # An image is a file or its encoded bytes (an upload); NAME labels errors about bytes.
 Source = Path | str | bytes
 
@@ -45,17 +54,24 @@ def _label(source: Source, name: str | None) -> str:
 def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     """Decode SOURCE (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
     path = _label(source, name)
+    if not isinstance(source, bytes) and Path(source).exists() and not Path(source).is_file() and not Path(source).is_dir():
+        raise MnistEdgeError(f"{path}: not a regular file (a device, pipe or socket)")  # a FIFO would block forever
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between its two limits; the lower limit below applies, with the size named.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns between its two bomb limits (the lower limit below applies, with the size named),
+            # and about odd metadata (EXIF, TIFF tags): noise beside the one line a bad image gets.
+            warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))  # reads the header only: nothing is decoded before the size check
-        if img.width * img.height > MAX_PIXELS:
-            raise MnistEdgeError(
-                f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
-            )
-        img.draft("L", (WORK_SIZE, WORK_SIZE))  # JPEG only: decode at 1/2..1/8 scale, straight to gray
-        return _to_gray(ImageOps.exif_transpose(img))
+            if img.width * img.height > MAX_PIXELS:
+                raise MnistEdgeError(
+                    f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
+                )
+            if img.width * img.height == 0:
+                raise MnistEdgeError(f"{path}: the image has no pixels ({img.width}x{img.height})")
+            img.draft("L", (WORK_SIZE, WORK_SIZE))  # JPEG only: decode at 1/2..1/8 scale, straight to gray
+            return _to_gray(ImageOps.exif_transpose(img))
+    except MnistEdgeError:
+        raise
     except FileNotFoundError:
         raise MnistEdgeError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -66,19 +82,19 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
         raise MnistEdgeError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except MemoryError:
         raise MnistEdgeError(f"{path}: too large to decode in the memory available") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces while decoding
-        raise MnistEdgeError(f"{path}: unreadable image ({str(exc) or type(exc).__name__})") from None
+    except PermissionError as exc:
+        raise MnistEdgeError(f"{path}: cannot read ({exc.strerror})") from None
+    except Exception as exc:  # a decoder meeting truncated or corrupt data raises anything: OSError, SyntaxError, struct.error...
+        raise MnistEdgeError(f"{path}: unreadable image ({describe(exc)})") from None
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:
-    if img.mode.startswith("I"):  # 16/32-bit: convert("L") would clip values to 255, not rescale them
-        img = Image.fromarray((np.asarray(img.convert("I")) // 257).clip(0, 255).astype(np.uint8))
-    has_alpha = "A" in img.getbands() or "transparency" in img.info
-    img = img.convert("LA" if has_alpha else "L")
-    factor = max(img.size) // WORK_SIZE
-    if factor >= 2:
-        img = img.reduce(factor)  # box average: anti-aliased and fast
-    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    if img.mode == "F" or img.mode.startswith("I"):  # 32-bit float, 16/32-bit int: no alpha, no 8-bit detour
+        return _unit_range(_reduce(img.convert("F")), img.mode)
+    if img.mode in NO_GRAY_CONVERSION:
+        img = img.convert(NO_GRAY_CONVERSION[img.mode])
+    has_alpha = "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info
+    pixels = np.asarray(_reduce(img.convert("LA" if has_alpha else "L")), dtype=np.float32) / np.float32(255)
     if not has_alpha:
         return pixels
     gray, alpha = pixels[..., 0], pixels[..., 1]
@@ -88,7 +104,27 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     # a canvas app left under its transparent pixels.
     strokes = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
     background = 1.0 if strokes < 0.5 else 0.0
-    return gray * alpha + background * (1.0 - alpha)
+    return gray * alpha + np.float32(background) * (1.0 - alpha)
+
+
+def _reduce(img: Image.Image) -> Image.Image:
+    factor = max(img.size) // WORK_SIZE
+    return img.reduce(factor) if factor >= 2 else img  # box average: anti-aliased and fast
+
+
+def _unit_range(img: Image.Image, mode: str) -> np.ndarray:
+    """Pixels of a mode F image, converted from MODE, scaled to [0, 1]."""
+    pixels = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(pixels).all():
+        raise MnistEdgeError("the image has NaN or infinite pixel values")
+    if mode != "F":  # 16-bit scans, and 16-bit PNGs that Pillow opens as 32-bit: a 16-bit range
+        pixels = pixels.clip(0, 65535) / 65535
+    elif pixels.min() < 0 or pixels.max() > 255:  # floats have no set range: stretch what is there
+        low, high = pixels.min(), pixels.max()
+        pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    elif pixels.max() > 1:
+        pixels = pixels / 255
+    return pixels.astype(np.float32)
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
@@ -98,23 +134,25 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     dark_ink = background - low > high - background
     ink = background - gray if dark_ink else gray - background
     if max(background - low, high - background) < MIN_CONTRAST:
-        raise MnistEdgeError("no digit found: the image is blank or has almost no contrast")
+        raise MnistEdgeError(NO_DIGIT)
     # Local background: the darkest ink level in each of 4x4 tiles, smoothed over the image, removes
     # shadows and uneven lighting that a single level would turn into ink.
     ink = ink - _tile_floor(ink, tiles=4)
     ink = np.clip(ink, 0.0, None)
+    if ink.max() < MIN_CONTRAST:  # all of the contrast was lighting: nothing stands above its surroundings
+        raise MnistEdgeError(NO_DIGIT)
     threshold = _otsu(ink)
     # MNIST strokes are saturated at their core: the typical ink pixel maps to 1.
     strong = ink[ink > threshold]
     if strong.size == 0:
-        raise MnistEdgeError("no digit found: the image is blank or has almost no contrast")
+        raise MnistEdgeError(NO_DIGIT)
     level = float(np.percentile(strong, 50, method="lower"))  # the median, without np.median's numpy.ma import
     return np.clip((ink - threshold) / max(level - threshold, 1e-6), 0.0, 1.0)
 
 
 def _tile_floor(ink: np.ndarray, tiles: int) -> np.ndarray:
     h, w = ink.shape
-    ny, nx = min(tiles, h), min(tiles, w)
+    ny, nx = max(1, min(tiles, h // MIN_TILE)), max(1, min(tiles, w // MIN_TILE))
     th, tw = h // ny, w // nx  # equal tiles, so one vectorized call; the few leftover edge pixels only lose a vote
     blocks = ink[: ny * th, : nx * tw].reshape(ny, th, nx, tw).swapaxes(1, 2).reshape(ny, nx, th * tw)
     # 5th percentile: the background unless a tile is nearly all ink, and robust to single dark pixels.
@@ -133,7 +171,10 @@ def _otsu(values: np.ndarray) -> float:
     total_w, total_m = weight[-1], mass[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total_m * weight - mass * total_w) ** 2 / (weight * (total_w - weight))
-    return float(centers[np.nanargmax(between[:-1])])
+    between = np.where(np.isfinite(between[:-1]), between[:-1], -1.0)  # no split where a class is empty
+    if between.max() < 0:  # every value in one bin: no ink to tell from a background
+        raise MnistEdgeError(NO_DIGIT)
+    return float(centers[np.argmax(between)])
 
 
 def _bounding_box(ink: np.ndarray) -> tuple[slice, slice]:
@@ -186,6 +227,8 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     bh, bw = box.shape
     ys, xs = np.indices(box.shape)
     total = box.sum()
+    if not total > 0:  # a speck that vanished when scaled into the box
+        raise MnistEdgeError(NO_DIGIT)
     # MNIST's digits have their mass at pixel (14, 14) (measured: median 14.0 on both axes), not at 13.5.
     center = IMAGE_SIZE / 2
     # Shift the center of mass to the center, but never push ink off the 28x28 field.
@@ -212,6 +255,10 @@ def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np
         return to_mnist(gray)
     except MnistEdgeError as exc:
         raise MnistEdgeError(f"{path}: {exc}") from None
+    except Exception as exc:  # a case the steps above missed fails this image only, saying what happened
+        if debugging():
+            raise
+        raise MnistEdgeError(f"{path}: cannot prepare this image ({describe(exc)}; this is a bug, please report it)") from None
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -221,9 +268,32 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_png(image: np.ndarray, path: Path | str) -> None:
-    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG."""
+def save_png(image: np.ndarray, path: Path | str, overwrite: bool = True) -> None:
+    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG; with OVERWRITE false, refuse a PATH that exists."""
     try:
-        write_bytes(path, png_bytes(image))
+        (write_bytes if overwrite else _write_new)(Path(path), png_bytes(image))
+    except FileExistsError:
+        raise MnistEdgeError(f"{path}: exists (created meanwhile by someone else): not overwritten") from None
     except OSError as exc:  # disk full, no permission: that image fails, the others go on
         raise MnistEdgeError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write DATA as a new file PATH, all or nothing: written beside it, then hard-linked to the name, which
+    (unlike a rename) fails when the name exists, even if another process took it a moment ago."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask decides, as for any new file
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (FAT, some network shares): claim the name first, then fill it
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
