@@ -1,15 +1,20 @@
+import io
+import os
 import re
 import struct
 import zlib
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.preprocess import _stroke_width, load_gray, preprocess, to_mnist
+from mnist_edge.edge.preprocess import _otsu, _stroke_width, _to_gray, load_gray, preprocess, to_mnist
 
 WILD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "digits-in-the-wild"
 
@@ -173,3 +178,145 @@ def test_real_images_all_become_mnist_form():
     assert len(files) == 72 and all(re.search(r"_label-\d\.", f.name) for f in files)
     for path in files:
         assert_mnist_form(preprocess(path))
+
+
+# Every mode Pillow has; some (La, RGBa, HSV, I;16N) no format stores, so they are also fed to the decoder's
+# next step directly.
+MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
+         "I", "I;16", "I;16L", "I;16B", "I;16N", "F"]
+FORMATS = ["PNG", "TIFF", "BMP", "GIF", "JPEG", "WEBP", "PPM", "ICO", "TGA", "PCX", "SGI", "SPIDER", "QOI", "MSP", "XBM"]
+
+
+def encodable(mode: str) -> list[str]:
+    """The formats Pillow writes an image of MODE in."""
+    found = []
+    for fmt in FORMATS:
+        try:
+            Image.new(mode, (4, 4)).save(io.BytesIO(), format=fmt)
+            found.append(fmt)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return found
+
+
+ENCODABLE = {mode: encodable(mode) for mode in MODES}
+
+
+@st.composite
+def small_images(draw) -> Image.Image:
+    """1..64 px a side, any mode, content from random bytes: noise, or few levels in blocks, or constant."""
+    mode = draw(st.sampled_from(MODES))
+    width, height = draw(st.integers(1, 64)), draw(st.integers(1, 64))
+    size = len(Image.new(mode, (width, height)).tobytes())
+    style = draw(st.sampled_from(["noise", "blocks", "constant"]))
+    if style == "noise":
+        data = draw(st.binary(min_size=size, max_size=size))
+    else:
+        levels = draw(st.lists(st.binary(min_size=1, max_size=1), min_size=1, max_size=1 if style == "constant" else 3))
+        block = draw(st.integers(1, 64))
+        data = b"".join(levels[(i // block) % len(levels)] for i in range(size))
+    return Image.frombytes(mode, (width, height), data)
+
+
+def assert_model_input(image: np.ndarray) -> None:
+    assert image.dtype == np.float32 and image.shape == (28, 28)
+    assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
+
+
+FAST = settings(max_examples=150, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(image=small_images(), pick=st.integers(0, 99), cut=st.none() | st.floats(0, 1), raw=st.booleans())
+@example(image=Image.fromarray(np.repeat([[0], [255]], [2, 2], axis=0).repeat(4, axis=1).astype(np.uint8)), pick=0, cut=None, raw=False)
+def test_any_small_image_in_any_format_is_an_image_or_a_mnist_edge_error(image, pick, cut, raw):
+    formats = ENCODABLE[image.mode]
+    assume(formats)
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=formats[pick % len(formats)])
+    except (OSError, ValueError):  # this size or content in this format (ICO, XBM limits): nothing to test
+        assume(False)
+    encoded = buffer.getvalue()
+    if cut is not None:  # truncated, as an interrupted upload leaves it
+        encoded = encoded[: int(cut * len(encoded))]
+    try:
+        result = preprocess(encoded, raw=raw, name="upload")
+    except MnistEdgeError as exc:
+        assert str(exc).startswith("upload: ") and "\n" not in str(exc)
+        return
+    assert_model_input(result)
+
+
+@FAST
+@given(image=small_images())
+def test_every_mode_becomes_finite_gray_in_unit_range(image):
+    try:
+        gray = _to_gray(image)
+        result = to_mnist(gray)
+    except MnistEdgeError:
+        return
+    assert gray.dtype == np.float32 and gray.shape == (image.height, image.width)
+    assert np.isfinite(gray).all() and gray.min() >= 0 and gray.max() <= 1
+    assert_model_input(result)
+
+
+def two_tone(shape: tuple[int, int], ink: tuple[slice, slice]) -> np.ndarray:
+    image = np.zeros(shape, np.uint8)
+    image[ink] = 255
+    return image
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        two_tone((4, 4), np.s_[:2, :]),  # the issue's cases: a traceback (All-NaN slice) in Otsu before
+        two_tone((3, 3), np.s_[1, 1]),
+        two_tone((2, 500), np.s_[:, 200:260]),
+        two_tone((500, 2), np.s_[100:400, 1]),
+        two_tone((1, 1), np.s_[0, 0]),
+        np.full((5, 7), 200, np.uint8),
+    ],
+    ids=["4x4", "3x3-dot", "500x2", "2x500", "1x1", "constant"],
+)
+def test_tiny_and_narrow_images_never_crash(tmp_path, pixels):
+    path = save(pixels, tmp_path / "small.png")
+    try:
+        assert_model_input(preprocess(path))
+    except MnistEdgeError as exc:
+        assert str(exc).startswith(f"{path}: no digit found")
+
+
+def test_otsu_without_any_split_is_no_digit():
+    with pytest.raises(MnistEdgeError, match="no digit found"):
+        _otsu(np.full((4, 4), 0.5, np.float32))
+
+
+def test_float_images_with_nan_are_refused_and_others_scaled(tmp_path):
+    values = np.zeros((40, 40), np.float32)
+    values[10:30, 18:22] = 1000.0  # a bar far outside [0, 1]: stretched, not clipped to one level
+    bar = preprocess(save(values, tmp_path / "f.tiff"))
+    assert_model_input(bar)
+    assert bar.max() == pytest.approx(1.0, abs=1e-3)
+    values[0, 0] = np.nan
+    with pytest.raises(MnistEdgeError, match="NaN or infinite pixel values"):
+        preprocess(save(values, tmp_path / "nan.tiff"))
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(MnistEdgeError, match="not a regular file"):
+        preprocess(fifo)
+
+
+def test_an_unexpected_failure_is_this_images_error_unless_debugging(tmp_path, monkeypatch):
+    from mnist_edge.edge import preprocess as module
+
+    path = save(seven(), tmp_path / "seven.png")
+    monkeypatch.setattr(module, "to_mnist", lambda gray: 1 / 0)
+    with pytest.raises(MnistEdgeError, match=r"seven.png: cannot prepare this image \(ZeroDivisionError: .*this is a bug"):
+        preprocess(path)
+    monkeypatch.setenv("MNIST_EDGE_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        preprocess(path)
