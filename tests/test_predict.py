@@ -1,6 +1,8 @@
 """`mnist-edge predict` end to end: inputs (files, folders, globs), outputs, bad input, torch-free."""
 
 import json
+import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 from mnist_edge.cli import app
 from mnist_edge.edge.preprocess import preprocess
+import onnx_graphs
 from onnx_models import export_arch, export_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
@@ -29,6 +32,14 @@ def tiny(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
 
 def predict(model: Path, *args: str):
     return runner.invoke(app, ["predict", "--model", str(model), *args])
+
+
+def strict_json(text: str):
+    """TEXT parsed as standard JSON: no NaN or Infinity, which Python's json module would otherwise accept."""
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def predict_process(model: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -48,10 +59,10 @@ def test_json_matches_the_torch_model_on_mnist_form_samples(tiny):
         expected = torch.softmax(model(torch.from_numpy(pixels)), dim=1).numpy()
     assert [r["file"] for r in rows] == list(map(str, MNIST_SAMPLES))
     for row, probs in zip(rows, expected):
-        assert row["digit"] == str(int(probs.argmax()))
+        assert row["digit"] == int(probs.argmax()) and isinstance(row["digit"], int)
         assert row["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
         ranked = [t["probability"] for t in row["top"]]
-        assert [t["digit"] for t in row["top"]] == [str(k) for k in np.argsort(-probs, kind="stable")]
+        assert [t["digit"] for t in row["top"]] == [int(k) for k in np.argsort(-probs, kind="stable")]
         np.testing.assert_allclose(ranked, np.sort(probs)[::-1], atol=1e-5)
 
 
@@ -59,7 +70,8 @@ def test_top_k_and_plain_output(tiny):
     result = predict(tiny[1], "--top", "1", "--json", str(MNIST_SAMPLES[0]))
     assert [len(r["top"]) for r in json.loads(result.stdout)] == [1]
     result = predict(tiny[1], "--top", "3", str(MNIST_SAMPLES[0]))
-    line = result.stdout.strip()
+    header, line = result.stdout.strip().splitlines()
+    assert header == f"model: {tiny[1]}"  # which model answered
     assert result.exit_code == 0 and line.startswith(f"{MNIST_SAMPLES[0]}: ") and line.count("%") == 3
     assert predict(tiny[1], "--top", "11", str(MNIST_SAMPLES[0])).exit_code == 2
 
@@ -126,7 +138,11 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny, 
     args = [good[0], *bad, good[1]]
     result = predict_process(tiny[1], "--json", *args, cwd=tmp_path)
     assert result.returncode == 1
-    assert [r["file"] for r in json.loads(result.stdout)] == good
+    rows = strict_json(result.stdout)
+    assert [r["file"] for r in rows] == args  # every input has its entry, in order
+    assert [set(r) for r in rows] == [{"file", "digit", "probability", "top"}] + [{"file", "error"}] * len(bad) + [{"file", "digit", "probability", "top"}]
+    for row, (name, problem) in zip(rows[1:], bad.items()):
+        assert name in row["error"] and problem in row["error"]
     errors = result.stderr.splitlines()
     assert len(errors) == len(bad), result.stderr
     for line, (name, problem) in zip(errors, bad.items()):
@@ -135,7 +151,8 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny, 
 
 def test_only_bad_inputs_exits_nonzero_with_empty_json(tiny, tmp_path):
     result = predict(tiny[1], "--json", str(tmp_path / "missing.png"))
-    assert result.exit_code == 1 and json.loads(result.stdout) == []
+    error = f"{tmp_path / 'missing.png'}: no such file or folder"
+    assert result.exit_code == 1 and json.loads(result.stdout) == [{"file": str(tmp_path / "missing.png"), "error": error}]
     assert result.stderr.strip() == f"error: {tmp_path / 'missing.png'}: no such file or folder"
 
 
@@ -194,3 +211,104 @@ def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(
     pooled = list(predict_paths(model, [str(tmp_path)], workers=2))
     assert pooled == serial and len(serial) == 2 * PARALLEL_MIN + 5
     assert isinstance(pooled[7], Failure) and "0007.png: not an image" in pooled[7].error
+
+
+def two_tone(path: Path, shape: tuple[int, int], ink) -> Path:
+    pixels = np.zeros(shape, np.uint8)
+    pixels[ink] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_tiny_images_in_a_folder_fail_alone_and_the_rest_is_predicted(tiny, tmp_path):
+    for sample in SAMPLES.glob("*.png"):
+        shutil.copy(sample, tmp_path / sample.name)
+    two_tone(tmp_path / "a-4x4.png", (4, 4), np.s_[:2])
+    two_tone(tmp_path / "b-3x3.png", (3, 3), np.s_[1, 1])
+    two_tone(tmp_path / "c-500x2.png", (2, 500), np.s_[:, 200:260])
+    Image.fromarray(np.zeros((1, 1), np.float32)).save(tmp_path / "d-1x1.tiff")
+    result = predict_process(tiny[1], "--json", str(tmp_path), str(tmp_path / "d-1x1.tiff"))  # named twice: once
+    rows = strict_json(result.stdout)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert [Path(r["file"]).name for r in rows] == files
+    samples = [r for r in rows if Path(r["file"]).name in {p.name for p in SAMPLES.glob("*.png")}]
+    assert len(samples) == 6 and all(isinstance(r["digit"], int) for r in samples)
+    failed = [r for r in rows if "error" in r]
+    assert result.returncode == (1 if failed else 0)
+    assert result.stderr.count("\n") == len(failed) and "Traceback" not in result.stderr
+
+
+def test_non_finite_logits_fail_those_images_naming_the_model(tmp_path):
+    model = onnx_graphs.log_of_first_pixels(tmp_path / "log.onnx")
+    lit = np.zeros((28, 28), np.uint8)
+    lit[0, :10] = 128  # log of a positive pixel: finite
+    Image.fromarray(lit).save(tmp_path / "lit.png")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "dark.png")  # log 0 = -inf
+    result = predict_process(model, "--json", "--raw", str(tmp_path / "lit.png"), str(tmp_path / "dark.png"))
+    rows = strict_json(result.stdout)
+    assert result.returncode == 1 and [set(r) for r in rows] == [{"file", "digit", "probability", "top"}, {"file", "error"}]
+    assert rows[1]["error"] == f"{tmp_path / 'dark.png'}: the model {model} returned a non-finite logit (NaN or infinity) for this image"
+    assert result.stderr == f"error: {rows[1]['error']}\n"
+
+
+@pytest.mark.parametrize("build", [onnx_graphs.out_of_range_gather, onnx_graphs.twice_the_rows])
+def test_a_model_that_fails_at_run_time_is_one_line_per_image_naming_it(tmp_path, build):
+    model = build(tmp_path / "bad.onnx")
+    result = predict_process(model, "--json", *map(str, MNIST_SAMPLES[:2]))
+    rows = strict_json(result.stdout)
+    assert result.returncode == 1 and [r["file"] for r in rows] == list(map(str, MNIST_SAMPLES[:2]))
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr
+    for line, row in zip(lines, rows):
+        assert line == f"error: {row['error']}" and row["error"].startswith(f"{row['file']}: {model}: the model")
+
+
+def test_save_preprocessed_into_the_inputs_own_folder_overwrites_nothing(tiny, tmp_path):
+    for sample in SAMPLES.glob("*.png"):
+        shutil.copy(sample, tmp_path / sample.name)
+    (tmp_path / "mnist-0-2.png").write_bytes(b"a file of the user's, not an image")
+    originals = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = predict_process(tiny[1], "--save-preprocessed", str(tmp_path), str(tmp_path / "mnist-0.png"), str(tmp_path / "paper-3.png"))
+    assert result.returncode == 0, result.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
+    assert sorted(set(os.listdir(tmp_path)) - set(originals)) == ["mnist-0-3.png", "paper-3-2.png"]
+    assert Image.open(tmp_path / "mnist-0-3.png").size == (28, 28)
+    notes = result.stderr.splitlines()
+    assert notes == [
+        f"note: {tmp_path / 'mnist-0.png'} already exists and is kept; what the model saw of {tmp_path / 'mnist-0.png'} goes to {tmp_path / 'mnist-0-3.png'}",
+        f"note: {tmp_path / 'paper-3.png'} already exists and is kept; what the model saw of {tmp_path / 'paper-3.png'} goes to {tmp_path / 'paper-3-2.png'}",
+    ]
+
+
+def test_a_name_taken_after_it_was_chosen_is_still_not_overwritten(tmp_path):
+    from mnist_edge.edge.preprocess import save_png
+
+    target = tmp_path / "seen.png"
+    target.write_bytes(b"someone else's")
+    with pytest.raises(Exception, match="not overwritten"):
+        save_png(np.zeros((28, 28), np.float32), target, overwrite=False)
+    assert target.read_bytes() == b"someone else's" and os.listdir(tmp_path) == ["seen.png"]  # no temp file left
+
+
+def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny, tmp_path, monkeypatch):
+    from mnist_edge.edge import predict as module
+    from mnist_edge.edge.runtime import OnnxModel
+
+    samples = sorted(SAMPLES.glob("*.png"))
+    for i in range(2 * module.PARALLEL_MIN + 5):
+        shutil.copy(samples[i % len(samples)], tmp_path / f"{i:04d}.png")
+    real = module.preprocess
+
+    def flaky(path, raw=False):  # workers are forked: they see this too
+        if path.name == "0007.png":
+            raise RuntimeError("a decoder bug")
+        if path.name == "0100.png":
+            os._exit(9)  # killed, as the OOM killer would
+        return real(path, raw=raw)
+
+    monkeypatch.setattr(module, "preprocess", flaky)
+    results = list(module.predict_paths(OnnxModel(tiny[1]), [str(tmp_path)], workers=2))
+    assert len(results) == 2 * module.PARALLEL_MIN + 5
+    failed = {i: r.error for i, r in enumerate(results) if isinstance(r, module.Failure)}
+    assert sorted(failed) == [7, 100]
+    assert "0007.png: failed (RuntimeError: a decoder bug" in failed[7] and "0100.png: the process preparing this image died" in failed[100]

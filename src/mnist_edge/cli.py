@@ -374,11 +374,12 @@ def predict(
 
     model_path = model or default_model_path()
     onnx_model = OnnxModel(model_path)
+    note = functools.partial(typer.echo, err=True)
+    results = predict_paths(onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=note)
     if not json_output:
         typer.echo(f"model: {model_path}")  # which model answered: the shipped default changes with releases
     rows, failed = [], 0
-    note = functools.partial(typer.echo, err=True)
-    for result in predict_paths(onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=note):
+    for result in results:
         if isinstance(result, Failure):
             failed += 1
             typer.echo(f"error: {one_line(result.error)}", err=True)

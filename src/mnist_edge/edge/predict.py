@@ -221,7 +221,8 @@ def predict_paths(
     log: Callable[[str], None] = lambda _: None,
 ) -> Iterator[Result]:
     """A Prediction or a Failure for every image PATHS name, in order, inferred in batches. LOG gets notes
-    (an image's preprocessed copy saved under another name because its own was taken)."""
+    (an image's preprocessed copy saved under another name because its own was taken). A folder SAVE_DIR
+    that cannot be made fails here, before anything is predicted."""
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,10 @@ def predict_paths(
     images = list(collect_images(paths))
     targets = _save_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
     jobs = [item if isinstance(item, Failure) else _Job(item, raw, target) for item, target in zip(images, targets)]
+    return _predict(model, jobs, top, batch_size, workers)
+
+
+def _predict(model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None) -> Iterator[Result]:
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
         good = [(job.path, x) for job, x in batch if isinstance(x, np.ndarray) and isinstance(job, _Job)]
         inferred = iter(_infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
