@@ -601,4 +601,4 @@ def benchmark(
 
 
 def main() -> None:
-    app()
+    app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
