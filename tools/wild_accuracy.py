@@ -54,7 +54,7 @@ def main() -> None:
             total[row["kind"]] += 1
             if isinstance(result, Failure):
                 misses.append(f"{Path(result.file).name} ({row['kind']}): {result.error}")
-            elif result.digit == row["label"]:
+            elif result.digit == int(row["label"]):
                 right[row["kind"]] += 1
             else:
                 second = result.top[1]
