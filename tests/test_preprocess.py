@@ -303,6 +303,11 @@ def test_float_images_with_nan_are_refused_and_others_scaled(tmp_path):
         preprocess(save(values, tmp_path / "nan.tiff"))
 
 
+def test_a_path_with_a_nul_byte_is_an_error():
+    with pytest.raises(MnistEdgeError, match="unreadable image"):
+        preprocess("digit\x00.png")
+
+
 def test_a_fifo_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)

@@ -54,9 +54,9 @@ def _label(source: Source, name: str | None) -> str:
 def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     """Decode SOURCE (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
     path = _label(source, name)
-    if not isinstance(source, bytes) and Path(source).exists() and not Path(source).is_file() and not Path(source).is_dir():
-        raise MnistEdgeError(f"{path}: not a regular file (a device, pipe or socket)")  # a FIFO would block forever
     try:
+        if not isinstance(source, bytes) and Path(source).exists() and not Path(source).is_file() and not Path(source).is_dir():
+            raise MnistEdgeError(f"{path}: not a regular file (a device, pipe or socket)")  # a FIFO would block forever
         with warnings.catch_warnings():
             # Pillow warns between its two bomb limits (the lower limit below applies, with the size named),
             # and about odd metadata (EXIF, TIFF tags): noise beside the one line a bad image gets.
