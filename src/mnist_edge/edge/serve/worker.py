@@ -21,7 +21,7 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.manifest import file_sha256
-from mnist_edge.edge.predict import _prediction, _softmax
+from mnist_edge.edge.predict import Failure, results_from_logits
 from mnist_edge.edge.preprocess import png_bytes, preprocess
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
@@ -88,17 +88,18 @@ def predict_batch(jobs: list[Job]) -> list[Outcome]:
     model = _loaded()
     prepared = [_prepare(job) for job in jobs]
     images = [x for x in prepared if isinstance(x, np.ndarray)]
-    probs = iter(_softmax(model.run(np.stack(images)[:, None]))) if images else iter(())
+    logits = iter(model.run(np.stack(images)[:, None])) if images else iter(())
     outcomes = []
     for job, x in zip(jobs, prepared):
         if isinstance(x, Outcome):
             outcomes.append(x)
             continue
-        p = next(probs)
-        if not np.isfinite(p).all():
-            outcomes.append(Outcome(500, {"file": job.name, "error": f"{job.name}: the model returned non-finite scores"}))
+        # The objects `predict --json` prints; the model named without the server's folder layout.
+        (result,) = results_from_logits([job.name], next(logits)[None], job.top, model.path.name)
+        if isinstance(result, Failure):
+            outcomes.append(Outcome(500, result.as_dict()))
             continue
-        row = _prediction(job.name, p, job.top).as_dict()
+        row = result.as_dict()
         if job.preview:
             row["preview"] = "data:image/png;base64," + base64.b64encode(png_bytes(x)).decode("ascii")
         outcomes.append(Outcome(200, row))
