@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import gzip
 import io
 import pickle
 import warnings
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from checkpoints import payload, seeded_checkpoint
-from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
 
@@ -101,6 +103,17 @@ def test_crafted_checkpoints_are_refused_by_every_loader(case, resumable, tmp_pa
 def test_the_real_checkpoints_load(resumable, tiny_checkpoint):
     assert load_checkpoint(resumable).training["epoch"] == 1
     assert load_checkpoint(tiny_checkpoint).arch == "tiny"
+    for shipped in (Path(__file__).resolve().parents[1] / "exported").glob("*.pt"):  # written before later recipe fields existed: they take defaults
+        if "torchscript" not in shipped.name:
+            assert load_checkpoint(shipped).meta["test_accuracy"] > 99
+
+
+def test_an_older_recipe_without_the_newer_fields_takes_their_defaults(resumable, tmp_path):
+    crafted = payload(resumable)
+    for name in ("nesterov", "weight_decay", "label_smoothing"):  # fields with defaults, added after the first release
+        crafted["meta"]["recipe"].pop(name)
+    torch.save(crafted, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").meta["recipe"] == payload(resumable)["meta"]["recipe"]
 
 
 def _onnx_file(path):
@@ -120,6 +133,11 @@ def _torchscript_file(path):
         torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
 
 
+def _zip_bomb(path):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (64 << 20))  # 64 MiB in 64 kB
+
+
 def _zip_file(path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "hello")
@@ -130,7 +148,9 @@ FOREIGN = {
     "state_dict.pt": (lambda p: torch.save({"conv.weight": torch.zeros(3)}, p), "a bare state_dict"),
     "plain_dict.pt": (lambda p: torch.save({"a": 1, "b": "x"}, p), "a dict without mnist-edge's format marker"),
     "list.pt": (lambda p: torch.save([1, 2], p), "holding a list"),
-    "legacy.pt": (lambda p: torch.save(torch.zeros(2), p, _use_new_zipfile_serialization=False), "a single tensor"),
+    "legacy.pt": (lambda p: torch.save(torch.zeros(2), p, _use_new_zipfile_serialization=False), "is a pickle .* not loaded"),
+    "bomb.pt": (_zip_bomb, "a zip bomb"),
+    "global.pt": (lambda p: torch.save({"format": FORMAT, "when": datetime.datetime(2020, 1, 1)}, p), "refused: it holds Python objects"),
     "model.onnx": (_onnx_file, "is an ONNX model"),
     "model.pt": (_onnx_file, "is an ONNX model"),  # an ONNX file named .pt
     "scripted.pt": (_torchscript_file, "is a TorchScript archive"),
@@ -139,7 +159,7 @@ FOREIGN = {
     "notes.pt": (lambda p: p.write_text("epoch 1: loss 0.3\n"), "is a text file"),
     "data.pt": (lambda p: p.write_bytes(gzip.compress(b"x" * 100)), "is a gzip file"),
     "noise.pt": (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a PyTorch file"),
-    "unsafe.pt": (lambda p: p.write_bytes(pickle.dumps(print, protocol=2)), "refused: it holds Python objects"),
+    "unsafe.pt": (lambda p: p.write_bytes(pickle.dumps(print, protocol=2)), "is a pickle .* not loaded, as unpickling can run code"),
 }
 
 

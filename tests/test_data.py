@@ -24,8 +24,8 @@ def test_reads_small_idx_files(tmp_path, gz):
 
 
 def test_checksums_reject_files_that_are_not_mnist(tmp_path):
-    write_dataset(tmp_path)
-    with pytest.raises(MnistEdgeError, match="train-images-idx3-ubyte.gz: SHA-256 .* does not match"):
+    write_dataset(tmp_path, n_train=60_000, n_test=10_000, gz=False)  # MNIST's shapes, other digits
+    with pytest.raises(MnistEdgeError, match="train-images-idx3-ubyte: SHA-256 .* does not match"):
         load_mnist(tmp_path)
 
 
@@ -140,3 +140,13 @@ def test_trailing_bytes_beyond_the_header_are_refused(tmp_path, gz):
     path.write_bytes(gzip.compress(data) if gz else data)
     with pytest.raises(MnistEdgeError, match="holds more than the 18 bytes its header promises"):
         read_idx(path, LABELS_MAGIC)
+
+
+def test_verifying_refuses_a_header_that_is_not_mnists_before_reading(tmp_path):
+    write_dataset(tmp_path)  # 40 training images: not MNIST's 60,000
+    with pytest.raises(MnistEdgeError, match="train-images-idx3-ubyte.gz: header promises 40 items; MNIST's file holds 60,000"):
+        load_mnist(tmp_path)
+    header = idx_bytes(np.zeros((1, 28, 28), np.uint8))[:4] + (1_300_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    _bomb(tmp_path / "train-images-idx3-ubyte.gz", header, 1)  # under the 1 GiB cap, but not MNIST: refused unread
+    with pytest.raises(MnistEdgeError, match="header promises 1,300,000 items"):
+        load_mnist(tmp_path)

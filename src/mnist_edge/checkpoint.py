@@ -67,9 +67,13 @@ def _zip_kind(path: Path) -> str | None:
     """None for a torch.save archive; else what kind of zip PATH is."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return "a damaged zip archive (a truncated or corrupt file)"
+    names = [entry.filename for entry in entries]
+    # torch.save stores its records uncompressed: contents far larger than the file are a zip bomb, never read
+    if sum(entry.file_size for entry in entries) > 2 * path.stat().st_size + (1 << 20):
+        return "a zip archive whose contents expand far beyond its size (a zip bomb)"
     if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
         return "a TorchScript archive (an exported model)"
     if any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
@@ -101,8 +105,8 @@ def sniff(path: Path) -> str | None:
         return "an empty file"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _zip_kind(path)
-    if head.startswith(b"\x80"):  # a pickle: torch's legacy (pre-zip) format, or a plain pickle
-        return None
+    if head.startswith(b"\x80"):  # never unpickled: mnist-edge has always written torch's zip format
+        return "a pickle (plain, or PyTorch's pre-1.6 format): not loaded, as unpickling can run code"
     if head.startswith(b"\x1f\x8b"):
         return "a gzip file"
     if _is_onnx(path, head):
@@ -265,8 +269,8 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     meta = _check_fields(path, "metadata", payload.get("meta"), META, REQUIRED_TO_RESUME if training else REQUIRED_META)
     if meta["arch"] != arch:
         raise MnistEdgeError(f"{path}: its metadata says architecture {meta['arch']!r}, its weights {arch!r}")
-    if "recipe" in meta:
-        recipe_from_dict(meta["recipe"], str(path))
+    if "recipe" in meta:  # complete: a field added since the file was written shows its default
+        meta["recipe"] = recipe_from_dict(meta["recipe"], str(path)).as_dict()
     model = create_model(arch)
     _check_weights(path, arch, payload.get("state_dict"), model)
     model.load_state_dict(payload["state_dict"])

@@ -27,6 +27,7 @@ SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+COUNTS = {"train-images-idx3-ubyte": 60_000, "train-labels-idx1-ubyte": 60_000, "t10k-images-idx3-ubyte": 10_000, "t10k-labels-idx1-ubyte": 10_000}
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 DATA_ENV = "MNIST_EDGE_DATA"  # a folder with the IDX files, used when no --data-dir is given
@@ -66,8 +67,10 @@ def _read_into(f: BinaryIO, buffer: memoryview) -> int:
     return done
 
 
-def read_idx(path: Path, magic: int, verify_sha256: str | None = None) -> tuple[np.ndarray, str]:
+def read_idx(path: Path, magic: int, verify_sha256: str | None = None, count: int | None = None) -> tuple[np.ndarray, str]:
     """Read one IDX file (.gz or raw) into an array; returns it with its content SHA-256.
+
+    COUNT: the number of items the file must hold (MNIST's, when verifying), checked before reading the data.
 
     The header is read and checked first, and no more than the bytes it promises are ever read or held:
     a gzip bomb costs at most one MNIST-sized array, and an absurd header is refused before allocating.
@@ -83,6 +86,8 @@ def read_idx(path: Path, magic: int, verify_sha256: str | None = None) -> tuple[
             if len(dims) < 4 * ndim:
                 raise MnistEdgeError(f"{path}: truncated IDX header")
             shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            if count is not None and shape[0] != count:
+                raise MnistEdgeError(f"{path}: header promises {shape[0]:,} items; MNIST's file holds {count:,}")
             if ndim == 3 and shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
                 raise MnistEdgeError(f"{path}: images are {shape[1]}x{shape[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
             size = math.prod(shape)
@@ -109,8 +114,8 @@ def read_idx(path: Path, magic: int, verify_sha256: str | None = None) -> tuple[
 def _read_split(data_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     images_stem, labels_stem = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
     images_path, labels_path = _find(data_dir, images_stem), _find(data_dir, labels_stem)
-    images, images_sha = read_idx(images_path, IMAGES_MAGIC, SHA256[images_stem] if verify else None)
-    labels, labels_sha = read_idx(labels_path, LABELS_MAGIC, SHA256[labels_stem] if verify else None)
+    images, images_sha = read_idx(images_path, IMAGES_MAGIC, *((SHA256[images_stem], COUNTS[images_stem]) if verify else ()))
+    labels, labels_sha = read_idx(labels_path, LABELS_MAGIC, *((SHA256[labels_stem], COUNTS[labels_stem]) if verify else ()))
     if len(images) != len(labels):
         raise MnistEdgeError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
     if labels.size and labels.max() > 9:

@@ -78,7 +78,9 @@ def recipe_from_dict(values: Any, where: str) -> Recipe:
     if not isinstance(values, dict):
         raise MnistEdgeError(f"{where}: recipe is a {type(values).__name__}, not a mapping")
     fields = {f.name for f in dataclasses.fields(Recipe)}
-    unknown, missing = sorted(set(values) - fields, key=str), sorted(fields - set(values))
+    # a field added since the checkpoint was written takes its default, which is what training did before it existed
+    required = {f.name for f in dataclasses.fields(Recipe) if f.default is dataclasses.MISSING}
+    unknown, missing = sorted(set(values) - fields, key=str), sorted(required - set(values))
     if unknown or missing:
         detail = "; ".join(filter(None, [unknown and f"unknown keys {unknown}", missing and f"missing {missing}"]))
         raise MnistEdgeError(f"{where}: recipe does not fit this mnist-edge ({detail})")
