@@ -403,3 +403,16 @@ def listening_addresses(port: int) -> set[str]:
 
 def test_listens_on_loopback_unless_told(server):
     assert listening_addresses(server.port) == {"127.0.0.1"}
+
+
+def test_listening_socket_says_tcp_so_asyncio_turns_nagle_off():
+    """asyncio sets TCP_NODELAY only on connections whose socket's protocol is TCP; with Nagle on, every
+    response on a keep-alive connection waited ~40 ms for the client's delayed ACK."""
+    from mnist_edge.edge.serve.server import listen
+
+    with listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        with socket.create_connection(sock.getsockname()) as client:
+            accepted, _ = sock.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP

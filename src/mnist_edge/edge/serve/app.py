@@ -176,6 +176,9 @@ def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
     async def gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # the client hung up: nobody reads this
 
+    async def crashed(request: Request, exc: Exception) -> Response:
+        return error_response(500, "internal server error (the server's log says more)")  # Starlette logs the traceback
+
     return Starlette(
         routes=[
             Route("/", page),
@@ -185,5 +188,5 @@ def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
             Route("/predict", predict, methods=["POST"]),
         ],
         middleware=[Middleware(BodyLimit, max_body=max_body)],
-        exception_handlers={RequestError: refused, HTTPException: http_error, ClientDisconnect: gone},
+        exception_handlers={RequestError: refused, HTTPException: http_error, ClientDisconnect: gone, Exception: crashed},
     )
