@@ -25,7 +25,7 @@ except ImportError:
     from click.exceptions import ClickException, UsageError
 
 from mnist_edge import __version__
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line
+from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
 # import fails: a broken wheel (a missing .so, an ABI mismatch) gets named instead of a long traceback.
@@ -387,7 +387,8 @@ def predict(
             rows.append(result.as_dict())
         elif not isinstance(result, Failure):
             ranked = ", ".join(f"{digit} {p:.1%}" for digit, p in result.top[1:])
-            typer.echo(f"{result.file}: {result.digit} ({result.probability:.1%})" + (f"  then {ranked}" if ranked else ""))
+            line = f"{printable(result.file)}: {result.digit} ({result.probability:.1%})"  # one line per image, whatever its name
+            typer.echo(line + (f"  then {ranked}" if ranked else ""))
     if json_output:  # every input has an entry, in order: a prediction or its error; never a bare NaN
         typer.echo(json.dumps(rows, indent=2, allow_nan=False))
     if failed:

@@ -15,9 +15,15 @@ class MnistEdgeError(Exception):
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """TEXT on one line (any run of whitespace, newlines included, becomes one space), cut at LIMIT."""
-    line = " ".join(text.split())
+    """TEXT on one line (any run of whitespace, newlines included, becomes one space), cut at LIMIT, with
+    control characters escaped: a file named with a newline or a terminal escape sequence cannot forge lines."""
+    line = printable(" ".join(text.split()))
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def printable(text: str) -> str:
+    """TEXT with each non-printable character (control, format) written as its Python escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def describe(exc: BaseException) -> str:

@@ -252,7 +252,8 @@ def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np
     if raw:
         return raw_mnist(gray, path)
     try:
-        return to_mnist(gray)
+        with np.errstate(all="ignore"):  # every step checks its own results; numpy's warnings would be stray lines
+            return to_mnist(gray)
     except MnistEdgeError as exc:
         raise MnistEdgeError(f"{path}: {exc}") from None
     except Exception as exc:  # a case the steps above missed fails this image only, saying what happened
