@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_runner import cli_runner
 
 import mnist_edge
 from mnist_edge.cli import app
 
-runner = CliRunner()
+runner = cli_runner()
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples" / "mnist-0.png"
 COMMANDS = ["models", "train", "evaluate", "predict", "export", "verify", "benchmark"]
 

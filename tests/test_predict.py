@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
+from cli_runner import cli_runner
 
 from mnist_edge.cli import app
 from mnist_edge.edge.preprocess import preprocess
@@ -22,7 +22,7 @@ from onnx_models import export_arch, export_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
 MNIST_SAMPLES = sorted(SAMPLES.glob("mnist-*.png"))
-runner = CliRunner()
+runner = cli_runner()
 
 
 @pytest.fixture(scope="module")

@@ -173,14 +173,13 @@ def test_an_empty_batch_gives_no_logits(tiny):
 
 
 def test_evaluate_and_verify_get_the_one_line_too(tmp_path, mnist_dir):
-    from typer.testing import CliRunner
-
+    from cli_runner import cli_runner
     from mnist_edge.cli import app
     from mnist_edge.evaluate import evaluate
 
     path = onnx_graphs.out_of_range_gather(tmp_path / "gather.onnx")
     with pytest.raises(MnistEdgeError, match="Gather node"):
         evaluate(OnnxModel(path).run, np.zeros((3, 28, 28), np.uint8), np.zeros(3, np.int64))
-    result = CliRunner().invoke(app, ["evaluate", str(path)])
+    result = cli_runner().invoke(app, ["evaluate", str(path)])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert result.stderr.startswith(f"error: {path}: the model fails in ONNX Runtime (Gather node")

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-try:  # typer >= 0.28 carries its own copy of click
+try:  # recent typer releases carry their own copy of click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:
     from click.exceptions import ClickException, UsageError
