@@ -326,3 +326,7 @@ def test_file_names_cannot_forge_output_lines(tiny, tmp_path):
     assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "clear\\x1b[2J.png" in result.stderr
     rows = strict_json(predict_process(tiny[1], "--json", str(good), str(bad)).stdout)
     assert [r["file"] for r in rows] == [str(good), str(bad)]  # JSON keeps the exact names
+    undecodable = tmp_path / os.fsdecode(b"\xff7.png")  # not UTF-8: printing it as it is would raise
+    shutil.copy(MNIST_SAMPLES[-1], undecodable)
+    result = predict_process(tiny[1], str(undecodable))
+    assert result.returncode == 0 and result.stdout.splitlines()[1].startswith(f"{tmp_path}/\\udcff7.png: ")

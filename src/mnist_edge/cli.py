@@ -374,10 +374,11 @@ def predict(
 
     model_path = model or default_model_path()
     onnx_model = OnnxModel(model_path)
-    note = functools.partial(typer.echo, err=True)
-    results = predict_paths(onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=note)
+    results = predict_paths(
+        onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=lambda note: typer.echo(printable(note), err=True)
+    )
     if not json_output:
-        typer.echo(f"model: {model_path}")  # which model answered: the shipped default changes with releases
+        typer.echo(f"model: {printable(str(model_path))}")  # which model answered: the shipped default changes with releases
     rows, failed = [], 0
     for result in results:
         if isinstance(result, Failure):

@@ -256,6 +256,8 @@ def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np
             return to_mnist(gray)
     except MnistEdgeError as exc:
         raise MnistEdgeError(f"{path}: {exc}") from None
+    except MemoryError:
+        raise MnistEdgeError(f"{path}: too large to process in the memory available") from None
     except Exception as exc:  # a case the steps above missed fails this image only, saying what happened
         if debugging():
             raise

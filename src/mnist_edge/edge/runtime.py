@@ -105,7 +105,8 @@ class OnnxModel:
         self.threads = max(1, threads or usable_cpus())
         self._pool: ThreadPoolExecutor | None = None
         if not self.path.is_file():
-            raise MnistEdgeError(f"{self.path}: no such model file")
+            what = "not a file (a folder, device or pipe)" if self.path.exists() else "no such model file"
+            raise MnistEdgeError(f"{self.path}: {what}")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
