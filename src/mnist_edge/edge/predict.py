@@ -198,15 +198,15 @@ def _isolated(job: _Job | Failure, context: Any) -> np.ndarray | Failure:
             return Failure(str(path), f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)")
 
 
-def _infer(model: OnnxModel, paths: list[Path], images: list[np.ndarray], top: int) -> list[Result]:
-    """Results for a batch; when the model fails on it, each image is run alone, so only those it fails on fail."""
-    files = [str(p) for p in paths]
+def infer(model: OnnxModel, files: Sequence[str], images: Sequence[np.ndarray], top: int) -> list[Result]:
+    """Results for a batch of preprocessed IMAGES named FILES (here and by the server); when the model fails on
+    the batch, each image is run alone, so only those it fails on fail."""
     try:
         logits = model.run(np.stack(images)[:, None])
     except MnistEdgeError as exc:
         if len(images) == 1:
             return [Failure(files[0], f"{files[0]}: {exc}")]
-        return [result for path, image in zip(paths, images) for result in _infer(model, [path], [image], top)]
+        return [result for file, image in zip(files, images) for result in infer(model, [file], [image], top)]
     return results_from_logits(files, logits, top, str(model.path))
 
 
@@ -236,7 +236,7 @@ def predict_paths(
 
 def _predict(model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None) -> Iterator[Result]:
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
-        good = [(job.path, x) for job, x in batch if isinstance(x, np.ndarray) and isinstance(job, _Job)]
-        inferred = iter(_infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
+        good = [(str(job.path), x) for job, x in batch if isinstance(x, np.ndarray) and isinstance(job, _Job)]
+        inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
         for _, x in batch:
             yield x if isinstance(x, Failure) else next(inferred)

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.spec import NUM_CLASSES
 from mnist_edge.edge.serve.engine import Engine, WorkerDied
 from mnist_edge.edge.serve.protocol import Job
 
@@ -97,8 +98,8 @@ def _flag(params: QueryParams, name: str) -> bool:
 
 def _top(params: QueryParams) -> int:
     value = params.get("top", "3")
-    if not value.isdigit() or not 1 <= int(value) <= 10:
-        raise RequestError(400, f"?top= takes a whole number from 1 to 10, not {value[:20]!r}")
+    if not value.isdigit() or not 1 <= int(value) <= NUM_CLASSES:
+        raise RequestError(400, f"?top= takes a whole number from 1 to {NUM_CLASSES}, not {value[:20]!r}")
     return int(value)
 
 

@@ -131,7 +131,7 @@ class Engine:
     async def _start_worker(self) -> _Worker:
         worker = await _Worker.spawn(self.model_path)
         try:
-            self.model_info = await worker.call("describe")
+            self.model_info = await worker.call("model_facts")
         except BaseException:
             await worker.stop()
             raise

@@ -19,16 +19,16 @@ import traceback
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, describe
 from mnist_edge.edge.manifest import file_sha256
-from mnist_edge.edge.predict import Failure, results_from_logits
+from mnist_edge.edge.predict import Failure, infer
 from mnist_edge.edge.preprocess import png_bytes, preprocess
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
-from mnist_edge.spec import INPUT_SPEC, LABELS
+from mnist_edge.spec import INPUT_SPEC, NUM_CLASSES
 
 _model: OnnxModel | None = None
-_problem: str | None = None  # why the model could not be opened, told to the server by describe()
+_problem: str | None = None  # why the model could not be opened, told to the server by model_facts()
 
 
 def start(model_path: str) -> None:
@@ -55,7 +55,7 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def describe() -> dict:
+def model_facts() -> dict:
     """The model's facts for GET /model: what the file says about itself, and its SHA-256."""
     model = _loaded()
     meta = model.metadata
@@ -69,7 +69,7 @@ def describe() -> dict:
         "checkpoint_sha256": meta.get("checkpoint_sha256"),
         "input": meta.get("input_spec", INPUT_SPEC),
         "output": meta.get("output_spec"),
-        "labels": list(LABELS),
+        "labels": list(range(NUM_CLASSES)),  # the digits, as numbers like predict's JSON "digit"
     }
 
 
@@ -77,37 +77,38 @@ def _prepare(job: Job) -> np.ndarray | Outcome:
     try:
         return preprocess(job.data, raw=job.raw, name=job.name)
     except MnistEdgeError as exc:
-        return Outcome(422, {"file": job.name, "error": str(exc)})
-    except Exception:  # a decoder bug must cost this image, not the other requests in the batch
-        traceback.print_exc(file=sys.stderr)
-        return Outcome(500, {"file": job.name, "error": f"{job.name}: internal error while reading the image"})
+        return Outcome(422, Failure(job.name, str(exc)).as_dict())
+    except Exception as exc:  # a decoder bug must cost this image, not the other requests in the batch
+        traceback.print_exc()
+        return Outcome(500, Failure(job.name, f"{job.name}: failed ({describe(exc)}; this is a bug, please report it)").as_dict())
 
 
 def predict_batch(jobs: list[Job]) -> list[Outcome]:
-    """An Outcome per job, in order; the images that preprocess go through the model as one batch."""
+    """An Outcome per job, in order. The images that preprocess go through the model as one batch, through
+    predict's own `infer` (if the model fails on the batch, each image is run alone)."""
     model = _loaded()
     prepared = [_prepare(job) for job in jobs]
-    images = [x for x in prepared if isinstance(x, np.ndarray)]
-    logits = iter(model.run(np.stack(images)[:, None])) if images else iter(())
+    good = [(job, x) for job, x in zip(jobs, prepared) if isinstance(x, np.ndarray)]
+    # Every class ranked; each job keeps its own `top` first ones, the very ranking `--top K` prints.
+    results = iter(infer(model, [job.name for job, _ in good], [x for _, x in good], NUM_CLASSES) if good else [])
     outcomes = []
     for job, x in zip(jobs, prepared):
         if isinstance(x, Outcome):
             outcomes.append(x)
             continue
-        # The objects `predict --json` prints; the model named without the server's folder layout.
-        (result,) = results_from_logits([job.name], next(logits)[None], job.top, model.path.name)
-        if isinstance(result, Failure):
+        result = next(results)
+        if isinstance(result, Failure):  # the model failed on this image, or gave non-finite scores: ours, not the client's
             outcomes.append(Outcome(500, result.as_dict()))
             continue
         row = result.as_dict()
+        row["top"] = row["top"][: job.top]
         if job.preview:
             row["preview"] = "data:image/png;base64," + base64.b64encode(png_bytes(x)).decode("ascii")
         outcomes.append(Outcome(200, row))
     return outcomes
 
 
-
-CALLS = {"describe": describe, "predict_batch": predict_batch}
+CALLS = {"model_facts": model_facts, "predict_batch": predict_batch}
 
 
 def _read(stream: io.BufferedReader, size: int) -> bytes | None:
@@ -134,7 +135,7 @@ def main(model_path: str) -> None:
             answer = (False, exc)
         except Exception as exc:  # a bug: say so, keep serving the other calls
             traceback.print_exc()
-            answer = (False, MnistEdgeError(f"internal error in the worker: {type(exc).__name__}: {exc}"))
+            answer = (False, MnistEdgeError(f"the worker failed ({describe(exc)}; this is a bug, please report it)"))
         answers.write(frame(answer))
         answers.flush()
 
