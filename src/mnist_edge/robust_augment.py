@@ -24,18 +24,20 @@ DEGREES = 15.0
 SCALE = (0.8, 1.15)
 SHEAR = 0.2  # radians, x-shear: slant
 TRANSLATE = 2.0  # pixels: predict centres by mass, so only a little jitter is left
+# How often each degradation is drawn: together they leave about 4 in 10 digits only warped, so that clean MNIST
+# accuracy, a floor of its own, is not traded away for the shifts.
 # Stroke thickness: probabilities of erosion, nothing, dilation by a plus (4-neighbourhood), by a 3x3 square.
-THICKNESS_P = (0.15, 0.55, 0.15, 0.15)
+THICKNESS_P = (0.1, 0.7, 0.1, 0.1)
 ELASTIC_P = 0.5
 ELASTIC_GRID = 4  # coarse displacement grid, upsampled smoothly to the image
 ELASTIC_MAX = 1.2  # std of the coarse displacements, pixels
-BLUR_P = 0.2
+BLUR_P = 0.15
 BLUR_SIGMA = (0.4, 1.1)
 BLUR_RADIUS = 3
-LOWRES_P = 0.2
+LOWRES_P = 0.15
 LOWRES_SIZES = (12, 14, 17, 20)
 INK = (0.8, 1.0)  # peak ink intensity (faint pencil to full)
-NOISE_P = 0.2
+NOISE_P = 0.15
 NOISE_STD = 0.15
 
 _FIXED = ("angle", "scale", "shear", "dx", "dy", "thickness", "blur", "lowres", "ink", "noise", "noise_seed")
