@@ -4,7 +4,8 @@
 
 Each round times one `mnist-edge train --arch tiny --epochs 1 --limit N` process alone, then two started
 together (the slower one's wall time counts), as whole processes with their start-up. It prints every time
-and the ratio two/one (ideal on a machine with free cores: 1; with the cores fully used by one run: 2).
+and the ratio two/one per round (ideal on a machine with free cores: 1; with the cores fully used by one run: 2),
+then the median of those paired ratios.
 Other load on the machine moves both figures: run it when the machine is quiet, and report the load average
 it prints.
 """
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--arch", default="tiny")
     parser.add_argument("--limit", type=int, default=6000, help="training and test images per run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating one/two rounds; the median of each")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of one run then two; the median of the per-round ratios")
     parser.add_argument("extra", nargs="*", help="more `train` flags, after --")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
@@ -54,8 +55,8 @@ def main() -> None:
             ones.append(timed(args, 1, Path(tmp), args.extra))
             twos.append(timed(args, 2, Path(tmp), args.extra))
             print(f"one run {ones[-1]:.1f}s | two at once {twos[-1]:.1f}s | ratio {twos[-1] / ones[-1]:.2f}", flush=True)
-    one, two = sorted(ones)[len(ones) // 2], sorted(twos)[len(twos) // 2]
-    print(f"median: one run {one:.1f}s, two at once {two:.1f}s: ratio {two / one:.2f} (ideal 1-2)")
+    ratios = sorted(two / one for one, two in zip(ones, twos))  # paired: load that drifts between rounds cancels
+    print(f"median ratio two at once / one run: {ratios[len(ratios) // 2]:.2f} (ideal 1-2; rounds {', '.join(f'{r:.2f}' for r in ratios)})")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

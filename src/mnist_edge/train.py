@@ -312,7 +312,8 @@ class Run:
     dataset_sha256: dict[str, str]
     start: Position
     history: list[dict[str, Any]]
-    started: float = field(default_factory=time.perf_counter)
+    threads: int  # CPU threads, recorded in the checkpoint
+    started: float  # perf_counter when the run began, checkpoint and data loading included
 
     @property
     def n(self) -> int:
@@ -329,7 +330,7 @@ def steps_per_epoch(n: int, recipe: Recipe, world_size: int) -> int:
     return math.ceil(n / recipe.batch_size)
 
 
-def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None) -> Run:
+def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None, threads: int, started: float) -> Run:
     data = load_mnist(data_dir)
     n = plan.limit or len(data.train_images)
     train_x, train_y = data.train_images[:n], data.train_labels[:n]
@@ -362,7 +363,7 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)
     labels = torch.from_numpy(train_y).to(device)
-    return Run(plan, device, world, model, net, optimizer, generator, images, labels, test_x, test_y, steps, data.sha256, start, history)
+    return Run(plan, device, world, model, net, optimizer, generator, images, labels, test_x, test_y, steps, data.sha256, start, history, threads, started)
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, where: str) -> None:
@@ -511,7 +512,7 @@ def evaluate_epoch(run: Run, outcome: EpochOutcome) -> dict[str, Any]:
     return record
 
 
-def save(run: Run, epochs_done: int, position: Position, threads: int) -> None:
+def save(run: Run, epochs_done: int, position: Position) -> None:
     """Write the checkpoint (rank 0); every rank's RNG state rides along so --resume continues exactly."""
     rng = distributed.gather(run.world, torch.get_rng_state())
     cuda_rng = distributed.gather(run.world, torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
@@ -536,7 +537,7 @@ def save(run: Run, epochs_done: int, position: Position, threads: int) -> None:
         "seed": plan.recipe.seed,
         "device": str(run.device),
         "world_size": run.world.size,
-        "threads": threads,
+        "threads": run.threads,
         "train_images": run.n,
         "wall_time_s": (resumed.meta.get("wall_time_s", 0.0) if resumed else 0.0) + time.perf_counter() - run.started,
         "versions": _versions(),
@@ -551,6 +552,7 @@ def save(run: Run, epochs_done: int, position: Position, threads: int) -> None:
 
 def train(config: TrainConfig, log: Log = _print) -> TrainResult:
     """Run the training CONFIG asks for; writes a checkpoint after every epoch and on Ctrl-C."""
+    started = time.perf_counter()
     device = resolve_device(config.device)
     plan = make_plan(config)
     world = distributed.join(device.type)
@@ -558,20 +560,21 @@ def train(config: TrainConfig, log: Log = _print) -> TrainResult:
         device = torch.device("cuda", world.local_rank)
     try:
         with cpu_threads(config.threads, world.size) as threads:
-            return _train(config, plan, device, world, threads, log if world.is_main else lambda _line: None)
+            run = set_up(plan, device, world, config.data_dir, threads, started)
+            return _train(config, run, log if world.is_main else lambda _line: None)
     finally:
         distributed.leave(world)
 
 
-def _train(config: TrainConfig, plan: Plan, device: torch.device, world: distributed.World, threads: int, log: Log) -> TrainResult:
-    run = set_up(plan, device, world, config.data_dir)
+def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
+    plan, device, world = run.plan, run.device, run.world
     recipe, out = plan.recipe, plan.out
     progress = Progress(config.progress and world.is_main, config.progress_every_s, log)
     every_s = progress.every_s if progress.enabled else math.inf
     interrupted = False
     with stop_on_interrupt(escalate=not world.distributed) as stop_requested:
         log(
-            f"training {plan.arch} on {run.n:,} images ({len(run.test_x):,} test) | device {device}, {threads} threads"
+            f"training {plan.arch} on {run.n:,} images ({len(run.test_x):,} test) | device {device}, {run.threads} threads"
             + (f", {world.size} processes" if world.distributed else "")
         )
         log(f"recipe: {_describe(recipe)}" + (f" | resuming {config.resume} at epoch {run.start.epoch + 1}" if plan.resumed else ""))
@@ -580,7 +583,7 @@ def _train(config: TrainConfig, plan: Plan, device: torch.device, world: distrib
                 outcome = run_epoch(run, epoch, run.start, stop_requested, show, every_s)
             check_finite(outcome, out)
             if outcome.position.step < run.steps:  # Ctrl-C mid-epoch: save where it stands
-                save(run, epoch, outcome.position, threads)
+                save(run, epoch, outcome.position)
                 interrupted = True
                 log(f"interrupted in epoch {epoch + 1} at step {outcome.position.step}/{run.steps}: saved {out}; --resume {out} continues")
                 break
@@ -591,7 +594,7 @@ def _train(config: TrainConfig, plan: Plan, device: torch.device, world: distrib
                     f"epoch {epoch + 1}/{recipe.epochs}: train loss {record['train_loss']:.4f}, test loss {record['test_loss']:.4f}, "
                     f"test accuracy {record['test_accuracy']:.2f}% | {record['images_per_s']:,.0f} img/s, {record['seconds']:.1f}s"
                 )
-            save(run, epoch + 1, Position(epoch + 1), threads)
+            save(run, epoch + 1, Position(epoch + 1))
             if stop_requested():
                 interrupted = epoch + 1 < recipe.epochs
                 if interrupted:
