@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cli_runner import cli_runner
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
@@ -335,7 +336,7 @@ def test_progress_lines_come_at_intervals_when_not_on_a_terminal(mnist_dir, tmp_
 def test_train_json_summary_on_stdout_progress_on_stderr(mnist_dir, tmp_path):
     out = tmp_path / "j.pt"
     args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "128", "--threads", "1", "--json", "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--data-dir", str(mnist_dir)])
+    result = cli_runner().invoke(app, [*args, "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["out"] == str(out) and summary["epochs_done"] == 1 and summary["arch"] == "basic"
@@ -382,3 +383,15 @@ def test_a_crafted_optimizer_state_is_one_line_or_ignored(change, two_epochs, mn
     else:
         line = _one_error_line(result)
         assert line.startswith(f"error: {path}: its training state") and "optimizer state" in line
+
+
+def test_an_existing_checkpoint_is_not_replaced_unless_asked(two_epochs, mnist_dir, tmp_path):
+    _, done = two_epochs
+    out = tmp_path / "kept.pt"
+    out.write_bytes(done.read_bytes())
+    args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "64", "--threads", "1", "--out", str(out), "--data-dir", str(mnist_dir)]
+    line = _one_error_line(CliRunner().invoke(app, args))
+    assert line == f"error: {out}: exists; --resume it, choose another --out, or give --overwrite to replace it"
+    assert out.read_bytes() == done.read_bytes()
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert load_checkpoint(out).meta["epochs_done"] == 1

@@ -23,7 +23,7 @@ from pathlib import Path
 
 def _start(args: argparse.Namespace, out: Path, extra: list[str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "mnist_edge", "train", "--arch", args.arch, "--epochs", "1", "--limit", str(args.limit)]
-    cmd += ["--device", "cpu", "--data-dir", str(args.data_dir), "--out", str(out), *extra]
+    cmd += ["--device", "cpu", "--data-dir", str(args.data_dir), "--out", str(out), "--overwrite", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

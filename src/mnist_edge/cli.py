@@ -290,6 +290,7 @@ def train(
         int | None, typer.Option("--limit", help="Use only the first N training images and the first N test images (quick runs). Default: all.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end; progress goes to stderr.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (other than the --resume one).")] = False,
 ) -> None:
     """Train an architecture with its notebook's recipe; writes a checkpoint after every epoch and on Ctrl-C."""
     import os
@@ -314,6 +315,7 @@ def train(
         resume=resume,
         limit=limit,
         threads=threads,
+        overwrite=overwrite,
     )
     result = run_training(config, log=functools.partial(typer.echo, err=json_output))
     if json_output:

@@ -67,6 +67,7 @@ class TrainConfig:
     resume: Path | None = None
     limit: int | None = None  # use only the first LIMIT training images and the first LIMIT test images
     threads: int | None = None  # CPU threads; default: the usable CPUs the load average leaves free
+    overwrite: bool = False  # replace an existing OUT that is not the resumed checkpoint
     progress: bool = True  # a live bar on a terminal, else a line every progress_every_s seconds
     progress_every_s: float = PROGRESS_EVERY_S
 
@@ -277,6 +278,8 @@ def make_plan(config: TrainConfig) -> Plan:
     if trained is not None and trained >= recipe.epochs:
         raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
     out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
+    if out.is_file() and not config.overwrite and not (config.resume and out.resolve() == Path(config.resume).resolve()):
+        raise MnistEdgeError(f"{out}: exists; --resume it, choose another --out, or give --overwrite to replace it")
     probe_writable(out, checkpoint_bytes(create_model(arch)), "checkpoint")
     return Plan(arch, recipe, limit, out, resumed, config.resume)
 
