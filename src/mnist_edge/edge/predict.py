@@ -187,6 +187,7 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[n
 
 
 def _isolated(job: _Job | Failure, context: Any) -> np.ndarray | Failure:
+    """_prepare of JOB in a process of its own: its result, or the Failure of a process that died on it."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
@@ -235,6 +236,7 @@ def predict_paths(
 
 
 def _predict(model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None) -> Iterator[Result]:
+    """The results of JOBS in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
         good = [(str(job.path), x) for job, x in batch if isinstance(x, np.ndarray) and isinstance(job, _Job)]
         inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
