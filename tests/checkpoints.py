@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mnist_edge.architectures import create_model
-from mnist_edge.checkpoint import save_checkpoint
+from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 
 
 def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, **meta: Any) -> Path:
@@ -22,3 +22,9 @@ def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, **meta: Any
 def payload(path: Path) -> dict[str, Any]:
     """A checkpoint's raw contents, to be altered and written back with torch.save (crafted-file tests)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoint files hold bit-identical weights."""
+    wa, wb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from checkpoints import payload, seeded_checkpoint
+from checkpoints import payload, same_weights, seeded_checkpoint
 from mnist_edge.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
@@ -197,8 +197,7 @@ def test_a_checkpoint_saved_on_cuda_loads_on_the_cpu(tiny_checkpoint, tmp_path):
             torch.load(path, weights_only=True)
     loaded = load_checkpoint(path)
     assert all(t.device.type == "cpu" for t in loaded.model.state_dict().values())
-    expected = load_checkpoint(tiny_checkpoint).model.state_dict()
-    assert all(torch.equal(expected[k], v) for k, v in loaded.model.state_dict().items())
+    assert same_weights(path, tiny_checkpoint)
 
 
 def test_save_refuses_a_nan_model_and_a_failed_save_keeps_the_file(tiny_checkpoint, tmp_path):
@@ -214,7 +213,5 @@ def test_save_refuses_a_nan_model_and_a_failed_save_keeps_the_file(tiny_checkpoi
 
 
 def test_seeded_checkpoints_are_reproducible(tmp_path):
-    a = load_checkpoint(seeded_checkpoint(tmp_path / "a.pt", "basic", seed=3)).model.state_dict()
-    b = load_checkpoint(seeded_checkpoint(tmp_path / "b.pt", "basic", seed=3)).model.state_dict()
-    c = load_checkpoint(seeded_checkpoint(tmp_path / "c.pt", "basic", seed=4)).model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    a, b, c = (seeded_checkpoint(tmp_path / f"{seed}{name}.pt", "basic", seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4)))
+    assert same_weights(a, b) and not same_weights(a, c)

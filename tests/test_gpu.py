@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from checkpoints import same_weights
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.train import TrainConfig, train
@@ -44,8 +45,7 @@ def test_a_cuda_run_resumes_exactly(cuda_trained, mnist_dir, tmp_path):
     out = tmp_path / "resumed.pt"
     train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
     train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cuda", progress=False), log=_quiet)
-    a, b = load_checkpoint(straight).model.state_dict(), load_checkpoint(out).model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)  # cuDNN's deterministic algorithms: the same seed, the same run
+    assert same_weights(straight, out)  # cuDNN's deterministic algorithms: the same seed, the same run
 
 
 def test_a_cuda_checkpoint_resumes_on_the_cpu(cuda_trained, mnist_dir, tmp_path):
