@@ -25,6 +25,18 @@ def test_new_files_get_the_mode_the_umask_gives(umask, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    target = tmp_path / "private.pt"
+    write_text(target, "v1")
+    target.chmod(0o600)
+    previous = os.umask(0o022)
+    try:
+        write_text(target, "v2")
+    finally:
+        os.umask(previous)
+    assert target.read_text() == "v2" and target.stat().st_mode & 0o777 == 0o600
+
+
 KILLED_WRITER = """
 import sys, time
 from mnist_edge.atomic import atomic_path

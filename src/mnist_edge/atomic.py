@@ -2,7 +2,8 @@
 
 A temporary file beside the target takes the writes and replaces the target in one rename. Its name,
 `.NAME.mnist-edge-tmp-PID-RANDOM`, says what it is and which process wrote it, so a temporary file left
-by a killed writer (SIGKILL runs no cleanup) is removed the next time the same target is written.
+by a killed writer (SIGKILL runs no cleanup) is removed the next time the same target is written. Modes are
+what a plain open for writing gives: a new file's comes from the umask, a replaced file keeps its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +76,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        with contextlib.suppress(FileNotFoundError):  # a file replaced keeps its mode, as when opened for writing
+            os.chmod(tmp_path, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
