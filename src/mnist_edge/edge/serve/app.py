@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams, UploadFile
@@ -110,16 +111,19 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
         if b"boundary" not in options:
             raise RequestError(400, "multipart/form-data without a boundary")
         uploads = []
-        # Non-file fields are few and small in any real form: the limits keep a flood of them cheap.
-        async with request.form(max_files=max_files, max_fields=16, max_part_size=64 * 1024) as form:
-            for part in form.getlist("file"):
-                if not isinstance(part, UploadFile):
-                    raise RequestError(400, "the part named 'file' is a text field, not a file upload (no filename)")
-                name = part.filename or "upload"
-                data = await part.read()
-                if not data:
-                    raise RequestError(400, f"{name}: empty file")
-                uploads.append((name, data))
+        try:
+            # Non-file fields are few and small in any real form: the limits keep a flood of them cheap.
+            async with request.form(max_files=max_files, max_fields=16, max_part_size=64 * 1024) as form:
+                for part in form.getlist("file"):
+                    if not isinstance(part, UploadFile):
+                        raise RequestError(400, "the part named 'file' is a text field, not a file upload (no filename)")
+                    name = part.filename or "upload"
+                    data = await part.read()
+                    if not data:
+                        raise RequestError(400, f"{name}: empty file")
+                    uploads.append((name, data))
+        except FormParserError as exc:  # older Starlette (0.44, the floor) lets python-multipart's own errors out
+            raise RequestError(400, f"malformed multipart/form-data body ({exc})") from None
         if not uploads:
             raise RequestError(400, f"no part named 'file': {USAGE}")
         return uploads
