@@ -123,10 +123,10 @@ def loaded_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_http_process_loads_no_numpy_and_no_process_loads_torch(server):
-    """The HTTP side stays small (the images are the workers' job), and nothing of serve needs torch."""
+def test_http_process_loads_no_onnx_runtime_and_no_process_loads_torch(server):
+    """The HTTP side holds no model (the workers do), and nothing of serve needs torch."""
     http, *workers = server.pids()
-    assert "numpy" not in loaded_libraries(http) and "onnxruntime" not in loaded_libraries(http)
+    assert "onnxruntime" not in loaded_libraries(http)
     assert workers and all("onnxruntime" in loaded_libraries(w) for w in workers)
     for pid in (http, *workers):
         assert "libtorch" not in loaded_libraries(pid)
@@ -313,30 +313,51 @@ def test_a_worker_that_dies_is_replaced(server):
 
 def test_short_load_no_errors_no_memory_growth(server):
     files = samples()
+    # Under load, images are batched together and some are prepared by the server process instead of a
+    # worker: every answer must still be the one the image gets alone.
+    alone = {name: server.upload([(name, data)], "?preview=1").json()[0] for name, data in files}
 
-    def client(requests: int, statuses: list[int]) -> None:
+    def client(requests: int, answers: list) -> None:
         conn = server.connect()
         try:
             for k in range(requests):
-                statuses.append(server.upload([files[k % len(files)]], connection=conn).status)
+                reply = server.upload([files[k % len(files)]], "?preview=1", connection=conn)
+                answers.append(reply.json()[0] if reply.status == 200 else reply.status)
         finally:
             conn.close()
 
-    def load(requests_each: int) -> list[int]:
-        statuses: list[int] = []
-        threads = [threading.Thread(target=client, args=(requests_each, statuses)) for _ in range(8)]
+    def load(requests_each: int) -> list:
+        answers: list = []
+        threads = [threading.Thread(target=client, args=(requests_each, answers)) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=120)
-        return statuses
+        return answers
 
-    assert set(load(15)) == {200}  # warm: buffers and batch sizes reach their working size
-    before = server.rss_bytes()
-    statuses = load(50)
+    load(15)  # warm: buffers and batch sizes reach their working size
+    before, counts = server.rss_bytes(), server.get("/healthz").json()
+    answers = load(50)
     after = server.rss_bytes()
-    assert statuses == [200] * 400
+    assert len(answers) == 400 and all(answer == alone[answer["file"]] for answer in answers)
     assert after - before < 4 * 1024 * 1024, (before, after)
+    counted = server.get("/healthz").json()
+    assert counted["images"] - counts["images"] == 400
+    assert counted["prepared_by_server"] <= counted["images"]
+
+
+def test_images_the_server_prepares_itself_get_the_same_answers():
+    """80 images in one request: two batches of 32 fill the worker, and the server process prepares the
+    rest itself meanwhile (at least the first, before it does anything else)."""
+    files = samples()
+    with Server(["--max-files", "100", "--workers", "1"]) as running:
+        alone = {name: running.upload([(name, data)], "?preview=1").json()[0] for name, data in files}
+        before = running.get("/healthz").json()["prepared_by_server"]
+        many = [files[k % len(files)] for k in range(80)]
+        reply = running.upload(many, "?preview=1")
+        assert reply.status == 200
+        assert reply.json() == [alone[name] for name, _ in many]
+        assert running.get("/healthz").json()["prepared_by_server"] > before
 
 
 # --- the process: start-up errors, clean stops ---

@@ -148,7 +148,10 @@ def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
         return Response(static[name], media_type=STATIC[name], headers=PAGE_HEADERS)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": engine.model_info["file"], "workers": engine.workers})
+        return JSONResponse({
+            "status": "ok", "model": engine.model_info["file"], "workers": engine.workers,
+            "images": engine.images, "prepared_by_server": engine.prepared_here,
+        })
 
     async def model(request: Request) -> Response:
         return JSONResponse(engine.model_info)

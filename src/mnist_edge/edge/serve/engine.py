@@ -3,13 +3,15 @@
 Requests put their images in one queue. Whenever a worker has room, the images waiting (up to
 MAX_BATCH) go to it as one batch: one message each way and one ONNX Runtime run, however many
 requests they came from, and no added wait when the server is quiet. Each worker is given its next
-batch while it runs one, so it never idles on the hand-over. Images are decoded in the workers, not
-here: preprocessing is per-image numpy work, and this process's core is busy with HTTP.
+batch while it runs one, so it never idles on the hand-over. Images are prepared (decoded, preprocessed)
+in the workers; only while every worker is busy does this process prepare the waiting ones itself, one at a
+time between its HTTP work, so the core it runs on never idles while images wait (on 2 CPUs, one worker
+and this process share the images between both cores).
 
 A worker is `python -m mnist_edge.edge.serve.worker MODEL` talking over its stdin and stdout (a length,
 then a pickle, each way; both ends are this package), so it imports only what it needs, and the server's
 event loop reads its answers without any thread. A worker that dies fails only its own batches and is
-replaced. This module imports neither numpy, Pillow nor ONNX Runtime: the server process never loads them.
+replaced. The server process loads numpy and Pillow (prepare.py), never ONNX Runtime: it holds no model.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import os
 import pickle
 import sys
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
 
 log = logging.getLogger("mnist_edge.serve")
@@ -35,6 +39,9 @@ MAX_BATCH = 32
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # Batches given to one worker at a time: the one it runs and the next, already in its pipe.
 BATCHES_PER_WORKER = 2
+# Largest upload the server process prepares itself while the workers are busy: a drawing or a scan of a digit
+# takes well under a millisecond; a phone photo could hold up HTTP for tens, so it always goes to a worker.
+PREPARE_HERE_BYTES = 64 * 1024
 
 
 class WorkerDied(MnistEdgeError):
@@ -127,6 +134,8 @@ class Engine:
         self._dispatcher: asyncio.Task[None] | None = None
         self._replacing: set[int] = set()  # indexes of dead workers being replaced
         self._closing = False
+        self.images = 0  # received so far
+        self.prepared_here = 0  # of them, prepared by this process while the workers were busy
 
     async def _start_worker(self) -> _Worker:
         worker = await _Worker.spawn(self.model_path)
@@ -166,6 +175,7 @@ class Engine:
         """An Outcome per job, in order. Raises WorkerDied if a worker died running them."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in jobs]
+        self.images += len(jobs)
         self._pending.extend(zip(jobs, futures))
         self._changed.set()
         return list(await asyncio.gather(*futures))
@@ -180,21 +190,46 @@ class Engine:
         return batch
 
     async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._changed.wait()
             self._changed.clear()
             for k, worker in enumerate(self._workers):
                 if not worker.alive and k not in self._replacing:
                     self._replacing.add(k)
-                    asyncio.get_running_loop().create_task(self._replace(k))
-            alive = [w for w in self._workers if w.alive]
-            while self._pending and alive:  # with none alive, requests wait for the replacements
-                worker = min(alive, key=lambda w: len(w.waiting))
-                if len(worker.waiting) >= BATCHES_PER_WORKER:
-                    break
-                batch = self._take_batch()
-                if batch:
-                    asyncio.get_running_loop().create_task(self._run(worker, batch))
+                    loop.create_task(self._replace(k))
+            while self._pending:
+                worker = self._with_room()
+                if worker is not None:
+                    batch = self._take_batch()
+                    if batch:  # sent now, so it counts against the worker's room at once
+                        answer = worker.call("predict_batch", [job for job, _ in batch])
+                        loop.create_task(self._settle(batch, answer))
+                elif self._prepare_one_here():
+                    await asyncio.sleep(0)  # HTTP first: whatever arrived meanwhile is read before the next image
+                else:
+                    break  # the workers have all they can take, and what waits is theirs to prepare
+
+    def _with_room(self) -> _Worker | None:
+        """The least busy live worker, if it can take another batch (with none alive, requests wait for the replacements)."""
+        worker = min((w for w in self._workers if w.alive), key=lambda w: len(w.waiting), default=None)
+        return worker if worker is not None and len(worker.waiting) < BATCHES_PER_WORKER else None
+
+    def _prepare_one_here(self) -> bool:
+        """While every worker is busy, prepare the first waiting image in this process, whose core would
+        otherwise idle until a worker answers; the worker then only runs the model on it. Only small
+        images (drawings, scans): a large photo would hold up HTTP for too long. False when none is left."""
+        for k, (job, future) in enumerate(self._pending):
+            if job.pixels is None and len(job.data) <= PREPARE_HERE_BYTES and not future.done():
+                prepared = prepare(job)
+                self.prepared_here += 1
+                if isinstance(prepared, Outcome):  # a bad image needs no worker at all
+                    del self._pending[k]
+                    future.set_result(prepared)
+                else:
+                    self._pending[k] = (replace(job, data=b"", pixels=prepared), future)
+                return True
+        return False
 
     async def _replace(self, k: int) -> None:
         log.error("a worker process died (exit status %s); starting a new one", self._workers[k].process.returncode)
@@ -213,9 +248,10 @@ class Engine:
         self._replacing.discard(k)
         self._changed.set()
 
-    async def _run(self, worker: _Worker, batch: list[tuple[Job, asyncio.Future[Outcome]]]) -> None:
+    async def _settle(self, batch: list[tuple[Job, asyncio.Future[Outcome]]], answer: asyncio.Future[Any]) -> None:
+        """Hand each request its images' outcomes once the worker answers."""
         try:
-            outcomes = await worker.call("predict_batch", [job for job, _ in batch])
+            outcomes = await answer
         except Exception as exc:  # WorkerDied, or the model failed (an ONNX Runtime error)
             for _, future in batch:
                 if not future.done():

@@ -23,6 +23,7 @@ class Job:
     raw: bool = False
     top: int = 3
     preview: bool = False
+    pixels: Any = None  # the [28,28] float32 array, when the server process has prepared it (data is then dropped)
 
 
 class Outcome(NamedTuple):

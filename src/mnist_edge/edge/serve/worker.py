@@ -1,9 +1,9 @@
 """The image side of `mnist-edge serve`: a worker process holding the model (`python -m` this module MODEL).
 
 It answers calls from the server process (engine.py) one at a time over stdin/stdout. For a batch of
-uploaded images it returns, per image, an HTTP status and the object `mnist-edge predict --json` prints
-for it. A bad image fails alone; an unexpected exception in one image's decoding fails that image
-(status 500, logged on stderr), not the batch; a call that fails answers with a MnistEdgeError.
+uploaded images (some perhaps prepared by the server already) it returns, per image, an HTTP status and the
+object `mnist-edge predict --json` prints for it. A bad image fails alone (prepare.py); a call that fails
+answers with a MnistEdgeError.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 from mnist_edge.errors import MnistEdgeError, describe
 from mnist_edge.edge.manifest import file_sha256
 from mnist_edge.edge.predict import Failure, infer
-from mnist_edge.edge.preprocess import png_bytes, preprocess
+from mnist_edge.edge.preprocess import png_bytes
 from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
 from mnist_edge.spec import INPUT_SPEC, NUM_CLASSES
 
@@ -73,21 +74,11 @@ def model_facts() -> dict:
     }
 
 
-def _prepare(job: Job) -> np.ndarray | Outcome:
-    try:
-        return preprocess(job.data, raw=job.raw, name=job.name)
-    except MnistEdgeError as exc:
-        return Outcome(422, Failure(job.name, str(exc)).as_dict())
-    except Exception as exc:  # a decoder bug must cost this image, not the other requests in the batch
-        traceback.print_exc()
-        return Outcome(500, Failure(job.name, f"{job.name}: failed ({describe(exc)}; this is a bug, please report it)").as_dict())
-
-
 def predict_batch(jobs: list[Job]) -> list[Outcome]:
     """An Outcome per job, in order. The images that preprocess go through the model as one batch, through
     predict's own `infer` (if the model fails on the batch, each image is run alone)."""
     model = _loaded()
-    prepared = [_prepare(job) for job in jobs]
+    prepared = [prepare(job) for job in jobs]
     good = [(job, x) for job, x in zip(jobs, prepared) if isinstance(x, np.ndarray)]
     # Every class ranked; each job keeps its own `top` first ones, the very ranking `--top K` prints.
     results = iter(infer(model, [job.name for job, _ in good], [x for _, x in good], NUM_CLASSES) if good else [])

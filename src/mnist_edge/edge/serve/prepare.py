@@ -1,0 +1,31 @@
+"""One uploaded image made into what the model sees, wherever that runs: in a worker, or in the server process
+itself while every worker is busy (engine.py). numpy and Pillow only: the server process never loads ONNX Runtime."""
+
+from __future__ import annotations
+
+import traceback
+
+import numpy as np
+
+from mnist_edge.errors import MnistEdgeError, describe
+from mnist_edge.edge.preprocess import preprocess
+from mnist_edge.edge.serve.protocol import Job, Outcome
+
+
+def failure(name: str, error: str) -> dict[str, str]:
+    """The entry `predict --json` prints for an input that failed (predict.Failure.as_dict, without importing
+    predict, which loads ONNX Runtime)."""
+    return {"file": name, "error": error}
+
+
+def prepare(job: Job) -> np.ndarray | Outcome:
+    """[28,28] float32, white digit on black; or why not, as the image's Outcome."""
+    if job.pixels is not None:  # prepared already, by the server process
+        return job.pixels
+    try:
+        return preprocess(job.data, raw=job.raw, name=job.name)
+    except MnistEdgeError as exc:
+        return Outcome(422, failure(job.name, str(exc)))
+    except Exception as exc:  # a decoder bug must cost this image, not the other requests in the batch
+        traceback.print_exc()
+        return Outcome(500, failure(job.name, f"{job.name}: failed ({describe(exc)}; this is a bug, please report it)"))
