@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -135,10 +136,13 @@ def main() -> int:
         stop, peak = threading.Event(), [server.rss_bytes()]
         sampler = threading.Thread(target=sample_rss, args=(server, stop, peak))
         sampler.start()
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk = subprocess.run(
             ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", str(script), url],
             capture_output=True, text=True, timeout=args.seconds + 60,
         )
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child to end meanwhile
+        wrk_cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
         stop.set()
         sampler.join()
         cpu_used = [cpu_seconds(p) - c for p, c in zip(pids, cpu_before)]
@@ -146,7 +150,7 @@ def main() -> int:
         alive = server.get("/healthz").status == 200
     load_after = os.getloadavg()
 
-    per_request = [1e6 * c / max(figures["requests"], 1) for c in cpu_used]
+    per_request = [1e6 * c / max(figures["requests"], 1) for c in [*cpu_used, wrk_cpu]]
     p50_single = statistics.median(single) * 1e3
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
     print(f"start-up (command to first /healthz answer, median of 3): {statistics.median(starts):.2f} s")
@@ -157,8 +161,10 @@ def main() -> int:
           f"{args.image.name}, {args.seconds} s: {figures['rps']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
           f"p99 {figures['p99_ms']:.1f} ms, {figures['bad']:.0f} non-2xx, {figures['socket_errors']:.0f} socket errors")
     print(f"memory: peak RSS of all {len(pids)} server processes together {peak[0] / MIB:.1f} MiB")
-    print("CPU per request: " + ", ".join(
-        f"{'server' if k == 0 else f'worker {k}'} {us:.0f} us" for k, us in enumerate(per_request)))
+    names = ["server", *(f"worker {k}" for k in range(1, len(pids))), "wrk"]
+    print(f"CPU time per request (least moved by neighbours): {sum(per_request):.0f} us: " + ", ".join(
+        f"{name} {us:.0f} us" for name, us in zip(names, per_request))
+        + f"; at most {os.cpu_count() * 1e6 / sum(per_request):.0f} requests/s if they had the {os.cpu_count()} CPUs to themselves")
     missed = [
         text for ok, text in [
             (figures["rps"] >= FLOOR_RPS, f"{figures['rps']:.0f} requests/s < {FLOOR_RPS}"),
