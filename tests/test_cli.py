@@ -17,6 +17,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples" 
 COMMANDS = ["models", "train", "evaluate", "predict", "export", "verify", "benchmark"]
 
 
+@pytest.mark.torch
 def test_models_json_lists_names_and_params():
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
@@ -25,6 +26,7 @@ def test_models_json_lists_names_and_params():
     assert all(r["macs"] > 0 for r in rows)
 
 
+@pytest.mark.torch
 def test_models_table():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
