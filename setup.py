@@ -1,0 +1,44 @@
+"""The wheel's layout, which pyproject.toml's setuptools tables cannot express: every package found under src/
+plus exported/ (kept once, at the repo root) mapped into the package as mnist_edge/exported, with a manifest
+that lists only the files the wheel carries. Metadata and dependencies live in pyproject.toml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+SHIPPED = "mnist_edge.exported"
+# The shipped ONNX models and their manifest; the checkpoint and TorchScript files stay in the repo (torch users).
+SHIPPED_FILES = ["*.onnx", "manifest.json"]
+
+
+class BuildPy(build_py):
+    """build_py that rewrites the copied manifest.json to describe the wheel, not the repo's exported/."""
+
+    def run(self) -> None:
+        super().run()
+        if not self.editable_mode:  # an editable install reads the checkout's exported/ as it is
+            describe_carried_files(Path(self.build_lib, *SHIPPED.split(".")))
+
+
+def describe_carried_files(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    artifacts = [a for a in manifest["artifacts"] if (folder / a["file"]).is_file()]
+    onnx = [a["file"] for a in artifacts if a["format"] == "onnx"]
+    if not onnx:
+        raise SystemExit(f"{folder}: the wheel would carry no ONNX model")
+    default = manifest.get("default") if manifest.get("default") in onnx else onnx[0]
+    path = folder / "manifest.json"
+    path.unlink()  # a new file, never a write through a link back to the source tree
+    path.write_text(json.dumps({"default": default, "artifacts": artifacts}, indent=2) + "\n")
+
+
+setup(
+    packages=[*find_packages("src"), SHIPPED],
+    package_dir={"": "src", SHIPPED: "exported"},
+    package_data={"mnist_edge": ["samples/*.png"], SHIPPED: SHIPPED_FILES},
+    cmdclass={"build_py": BuildPy},
+)

@@ -1,0 +1,67 @@
+"""The wheel carries what a torch-free install needs, derived from the tree, and describes itself truthfully."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import mnist_edge
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "mnist_edge"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    # Built from a copy of the tree without what git ignores: an in-tree build/ could carry stale modules into it.
+    work = tmp_path_factory.mktemp("wheel")
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines() if line.strip()]
+    shutil.copytree(ROOT, work / "src", ignore=shutil.ignore_patterns(".git", *ignored))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work / "dist"), str(work / "src")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = (work / "dist").glob("mnist_edge-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_every_module_and_subpackage_under_src_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    modules = {p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    subpackages = {m.rsplit("/", 1)[0] for m in modules}
+    assert {"mnist_edge", "mnist_edge/edge"} <= subpackages
+    assert modules <= names, sorted(modules - names)
+    samples = {p.relative_to(PACKAGE.parent).as_posix() for p in (PACKAGE / "samples").iterdir()}
+    assert samples and samples <= names
+
+
+def test_the_wheel_carries_the_shipped_onnx_models_and_a_manifest_of_exactly_them(wheel: zipfile.ZipFile) -> None:
+    repo = json.loads((ROOT / "exported" / "manifest.json").read_text())
+    onnx = {a["file"]: a for a in repo["artifacts"] if a["format"] == "onnx"}
+    carried = {n.removeprefix("mnist_edge/exported/") for n in wheel.namelist() if n.startswith("mnist_edge/exported/")}
+    assert carried == {*onnx, "manifest.json"}
+    manifest = json.loads(wheel.read("mnist_edge/exported/manifest.json"))
+    assert {a["file"]: a for a in manifest["artifacts"]} == onnx
+    assert manifest["default"] == repo["default"] and manifest["default"] in onnx
+    for name, entry in onnx.items():
+        assert hashlib.sha256(wheel.read(f"mnist_edge/exported/{name}")).hexdigest() == entry["sha256"]
+
+
+def test_no_torch_files_and_the_license_and_version_are_declared(wheel: zipfile.ZipFile) -> None:
+    names = wheel.namelist()
+    assert not [n for n in names if n.endswith(".pt")]  # checkpoint and TorchScript stay in the repo
+    (license_file,) = [n for n in names if ".dist-info/" in n and n.endswith("LICENSE")]
+    assert wheel.read(license_file).decode().startswith("MIT License")
+    metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert f"\nVersion: {mnist_edge.__version__}\n" in metadata and "\nLicense-Expression: MIT\n" in metadata
+    entry_points = wheel.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "mnist-edge = mnist_edge.cli:main" in entry_points
