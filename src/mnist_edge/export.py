@@ -41,8 +41,12 @@ from mnist_edge.verify import (
     tolerances_for,
 )
 
-# 18 is the lowest opset the torch.export-based exporter emits; ONNX Runtime >= 1.14 runs it.
-OPSET = 18
+# The ONNX format every file is written in, chosen for the runtimes users load them in (README, "Other runtimes";
+# tools/runtimes.py measures them): opset 19 is the lowest whose DequantizeLinear onnx's reference evaluator
+# implements, and OpenVINO, OpenCV and tract run it; ONNX Runtime runs it from 1.16 (1.15 lacks Reshape-19 and
+# QuantizeLinear-19). IR 9 is the version opset 19 needs; the exporter's default IR 10 would need ONNX Runtime >= 1.18.
+OPSET = 19
+IR_VERSION = 9
 # ".torchscript.pt", not ".pt": the checkpoint it came from may sit in the same folder as ARCH.pt.
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 # The int8 file is named for what it holds; dynamic quantization keeps float activations.
@@ -54,13 +58,15 @@ def artifact_name(stem: str, fmt: str, quantization: str) -> str:
 
 
 def artifact_metadata(ckpt: Checkpoint, checkpoint_sha256: str, quantization: str) -> dict[str, str]:
-    """What a deployed file says about itself: strings only, as ONNX metadata_props require."""
+    """What a deployed file says about itself: strings only, as ONNX metadata_props require.
+
+    Its test accuracy is its own, measured by the parity gate: export_artifact adds it (measured_accuracy).
+    """
     versions = {"torch": torch.__version__, "onnx": onnx.__version__, "mnist_edge": __version__}
     if quantization != "none":
         import onnxruntime
 
         versions["onnxruntime"] = onnxruntime.__version__
-    accuracy = ckpt.meta.get("test_accuracy")
     return {
         "arch": ckpt.arch,
         "labels": json.dumps(list(LABELS)),
@@ -68,12 +74,18 @@ def artifact_metadata(ckpt: Checkpoint, checkpoint_sha256: str, quantization: st
         "output_name": OUTPUT_NAME,
         "input_spec": INPUT_SPEC,
         "output_spec": f"{OUTPUT_NAME}: float32 [N,{len(LABELS)}], raw logits (argmax is the digit)",
-        "test_accuracy": "" if accuracy is None else f"{float(accuracy):.2f}",
         "checkpoint_sha256": checkpoint_sha256,
         "quantization": quantization,
         "versions": json.dumps(versions),
         "producer": f"mnist-edge {__version__}",
     }
+
+
+def measured_accuracy(parity: Parity) -> dict[str, str]:
+    """The file's own accuracy as the parity gate measured it, and on what; empty without labels."""
+    if parity.artifact_accuracy is None:
+        return {"test_accuracy": ""}
+    return {"test_accuracy": f"{parity.artifact_accuracy:.2f}", "test_accuracy_on": parity.source}
 
 
 def _example_input(batch: int = 2) -> torch.Tensor:
@@ -118,7 +130,12 @@ def _without_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_onnx(proto: onnx.ModelProto, path: Path | str, metadata: dict[str, str]) -> None:
-    """Stamp METADATA on PROTO, check it fully (types and shapes included), write it as one file."""
+    """Stamp METADATA on PROTO, check it fully (types and shapes included), write it as one file in the
+    chosen format (OPSET, IR_VERSION)."""
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    if opsets.get("", opsets.get("ai.onnx")) != OPSET:
+        raise ValueError(f"expected ONNX opset {OPSET}, the graph imports {opsets}")  # a bug in the exporter or quantizer
+    proto.ir_version = IR_VERSION
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
@@ -235,10 +252,13 @@ def export_artifact(
     try:
         with atomic_path(path) as tmp:
             write(path=tmp)
-            result.size_bytes = tmp.stat().st_size
+            result.size_bytes = tmp.stat().st_size  # a refused file's size is reported too
             result.parity = check_artifact(tmp, reference, data, tolerances, fmt)
             if not result.parity.passed:
                 raise _Refused
+            # Its accuracy is known only now that it ran: stamp it (metadata only; the graph is the one verified).
+            write(path=tmp, metadata={**metadata, **measured_accuracy(result.parity)})
+            result.size_bytes = tmp.stat().st_size
     except _Refused:
         pass
     return result

@@ -58,7 +58,30 @@ def _pre_processed(fp32: onnx.ModelProto, work: Path) -> onnx.ModelProto:
     source, prepared = work / "fp32.onnx", work / "pre-processed.onnx"
     onnx.save(fp32, source)
     quant_pre_process(str(source), str(prepared))
-    return onnx.load(prepared)
+    return without_unused_opsets(onnx.load(prepared))
+
+
+def _domains_used(graph: onnx.GraphProto) -> set[str]:
+    """The operator domains GRAPH's nodes use, subgraphs (If/Loop/Scan bodies) included."""
+    used = set()
+    for node in graph.node:
+        used.add(node.domain)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                used |= _domains_used(subgraph)
+    return used
+
+
+def without_unused_opsets(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop opset imports no node uses (in place): ONNX Runtime's pre-processing adds every domain it knows
+    (ai.onnx.ml, training, preview, its own), and a runtime that does not know one may refuse the file."""
+    used = _domains_used(model.graph) | {"", "ai.onnx"}
+    for function in model.functions:
+        used |= {function.domain} | {node.domain for node in function.node}
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model
 
 
 def _commutes_with_max(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
@@ -180,7 +203,7 @@ def onnx_static(fp32: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
-        return onnx.load(output)
+        return without_unused_opsets(onnx.load(output))
 
 
 def has_linear_ops(model: onnx.ModelProto) -> bool:
@@ -198,7 +221,7 @@ def onnx_dynamic(fp32: onnx.ModelProto) -> onnx.ModelProto | None:
         prepared, output = Path(work) / "prepared.onnx", Path(work) / "dynamic.onnx"
         onnx.save(_pre_processed(fp32, Path(work)), prepared)
         quantize_dynamic(str(prepared), str(output), op_types_to_quantize=DYNAMIC_OPS, weight_type=QuantType.QInt8)
-        return onnx.load(output)
+        return without_unused_opsets(onnx.load(output))
 
 
 def torch_dynamic(model: nn.Module) -> nn.Module | None:
