@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
 SHIPPED = "mnist_edge.exported"
@@ -37,8 +37,9 @@ def describe_carried_files(folder: Path) -> None:
 
 
 setup(
-    packages=[*find_packages("src"), SHIPPED],
+    # Namespace packages too: a folder of data files (samples/) or a subpackage without __init__.py still ships.
+    packages=[*find_namespace_packages("src", include=["mnist_edge*"], exclude=["*__pycache__"]), SHIPPED],
     package_dir={"": "src", SHIPPED: "exported"},
-    package_data={"mnist_edge": ["samples/*.png"], SHIPPED: SHIPPED_FILES},
+    package_data={"mnist_edge.samples": ["*.png"], SHIPPED: SHIPPED_FILES},
     cmdclass={"build_py": BuildPy},
 )
