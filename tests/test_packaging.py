@@ -18,6 +18,7 @@ from mnist_edge.data import load_mnist
 from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import INPUT_SHAPE
+from repo_tools import tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "src" / "mnist_edge" / "samples"
@@ -88,14 +89,9 @@ def test_unused_opset_imports_are_pruned_and_used_ones_kept_even_inside_subgraph
     assert {o.domain for o in without_unused_opsets(model).opset_import} == {"", "com.microsoft"}
 
 
-def _lower_bounds():  # tools/ is not a package
+def _lower_bounds():
     pytest.importorskip("tomllib")  # Python 3.11+
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import lower_bounds
-    finally:
-        sys.path.pop(0)
-    return lower_bounds
+    return tool("lower_bounds")
 
 
 def test_the_floors_file_is_what_pyproject_declares() -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
 import mnist_edge
+from repo_tools import tool
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "mnist_edge"
@@ -20,18 +18,7 @@ PACKAGE = ROOT / "src" / "mnist_edge"
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    # Built from a copy of the tree without what git ignores: an in-tree build/ could carry stale modules into it.
-    work = tmp_path_factory.mktemp("wheel")
-    ignored = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines() if line.strip()]
-    shutil.copytree(ROOT, work / "src", ignore=shutil.ignore_patterns(".git", *ignored))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work / "dist"), str(work / "src")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (path,) = (work / "dist").glob("mnist_edge-*.whl")
-    return zipfile.ZipFile(path)
+    return zipfile.ZipFile(tool("build_wheel").build_wheel(tmp_path_factory.mktemp("dist")))
 
 
 def test_every_module_and_subpackage_under_src_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
