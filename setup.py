@@ -1,5 +1,5 @@
-"""The wheel's layout, which pyproject.toml's setuptools tables cannot express: every package found under src/
-plus exported/ (kept once, at the repo root) mapped into the package as mnist_edge/exported, with a manifest
+"""The wheel's layout, which pyproject.toml's setuptools tables cannot express: every package found under src/ with
+all its files, plus exported/ (kept once, at the repo root) mapped into the package as mnist_edge/exported, with a manifest
 that lists only the files the wheel carries. Metadata and dependencies live in pyproject.toml."""
 
 from __future__ import annotations
@@ -36,10 +36,19 @@ def describe_carried_files(folder: Path) -> None:
     path.write_text(json.dumps({"default": default, "artifacts": artifacts}, indent=2) + "\n")
 
 
+# Namespace packages too: a folder of data files (samples/, serve's static/) or a subpackage without __init__.py ships.
+PACKAGES = find_namespace_packages("src", include=["mnist_edge*"], exclude=["*__pycache__"])
+
+
+def data_files(package: str) -> list[str]:
+    """Every file in PACKAGE's folder that is not Python source or bytecode: it ships as package data."""
+    folder = Path("src", *package.split("."))
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc"))
+
+
 setup(
-    # Namespace packages too: a folder of data files (samples/) or a subpackage without __init__.py still ships.
-    packages=[*find_namespace_packages("src", include=["mnist_edge*"], exclude=["*__pycache__"]), SHIPPED],
+    packages=[*PACKAGES, SHIPPED],
     package_dir={"": "src", SHIPPED: "exported"},
-    package_data={"mnist_edge.samples": ["*.png"], SHIPPED: SHIPPED_FILES},
+    package_data={**{p: files for p in PACKAGES if (files := data_files(p))}, SHIPPED: SHIPPED_FILES},
     cmdclass={"build_py": BuildPy},
 )

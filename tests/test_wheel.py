@@ -21,14 +21,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     return zipfile.ZipFile(tool("build_wheel").build_wheel(tmp_path_factory.mktemp("dist")))
 
 
-def test_every_module_and_subpackage_under_src_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
+def test_every_file_of_every_subpackage_under_src_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
-    modules = {p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
-    subpackages = {m.rsplit("/", 1)[0] for m in modules}
-    assert {"mnist_edge", "mnist_edge/edge"} <= subpackages
-    assert modules <= names, sorted(modules - names)
-    samples = {p.relative_to(PACKAGE.parent).as_posix() for p in (PACKAGE / "samples").iterdir()}
-    assert samples and samples <= names
+    files = {
+        p.relative_to(PACKAGE.parent).as_posix()
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    folders = {f.rsplit("/", 1)[0] for f in files}
+    assert {"mnist_edge", "mnist_edge/edge", "mnist_edge/samples"} <= folders  # modules, a subpackage, data files
+    assert files <= names, sorted(files - names)
 
 
 def test_the_wheel_carries_the_shipped_onnx_models_and_a_manifest_of_exactly_them(wheel: zipfile.ZipFile) -> None:
