@@ -40,27 +40,34 @@ def test_version_is_the_installed_distributions():
     assert importlib.metadata.version("mnist-edge") == mnist_edge.__version__  # one version, not two copies
 
 
+def no_such_option(flag: str) -> str:
+    """The line for an unknown option, as a regex: click 8.2+ words it "No such option '--x'." (typer 0.16-0.27
+    use the installed click), click 8.1 and typer 0.28's own copy "No such option: --x"."""
+    return rf"error: no such option(: {flag}| '{flag}'\.)$"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["models", "--no-such-flag"], "error: no such option: --no-such-flag"),
-        (["predict"], "error: missing argument 'PATH...'."),
-        (["export", "x.pt", "--format", "zip"], "error: invalid value for '--format': 'zip' is not one of 'onnx', 'torchscript', 'all'."),
-        (["predict", "--top", "three", "x.png"], "error: invalid value for '--top': 'three' is not a valid int"),
-        (["predict", "--top", "11", "x.png"], "error: invalid value for '--top': 11 is not in the range 1<=x<=10."),
+        (["models", "--no-such-flag"], no_such_option("--no-such-flag")),
+        (["predict"], re.escape("error: missing argument 'PATH...'.")),
+        (["export", "x.pt", "--format", "zip"], re.escape("error: invalid value for '--format': 'zip' is not one of 'onnx', 'torchscript', 'all'.")),
+        (["predict", "--top", "three", "x.png"], re.escape("error: invalid value for '--top': 'three' is not a valid int")),
+        (["predict", "--top", "11", "x.png"], re.escape("error: invalid value for '--top': 11 is not in the range 1<=x<=10.")),
     ],
 )
 def test_usage_errors_are_one_line_and_a_hint(args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and result.stdout == ""
     first, hint = result.stderr.splitlines()
-    assert first.startswith(message) and hint == f"try 'mnist-edge {args[0]} --help'"
+    assert re.match(message, first) and hint == f"try 'mnist-edge {args[0]} --help'"
 
 
 def test_usage_errors_through_the_installed_command():
     proc = subprocess.run([sys.executable, "-m", "mnist_edge", "predict", "--bogus"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines() == ["error: no such option: --bogus", "try 'mnist-edge predict --help'"]
+    first, hint = proc.stderr.splitlines()
+    assert re.match(no_such_option("--bogus"), first) and hint == "try 'mnist-edge predict --help'"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -69,7 +69,10 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
             if img.width * img.height == 0:
                 raise MnistEdgeError(f"{path}: the image has no pixels ({img.width}x{img.height})")
             img.draft("L", (WORK_SIZE, WORK_SIZE))  # JPEG only: decode at 1/2..1/8 scale, straight to gray
-            return _to_gray(ImageOps.exif_transpose(img))
+            try:
+                return _to_gray(ImageOps.exif_transpose(img))
+            except MnistEdgeError as exc:  # the pixels' own problem (NaN in a float image): name the image
+                raise MnistEdgeError(f"{path}: {exc}") from None
     except MnistEdgeError:
         raise
     except FileNotFoundError:
