@@ -308,6 +308,29 @@ def test_a_worker_that_dies_is_replaced(server):
     assert "a worker process died" in server.log()
 
 
+def test_no_worker_can_start_requests_get_503_then_it_recovers(tmp_path):
+    """The model file vanishes and the worker dies: requests are refused with a 503 (not left hanging) until
+    the file is back and a new worker starts."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(default_model_path().read_bytes())
+    with Server(["--model", str(model)]) as running:
+        _, worker = running.pids()
+        hidden = model.rename(tmp_path / "hidden.onnx")
+        os.kill(worker, signal.SIGKILL)
+        errors = []
+        while not any("no worker process could be started" in e for e in errors) and len(errors) < 10:
+            reply = running.upload(samples()[:1])  # the first may still reach the dying worker: 503 too
+            assert reply.status == 503, reply.body
+            errors.append(reply.json()["error"])
+        assert "no worker process could be started" in errors[-1], errors
+        hidden.rename(model)
+        deadline = time.monotonic() + 60
+        while (reply := running.upload(samples()[:1])).status != 200 and time.monotonic() < deadline:
+            assert reply.status == 503
+            time.sleep(0.5)
+        assert reply.status == 200
+
+
 # --- load: a few hundred requests from 8 keep-alive clients ---
 
 

@@ -104,6 +104,9 @@ class _Worker:
                     future.set_exception(value)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the process exited
+        except Exception:  # an answer that does not unpickle: a broken worker is a dead one
+            log.exception("unreadable answer from a worker process; stopping it")
+            self.process.kill()
         finally:
             while self.waiting:
                 future = self.waiting.popleft()
@@ -165,11 +168,15 @@ class Engine:
         self._closing = True
         if self._dispatcher is not None:
             self._dispatcher.cancel()
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
+        self._fail_pending(WorkerDied("the server is stopping"))
         await asyncio.gather(*(w.stop() for w in self._workers))
         self._workers = []
+
+    def _fail_pending(self, error: MnistEdgeError) -> None:
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
 
     async def predict(self, jobs: list[Job]) -> list[Outcome]:
         """An Outcome per job, in order. Raises WorkerDied if a worker died running them."""
@@ -238,6 +245,8 @@ class Engine:
                 worker = await self._start_worker()
             except MnistEdgeError as exc:  # e.g. the model file was removed meanwhile: keep trying, slowly
                 log.error("cannot start a worker process: %s", exc)
+                if not any(w.alive for w in self._workers):  # nobody can answer the waiting requests: say so now
+                    self._fail_pending(WorkerDied(f"no worker process could be started ({exc}); try again later"))
                 await asyncio.sleep(5)
                 continue
             if self._closing:  # close() has stopped the others meanwhile
