@@ -5,8 +5,9 @@ batch is converted to float and (for recipes with augmentation) warped on the de
 randomness comes from seeded generators whose state is checkpointed, so `--resume` continues exactly,
 and Ctrl-C stops after the current step with a resumable checkpoint.
 
-A run reads top to bottom in `_train`: plan it (every flag and file checked before any work), set it up
-(data, model, optimizer, restored state), then per epoch: run the epoch, evaluate, save.
+A run reads top to bottom: `train` plans it (`make_plan`: every flag and file checked before any work) and sets
+it up (`set_up`: data, model, optimizer, restored state), then `_train` runs each epoch (`run_epoch`), evaluates
+it (`evaluate_epoch`) and saves (`save`).
 """
 
 from __future__ import annotations
