@@ -6,6 +6,7 @@ import copy
 import datetime
 import gzip
 import io
+import os
 import pickle
 import warnings
 import zipfile
@@ -156,6 +157,7 @@ FOREIGN = {
     "scripted.pt": (_torchscript_file, "is a TorchScript archive"),
     "archive.pt": (_zip_file, "is a zip archive holding no PyTorch data"),
     "empty.pt": (lambda p: p.write_bytes(b""), "is an empty file"),
+    "huge.pt": (lambda p: (p.write_bytes(b"PK\x03\x04"), os.truncate(p, (1 << 30) + 1)), "larger than any mnist-edge checkpoint"),
     "notes.pt": (lambda p: p.write_text("epoch 1: loss 0.3\n"), "is a text file"),
     "data.pt": (lambda p: p.write_bytes(gzip.compress(b"x" * 100)), "is a gzip file"),
     "noise.pt": (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a PyTorch file"),

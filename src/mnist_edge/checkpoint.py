@@ -28,6 +28,9 @@ from mnist_edge.validate import MAX_EPOCHS, recipe_from_dict
 FORMAT = "mnist-edge-checkpoint"
 VERSION = 1
 NOT_A_CHECKPOINT = "not a training checkpoint"
+# The largest architecture's checkpoint, optimizer state included, is tens of MB: far larger is not one of ours,
+# and is refused before torch.load reads it all into memory.
+MAX_CHECKPOINT_BYTES = 1 << 30
 
 
 @dataclass
@@ -103,6 +106,8 @@ def sniff(path: Path) -> str | None:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not head:
         return "an empty file"
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        return f"a file of {path.stat().st_size:,} bytes, larger than any mnist-edge checkpoint (at most {MAX_CHECKPOINT_BYTES:,})"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _zip_kind(path)
     if head.startswith(b"\x80"):  # never unpickled: mnist-edge has always written torch's zip format
