@@ -107,3 +107,24 @@ def test_lower_bounds_reads_each_requirement_floor_and_refuses_one_without() -> 
         lower_bounds.lower_bound("typer<0.29")
     pins = lower_bounds.render({"dependencies": ["b>=2", "a==1.0"]}).splitlines()
     assert [p for p in pins if not p.startswith("#")] == ["a==1.0", "b==2"]
+
+
+def test_the_runtimes_tool_compares_with_onnx_runtime_and_says_why_a_runtime_fails() -> None:
+    runtimes = tool("runtimes")
+    path = SHIPPED / SHIPPED_ONNX[0]
+    images = np.random.default_rng(0).random((40, *INPUT_SHAPE), dtype=np.float32)
+    reference = runtimes.run_all(runtimes.onnxruntime_runner(path), images)
+    labels = reference.argmax(1)
+    assert runtimes.measure(runtimes.onnxruntime_runner, path, images, labels, reference)[1:] == ["0.0e+00", "100.00%", "100.00%", "40"]
+
+    def shifted(file: Path):  # a runtime whose logits are off by 0.5 and whose top-1 differs on every digit
+        run = runtimes.onnxruntime_runner(file)
+        return lambda x: np.roll(run(x), 1, axis=1) + 0.5
+
+    _, diff, agreement, accuracy, _ = runtimes.measure(shifted, path, images, labels, reference)
+    assert float(diff) > 0.5 and agreement == accuracy == "0.00%"
+
+    def broken(file: Path):
+        raise RuntimeError("OpenCV(5.0.0) /io/opencv/modules/dnn/src/layer.cpp:3: error: bad input\nmore")
+
+    assert runtimes.measure(broken, path, images, labels, reference)[0] == "fails: OpenCV(5.0.0) layer.cpp:3: error: bad input"
