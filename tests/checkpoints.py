@@ -11,10 +11,17 @@ from mnist_edge.architectures import create_model
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 
 
-def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, **meta: Any) -> Path:
-    """Write a checkpoint of ARCH with weights drawn from SEED and META on top of {"arch", "test_accuracy"}."""
+def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, logit_scale: float = 1.0, **meta: Any) -> Path:
+    """Write a checkpoint of ARCH with weights drawn from SEED and META on top of {"arch", "test_accuracy"}.
+
+    LOGIT_SCALE multiplies the last layer's weights: huge logits make float32 rounding visible."""
     torch.manual_seed(seed)
     model = create_model(arch).eval()
+    if logit_scale != 1.0:
+        last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][-1]
+        with torch.no_grad():
+            last.weight.mul_(logit_scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, model, {"arch": arch, "test_accuracy": None, **meta})
     return path
 

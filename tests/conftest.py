@@ -1,14 +1,24 @@
+"""Shared fixtures. Torch is imported inside the fixtures that need it, so the torch-free tests collect and
+run on the base install."""
+
 from __future__ import annotations
 
 import ast
 import importlib.util
 import os
+import struct
+import zlib
+from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_MNIST = SHARED_DATA / "mnist"
+WILD = SHARED_DATA / "digits-in-the-wild"  # 72 real digits, each named NNN_label-D.ext
 
 # Commands under test find the real MNIST the way a user points at it, unless the caller chose another.
 if SHARED_MNIST.is_dir():
@@ -24,11 +34,51 @@ def mnist_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def wild_dir() -> Path:
+    if not WILD.is_dir():
+        pytest.skip(f"digits-in-the-wild not available ({WILD})")
+    return WILD
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint() -> Callable[..., Path]:
+    """checkpoints.seeded_checkpoint, for tests that need their own (another arch, seed, metadata or logit scale)."""
+    from checkpoints import seeded_checkpoint
+
+    return seeded_checkpoint
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained, seeded `tiny` checkpoint (shared: do not modify the file)."""
     from checkpoints import seeded_checkpoint
 
     return seeded_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """A random-weights `tiny` (seed 0) and its ONNX export, shared by the session."""
+    from onnx_models import export_arch
+
+    return export_arch("tiny", tmp_path_factory.mktemp("tiny-onnx") / "tiny.onnx")
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A valid 1x1 PNG whose header claims WIDTH x HEIGHT pixels: a decompression bomb, if anything decoded it."""
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
+    path.write_bytes(png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:])
+    return path
+
+
+@pytest.fixture(scope="session")
+def bomb_png() -> Callable[[Path, int, int], Path]:
+    return png_claiming
 
 
 # Without torch (a base install plus the test tools, as on a Pi or in CI's lowest-versions run) the suite runs

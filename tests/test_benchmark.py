@@ -3,31 +3,19 @@
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import create_model
-from mnist_edge.benchmark import FORMATS, PASSED, REFERENCE, REFUSED, SKIPPED, Settings, default_checkpoint, run_benchmark
-from mnist_edge.checkpoint import save_checkpoint
+from mnist_edge.benchmark import DEFAULT_VARIANTS, EAGER, PASSED, REFERENCE, REFUSED, SKIPPED, Settings, default_checkpoint, run_benchmark
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
 
 QUICK = Settings(runs=20, batches=4, rounds=2, warmup=2, batch_warmup=1, batch=16, loads=1, limit=64)
-
-
-def _checkpoint(path, arch="tiny", logit_scale=1.0):
-    torch.manual_seed(0)
-    model = create_model(arch).eval()
-    if logit_scale != 1.0:
-        with torch.no_grad():
-            model.net.conv8.weight.mul_(logit_scale)
-    save_checkpoint(path, model, {"arch": arch, "test_accuracy": None})
-    return path
+TORCHSCRIPT, ONNX, DYNAMIC, STATIC = ("torchscript", "none"), ("onnx", "none"), ("onnx", "dynamic"), ("onnx", "static")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return _checkpoint(tmp_path_factory.mktemp("bench") / "tiny.pt")
+def tiny(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -36,32 +24,32 @@ def bench(tiny, mnist_dir):
 
 
 def test_every_format_gets_a_row_with_sane_figures(bench):
-    rows = {r.format: r for r in bench.rows}
-    assert list(rows) == list(FORMATS)
-    assert rows["eager"].status == REFERENCE and rows["eager"].speedup == 1.0
+    rows = {r.variant: r for r in bench.rows}
+    assert list(rows) == [EAGER, *DEFAULT_VARIANTS] == [EAGER, TORCHSCRIPT, ONNX, DYNAMIC, STATIC]
+    assert rows[EAGER].status == REFERENCE and rows[EAGER].speedup == 1.0
     # tiny has no MatMul/Gemm: export makes no dynamic int8 file, and the table says so instead of timing nothing
-    assert rows["onnx-dynamic"].status == SKIPPED and rows["onnx-dynamic"].p50_us is None
-    for key in ("eager", "torchscript", "onnx", "onnx-static"):
+    assert rows[DYNAMIC].status == SKIPPED and rows[DYNAMIC].p50_us is None
+    for key in (EAGER, TORCHSCRIPT, ONNX, STATIC):
         row = rows[key]
         assert row.status in (REFERENCE, PASSED), (key, row.detail)
         assert row.size_bytes > 1000 and row.load_ms > 0 and row.images_per_s > 0
         assert 0 < row.p50_us <= row.p99_us
-        assert row.speedup == pytest.approx(rows["eager"].p50_us / row.p50_us)
-        assert row.accuracy == pytest.approx(rows["eager"].accuracy, abs=100 / 64 + 1e-9)  # at most one digit apart
-    for key in ("torchscript", "onnx"):  # fp32 files compute what eager computes
+        assert row.speedup == pytest.approx(rows[EAGER].p50_us / row.p50_us)
+        assert row.accuracy == pytest.approx(rows[EAGER].accuracy, abs=100 / 64 + 1e-9)  # at most one digit apart
+    for key in (TORCHSCRIPT, ONNX):  # fp32 files compute what eager computes
         assert rows[key].max_abs_diff <= 1e-4 and rows[key].agreement == 100.0
-    assert rows["onnx-static"].max_abs_diff > 0  # int8 moves logits; a zero would mean it timed the fp32 file
+    assert rows[STATIC].max_abs_diff > 0  # int8 moves logits; a zero would mean it timed the fp32 file
     assert bench.images == 64
     assert bench.settings["batch_1"] == {"threads": 1, "warmup": 2, "runs": 20}
     assert bench.settings["batch"]["size"] == 16 and bench.settings["batch"]["runs"] == 4
     assert bench.settings["onnxruntime"]["intra_op_num_threads"] == 1 and bench.settings["onnxruntime"]["batch_threads"] >= 1
 
 
-def test_a_file_that_fails_verification_is_reported_and_not_timed(tmp_path, mnist_dir):
+def test_a_file_that_fails_verification_is_reported_and_not_timed(tmp_path, mnist_dir, make_checkpoint):
     # logits around 1e7: float32 rounding in ONNX Runtime's differently ordered sums moves them far past 1e-4
-    ckpt = _checkpoint(tmp_path / "huge.pt", logit_scale=1e7)
-    result = run_benchmark(ckpt, ["onnx"], mnist_dir, QUICK)
-    assert [r.format for r in result.rows] == ["eager", "onnx"]
+    make_checkpoint(tmp_path / "huge.pt", logit_scale=1e7)
+    result = run_benchmark(tmp_path / "huge.pt", [ONNX], mnist_dir, QUICK)
+    assert [r.variant for r in result.rows] == [EAGER, ONNX]
     onnx = result.rows[1]
     assert onnx.status == REFUSED
     assert "max abs logit diff" in onnx.detail and onnx.max_abs_diff > 1e-4
@@ -70,13 +58,14 @@ def test_a_file_that_fails_verification_is_reported_and_not_timed(tmp_path, mnis
 
 def test_json_is_plain_data(bench):
     report = json.loads(json.dumps(bench.as_dict()))
-    assert [r["name"] for r in report["rows"]] == list(FORMATS.values())
+    assert [r["name"] for r in report["rows"]] == ["PyTorch eager", "TorchScript fp32", "ONNX fp32", "ONNX dynamic int8", "ONNX static int8"]
+    assert (report["rows"][4]["format"], report["rows"][4]["quantization"]) == STATIC
     assert report["rows"][2]["status"] == PASSED and report["rows"][2]["p50_us"] > 0
 
 
 def test_cli_table_and_markdown_show_the_same_figures(tiny, mnist_dir, tmp_path):
     table = tmp_path / "perf.md"
-    args = ["benchmark", str(tiny), "--formats", "onnx", "--data-dir", str(mnist_dir), "--limit", "16", "--runs", "10"]
+    args = ["benchmark", str(tiny), "--format", "onnx", "--data-dir", str(mnist_dir), "--limit", "16", "--runs", "10"]
     result = CliRunner().invoke(app, [*args, "--markdown", str(table)])
     assert result.exit_code == 0, result.output
     lines = table.read_text().splitlines()
@@ -89,11 +78,19 @@ def test_cli_table_and_markdown_show_the_same_figures(tiny, mnist_dir, tmp_path)
     assert any("intra-op threads 1" in line and "chunks at once" in line for line in lines)
 
 
-def test_default_checkpoint_for_an_arch(tmp_path, monkeypatch):
+def test_format_and_quantize_name_the_rows_as_export_names_the_files(tiny, mnist_dir):
+    result = CliRunner().invoke(app, ["benchmark", str(tiny), "--format", "onnx", "--quantize", "static", "--limit", "16", "--runs", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert [(r["format"], r["quantization"]) for r in rows] == [EAGER, ONNX, STATIC]
+    assert [r["file"] for r in rows[1:]] == ["tiny.onnx", "tiny.int8.onnx"]  # export's names for the same flags
+
+
+def test_default_checkpoint_for_an_arch(tmp_path, monkeypatch, make_checkpoint):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MnistEdgeError, match="mnist-edge train --arch basic"):
         default_checkpoint("basic")
-    _checkpoint(tmp_path / "checkpoints" / "basic.pt", arch="basic")
+    make_checkpoint(tmp_path / "checkpoints" / "basic.pt", "basic")
     assert default_checkpoint("basic").resolve() == (tmp_path / "checkpoints" / "basic.pt").resolve()
 
 

@@ -1,17 +1,20 @@
 import json
 import math
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from hypothesis import given, strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import create_model
-from mnist_edge.checkpoint import save_checkpoint
 from mnist_edge.cli import app
-from mnist_edge.evaluate import evaluate
-from mnist_edge.report import MAX_MISTAKES, write_report
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.evaluate import evaluate, ratio_percent
+from mnist_edge.report import LEGEND, MAX_MISTAKES, write_report
+
+SHIPPED_INT8 = Path(__file__).resolve().parents[1] / "exported" / "tiny.int8.onnx"
 
 
 def _coded_digits(labels: np.ndarray) -> np.ndarray:
@@ -64,22 +67,67 @@ def test_report_draws_the_confusion_matrix_and_the_mistakes(tmp_path):
     labels = np.arange(300) % 10
     images = _coded_digits(labels)
     result = evaluate(_reader({7: 1}), images, labels)
-    paths = write_report(result, images, labels, tmp_path / "report")
+    written = write_report(result, images, labels, tmp_path / "report")
+    paths = list(written)
     assert [p.name for p in paths] == ["confusion_matrix.png", "misclassified.png"]
+    assert written[paths[1]] == "all 30 misclassified digits; caption under each: true -> predicted"
     assert _assert_png(paths[0])[0] > 10 * 28
     width, height = _assert_png(paths[1])
     with Image.open(paths[1]) as grid:
-        first = np.asarray(grid)[2 : 2 + 84, 2 : 2 + 84]  # the first mistake, a 7 (grey 140), zoomed 3x
+        first = np.asarray(grid)[LEGEND + 2 : LEGEND + 2 + 84, 2 : 2 + 84]  # the first mistake, a 7 (grey 140), zoomed 3x
+        assert grid.text["Description"] == written[paths[1]]
+        assert (np.asarray(grid)[:LEGEND] < 128).any()  # the legend is drawn above the grid
     assert (first == 140).all()
     assert height > 3 * 28 * 3  # 30 mistakes: three rows of zoomed digits
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["confusion_matrix.png", "misclassified.png"]  # no temp files left
 
 
+def test_a_capped_grid_says_how_many_of_the_mistakes_it_shows(tmp_path):
+    labels = np.arange(296) % 10
+    result = evaluate(_reader({d: (d + 1) % 10 for d in range(10)}), _coded_digits(labels), labels)  # every one wrong
+    written = write_report(result, _coded_digits(labels), labels, tmp_path)
+    legend = written[tmp_path / "misclassified.png"]
+    assert legend == f"{MAX_MISTAKES} of 296 misclassified digits shown (the first, in test-set order); caption under each: true -> predicted"
+    with Image.open(tmp_path / "misclassified.png") as grid:
+        assert grid.text["Description"] == legend
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path):
+    labels = np.arange(50) % 10
+    result = evaluate(_reader({1: 2}), _coded_digits(labels), labels)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MnistEdgeError, match="cannot write the report") as err:
+        write_report(result, _coded_digits(labels), labels, tmp_path / "file" / "report")
+    assert "\n" not in str(err.value) and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_second_picture_failing_takes_the_first_with_it(tmp_path):
+    labels = np.arange(50) % 10
+    result = evaluate(_reader({1: 2}), _coded_digits(labels), labels)
+    (tmp_path / "misclassified.png").mkdir()  # a folder where the second picture goes: its rename fails
+    with pytest.raises(MnistEdgeError, match="cannot write the report"):
+        write_report(result, _coded_digits(labels), labels, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["misclassified.png"]  # no confusion matrix, no temp files
+
+
+@given(part=st.integers(0, 10**6), extra=st.integers(0, 10**6))
+def test_percent_is_one_correctly_rounded_division(part, extra):
+    whole = part + extra or 1
+    assert ratio_percent(part, whole) == float(Fraction(100 * part, whole))
+
+
+def test_a_model_returning_the_wrong_shape_or_nan_is_an_error():
+    labels = np.arange(20) % 10
+    with pytest.raises(MnistEdgeError, match=r"shape \[20, 9\]"):
+        evaluate(lambda pixels: np.zeros((len(pixels), 9)), _coded_digits(labels), labels)
+    with pytest.raises(MnistEdgeError, match="non-finite"):
+        evaluate(lambda pixels: np.full((len(pixels), 10), np.nan), _coded_digits(labels), labels)
+
+
 @pytest.fixture(scope="module")
-def untrained_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
+def untrained_checkpoint(tmp_path_factory, make_checkpoint):
     path = tmp_path_factory.mktemp("evaluate") / "basic.pt"
-    save_checkpoint(path, create_model("basic"), {"arch": "basic", "epochs_done": 0})
+    make_checkpoint(path, "basic", epochs_done=0)
     return path
 
 
@@ -91,6 +139,7 @@ def test_evaluate_cli_prints_per_class_accuracy_and_writes_the_report(untrained_
     assert "(basic): accuracy" in result.output and "10000 images" in result.output
     assert result.output.count("%") == 11 and "per class: 0: " in result.output
     assert f"wrote {report / 'confusion_matrix.png'}" in result.output
+    assert f"wrote {report / 'misclassified.png'}: {MAX_MISTAKES} of " in result.output and "true -> predicted" in result.output
     _assert_png(report / "confusion_matrix.png")
     _assert_png(report / "misclassified.png")
 
@@ -103,3 +152,19 @@ def test_evaluate_cli_json(untrained_checkpoint, mnist_dir):
     assert sum(map(sum, d["confusion"])) == 10_000 and list(d["per_class_accuracy"]) == [str(c) for c in range(10)]
     assert d["errors"] == round(10_000 * (1 - d["accuracy"] / 100))
     assert d["errors"] > MAX_MISTAKES  # an untrained network: the misclassified grid is capped
+
+
+def test_evaluate_json_prints_the_accuracy_rounded_once(mnist_dir):
+    result = CliRunner().invoke(app, ["evaluate", str(SHIPPED_INT8), "--data-dir", str(mnist_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"accuracy": 99.46,' in result.output  # 9946 / 10000 correct; 100 * 0.9946 would print 99.46000000000001
+    d = json.loads(result.output)
+    for digit, row in enumerate(d["confusion"]):
+        assert d["per_class_accuracy"][str(digit)] == float(Fraction(100 * row[digit], sum(row)))
+
+
+def test_evaluate_limit_means_the_first_n_test_images(mnist_dir):
+    result = CliRunner().invoke(app, ["evaluate", str(SHIPPED_INT8), "--data-dir", str(mnist_dir), "--json", "--limit", "7"])
+    d = json.loads(result.output)
+    assert d["images"] == 7 and d["accuracy"] == 100.0
+    assert d["per_class_accuracy"]["3"] is None  # no 3 among the first 7 (7 2 1 0 4 1 4): no figure, not NaN (invalid JSON)

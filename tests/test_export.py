@@ -2,7 +2,14 @@
 and a file that fails the gate is never left under its final name."""
 
 import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,13 +17,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import create_model, list_models
-from mnist_edge.checkpoint import save_checkpoint
+from mnist_edge.architectures import list_models
+from mnist_edge.artifacts import open_artifact
+from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.cli import app
+from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
 from mnist_edge.export import IR_VERSION, OPSET, export_checkpoint
-from mnist_edge.edge.manifest import file_sha256, read_manifest
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
-from mnist_edge.verify import open_artifact
 
 # Parity on 200 test digits, int8 calibrated on 64 training digits. Random weights give near-tied logits,
 # where int8 noise flips a few top-1 digits: quantized files are held to 95% agreement here (the assertions
@@ -25,30 +32,23 @@ QUICK = dict(limit=200, calibration_size=64, tolerance_overrides={"min_agreement
 METADATA_KEYS = {"arch", "labels", "input_spec", "test_accuracy", "checkpoint_sha256", "versions", "quantization"}
 
 
-def random_checkpoint(arch: str, path) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(arch).eval()
-    save_checkpoint(path, model, {"arch": arch, "test_accuracy": 12.5})
-    return model
-
-
 def has_linear(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Linear) for m in model.modules())
 
 
 @pytest.fixture(scope="module")
-def exported(mnist_dir, tmp_path_factory):
+def exported(mnist_dir, tmp_path_factory, make_checkpoint):
     """arch -> (model, folder, export results): every format x quantization, exported once per module."""
     done = {}
 
     def export(arch):
         if arch not in done:
             folder = tmp_path_factory.mktemp(arch)
-            model = random_checkpoint(arch, folder / f"{arch}.pt")
+            model = load_checkpoint(make_checkpoint(folder / f"{arch}.pt", arch, test_accuracy=12.5)).model
             formats, modes = ["onnx", "torchscript"], ["dynamic", "static"]
-            results, data = export_checkpoint(folder / f"{arch}.pt", folder, formats, modes, data_dir=mnist_dir, **QUICK)
-            assert data.labels is not None and len(data.images) == 200
-            done[arch] = model, folder, results
+            report = export_checkpoint(folder / f"{arch}.pt", folder, formats, modes, data_dir=mnist_dir, **QUICK)
+            assert report.published and report.data.labels is not None and len(report.data.images) == 200
+            done[arch] = model, folder, report.results
         return done[arch]
 
     return export
@@ -87,7 +87,7 @@ def tiny_export(exported):
 @pytest.mark.parametrize("file", ["tiny.onnx", "tiny.int8.onnx", "tiny.torchscript.pt", "tiny.int8.torchscript.pt"])
 def test_one_interface_for_any_batch_size(tiny_export, file):
     model, folder = tiny_export
-    artifact = open_artifact(folder / file)
+    artifact = open_artifact(folder / file, trust_torchscript=True)
     for n in (1, 3, 64):
         images = np.random.default_rng(n).random((n, 1, 28, 28), dtype=np.float32)
         logits = np.asarray(artifact.logits_fn(images))
@@ -139,35 +139,149 @@ def test_torchscript_carries_the_same_metadata(tiny_export):
 runner = CliRunner()
 
 
-def test_impossible_tolerance_refuses_the_file_and_keeps_the_manifest(tiny_export, mnist_dir, tmp_path):
+def _one_line(result) -> str:
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def user_folder(tiny_export, tmp_path):
+    """A folder with a user's manifest and model, and the checkpoint to export beside it."""
     _, folder = tiny_export
     out = tmp_path / "out"
     out.mkdir()
-    (out / "manifest.json").write_text(json.dumps({"default": "other.onnx", "artifacts": [{"file": "other.onnx"}]}))
+    other = {"file": "other.onnx", "format": "onnx", "quantization": "none", "arch": "tiny"}
+    (out / "manifest.json").write_text(json.dumps({"default": "other.onnx", "artifacts": [other]}))
     (out / "other.onnx").write_bytes(b"x")
+    shutil.copy(folder / "tiny.pt", tmp_path / "tiny.pt")
+    return tmp_path / "tiny.pt", out
+
+
+def test_impossible_tolerance_refuses_the_file_and_keeps_the_manifest(user_folder, mnist_dir):
+    checkpoint, out = user_folder
+    before = _listing(out)
     # The exported model cannot be one point more accurate than itself.
-    args = ["export", str(folder / "tiny.pt"), "--out", str(out), "--limit", "50", "--data-dir", str(mnist_dir)]
+    args = ["export", str(checkpoint), "--out", str(out), "--limit", "50", "--data-dir", str(mnist_dir)]
     result = runner.invoke(app, [*args, "--max-accuracy-drop", "-1"])
+    assert result.exit_code == 2 and "expected a finite number in [0, 100], got -1" in " ".join(result.output.replace("│", " ").split())
+    result = runner.invoke(app, [*args, "--max-abs-diff", "0"])  # fp32 logits move by float rounding: refused
     assert result.exit_code == 1
-    assert "REFUSED" in result.output and "accuracy drop 0.00 points" in result.output and "> -1" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "other.onnx"]  # no file, no temp file
-    assert json.loads((out / "manifest.json").read_text())["default"] == "other.onnx"
-    assert "Traceback" not in result.output
+    assert "REFUSED: max abs logit diff" in result.output and "nothing was written" in result.output
+    assert _listing(out) == before  # no file, no temp file, the manifest untouched
+
+
+def test_one_refused_file_publishes_nothing(user_folder, mnist_dir):
+    checkpoint, out = user_folder
+    before = _listing(out)
+    # Random weights give near-tied logits: int8 flips some top-1 digits, fp32 none.
+    args = ["export", str(checkpoint), "--out", str(out), "--limit", "200", "--quantize", "static", "--min-agreement", "100"]
+    result = runner.invoke(app, [*args, "--json", "--calibration-size", "64"])
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["published"] is False and summary["written"] == []
+    assert [r["file"] for r in summary["refused"]] == ["tiny.int8.onnx"] and [r["file"] for r in summary["not_written"]] == ["tiny.onnx"]
+    assert _listing(out) == before
+
+
+def test_default_export_goes_to_a_folder_of_its_own_and_replaces_only_with_force(tiny_export, tmp_path, monkeypatch):
+    _, folder = tiny_export
+    monkeypatch.chdir(tmp_path)
+    shipped = tmp_path / "exported"  # what a checkout ships: never touched by a plain `export`
+    shipped.mkdir()
+    shutil.copy(folder / "tiny.pt", shipped / "tiny.pt")
+    (shipped / "tiny.onnx").write_bytes(b"the shipped model")
+    args = ["export", "exported/tiny.pt", "--limit", "50"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (shipped / "tiny.onnx").read_bytes() == b"the shipped model"
+    made = tmp_path / "mnist-edge-export" / "tiny.onnx"
+    manifest = read_manifest(made.parent)
+    assert manifest["default"] is None and [a["file"] for a in manifest["artifacts"]] == ["tiny.onnx"]
+    made.write_bytes(b"the user's own edit")
+    line = _one_line(runner.invoke(app, args))
+    assert "mnist-edge-export/tiny.onnx: already exists; pass --force" in line
+    assert made.read_bytes() == b"the user's own edit"
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0 and "replaced mnist-edge-export/tiny.onnx" in forced.output
+    assert read_manifest(made.parent)["artifacts"][0]["sha256"] == file_sha256(made) != file_sha256(shipped / "tiny.onnx")
+
+
+def test_make_default_picks_the_smallest_onnx_file_and_only_when_asked(user_folder, mnist_dir):
+    checkpoint, out = user_folder
+    args = ["export", str(checkpoint), "--out", str(out), "--limit", "100", "--format", "all", "--quantize", "static"]
+    loose = ["--calibration-size", "64", "--min-agreement", "90"]
+    result = runner.invoke(app, [*args, *loose, "--json"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["default"] == "other.onnx" == json.loads(result.stdout)["default"]
+    result = runner.invoke(app, [*args, *loose, "--force", "--make-default"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["default"] == "tiny.int8.onnx" and f"default model of {out / 'manifest.json'}: tiny.int8.onnx" in result.output
+    line = _one_line(runner.invoke(app, ["export", str(checkpoint), "--out", str(out), "--format", "torchscript", "--make-default"]))
+    assert "--make-default names an ONNX file" in line
+
+
+def test_the_manifest_records_a_portable_command(user_folder, mnist_dir):
+    checkpoint, out = user_folder
+    result = runner.invoke(app, ["export", str(checkpoint.resolve()), "--out", str(out.resolve()), "--limit", "50", "--data-dir", str(mnist_dir.resolve())])
+    assert result.exit_code == 0, result.output
+    command = next(a for a in read_manifest(out)["artifacts"] if a["file"] == "tiny.onnx")["command"]
+    assert command.startswith("mnist-edge export ") and "--limit 50" in command and "--data-dir $MNIST_EDGE_DATA" in command
+    assert "/" not in command.replace("$MNIST_EDGE_DATA", "")  # no path of this machine
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"default": null, "artifacts": [1]}', '{"default": "../x.onnx", "artifacts": []}', "{broken"],
+)
+def test_a_malformed_manifest_stops_the_export_before_any_file(tiny_export, tmp_path, content):
+    _, folder = tiny_export
+    (tmp_path / "manifest.json").write_text(content)
+    line = _one_line(runner.invoke(app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path), "--limit", "20"]))
+    assert "manifest.json" in line and "fix or remove it" in line
+    assert _listing(tmp_path) == {"manifest.json": content.encode()}
 
 
 def test_export_without_a_checkpoint_is_one_line(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    result = runner.invoke(app, ["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    _one_line(runner.invoke(app, ["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "out")]))
     assert not (tmp_path / "out").exists()
 
 
-def test_a_broken_manifest_stops_the_export_before_any_file(tiny_export, tmp_path):
+def test_an_out_folder_under_a_file_is_one_line(tiny_export, tmp_path):
     _, folder = tiny_export
-    (tmp_path / "manifest.json").write_text("{broken")
-    result = runner.invoke(app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "unreadable manifest" in result.output and result.output.count("\n") == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    (tmp_path / "file").write_text("x")
+    line = _one_line(runner.invoke(app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path / "file" / "sub"), "--limit", "20"]))
+    assert "file/sub" in line
+
+
+def _full_disk(limit_bytes: int):
+    """A child process whose files cannot grow past LIMIT_BYTES, as on a full disk (EFBIG instead of ENOSPC)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir):
+    checkpoint, out = user_folder
+    before = _listing(out)
+    code = "from mnist_edge.cli import main; main()"
+    args = ["export", str(checkpoint), "--out", str(out), "--limit", "20", "--format", "all"]
+    # 40 kB: the fp32 ONNX file (57 kB) cannot be written
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, preexec_fn=_full_disk(40_000))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"error: {out}: cannot write the export") and "nothing was published" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert {k: v for k, v in _listing(out).items() if k != LOCK} == before
 
 
 def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_export, tmp_path):

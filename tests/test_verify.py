@@ -1,4 +1,9 @@
-"""The parity gate: its default tolerances, tampered and foreign files, and `evaluate` on exported files."""
+"""The parity gate: its default tolerances, tampered, foreign and hostile files, the data it checks on, and
+`evaluate` on exported files."""
+
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -8,11 +13,12 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from mnist_edge.architectures import create_model
-from mnist_edge.checkpoint import save_checkpoint
+from mnist_edge.artifacts import open_artifact
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export import export_checkpoint
-from mnist_edge.verify import ParityData, compare, open_artifact, parity_data, tolerances_for, verify_artifact
+from mnist_edge.verify import ParityData, compare, find_mnist, parity_data, tolerances_for, verify_artifact
+from idx_files import write_dataset
 from onnx_models import export_model
 
 runner = CliRunner()
@@ -67,12 +73,11 @@ def test_without_mnist_a_seeded_synthetic_batch_says_so():
 
 
 @pytest.fixture(scope="module")
-def tiny(mnist_dir, tmp_path_factory):
+def tiny(mnist_dir, tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("verify")
-    torch.manual_seed(0)
-    save_checkpoint(folder / "tiny.pt", create_model("tiny"), {"arch": "tiny", "test_accuracy": 10.0})
-    results, _ = export_checkpoint(folder / "tiny.pt", folder, ["onnx", "torchscript"], [], data_dir=mnist_dir, limit=100)
-    assert all(r.passed for r in results)
+    shutil.copy(tiny_checkpoint, folder / "tiny.pt")
+    report = export_checkpoint(folder / "tiny.pt", folder, ["onnx", "torchscript"], [], data_dir=mnist_dir, limit=100)
+    assert report.published
     return folder
 
 
@@ -81,8 +86,8 @@ def _verify(*args: str):
 
 
 def test_verify_passes_an_untouched_file(tiny, mnist_dir):
-    for name in ("tiny.onnx", "tiny.torchscript.pt"):
-        result = _verify(str(tiny / name), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir))
+    for name, trust in (("tiny.onnx", []), ("tiny.torchscript.pt", ["--trust-torchscript"])):
+        result = _verify(str(tiny / name), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir), *trust)
         assert result.exit_code == 0, result.output
         assert "agreement 100.00%" in result.output and "parity: ok" in result.output
 
@@ -98,10 +103,9 @@ def test_a_tampered_weight_fails_verify(tiny, mnist_dir, tmp_path):
     assert result.exit_code == 1 and "parity FAILED: max abs logit diff" in result.output
 
 
-def test_an_artifact_checked_against_another_checkpoint_fails(tiny, mnist_dir, tmp_path):
-    torch.manual_seed(1)
-    save_checkpoint(tmp_path / "other.pt", create_model("tiny"), {"arch": "tiny"})
-    parity = verify_artifact(tiny / "tiny.torchscript.pt", tmp_path / "other.pt", mnist_dir, limit=100)
+def test_an_artifact_checked_against_another_checkpoint_fails(tiny, mnist_dir, tmp_path, make_checkpoint):
+    make_checkpoint(tmp_path / "other.pt", seed=1)
+    parity = verify_artifact(tiny / "tiny.torchscript.pt", tmp_path / "other.pt", mnist_dir, limit=100, trust_torchscript=True)
     assert parity.failures[0].startswith("artifact was exported from checkpoint sha256")
 
 
@@ -120,7 +124,7 @@ def test_wrong_interface_onnx_and_torchscript_get_a_clear_error(tiny, tmp_path):
     flat = torch.jit.trace(torch.nn.Linear(784, 10), torch.zeros(2, 784))
     torch.jit.save(flat, str(tmp_path / "flat.pt"))
     with pytest.raises(MnistEdgeError, match="wrong model interface"):
-        open_artifact(tmp_path / "flat.pt")
+        open_artifact(tmp_path / "flat.pt", trust_torchscript=True)
 
 
 def test_missing_and_unknown_files_are_one_line(tiny, tmp_path):
@@ -133,8 +137,93 @@ def test_missing_and_unknown_files_are_one_line(tiny, tmp_path):
 def test_evaluate_accepts_exported_files(tiny, mnist_dir):
     outputs = {}
     for name in ("tiny.pt", "tiny.onnx", "tiny.torchscript.pt"):
-        result = runner.invoke(app, ["evaluate", str(tiny / name), "--data-dir", str(mnist_dir), "--json"])
+        result = runner.invoke(app, ["evaluate", str(tiny / name), "--data-dir", str(mnist_dir), "--json", "--trust-torchscript"])
         assert result.exit_code == 0, result.output
         outputs[name] = result.output
     accuracy = [line for line in outputs["tiny.pt"].splitlines() if '"accuracy"' in line]
     assert all(accuracy[0] in text and '"arch": "tiny"' in text for text in outputs.values())
+
+
+EVIL = """
+import sys
+import torch
+
+class Evil(torch.nn.Module):
+    def __init__(self, target: str):
+        super().__init__()
+        self.target = target
+
+    def forward(self, x):
+        victim = torch.from_file(self.target, True, 4, dtype=torch.uint8)  # mmap, shared: writes go to disk
+        victim.fill_(65)
+        return torch.zeros(x.shape[0], 10) + victim.float().sum() * 0  # uses it, so the JIT keeps the write
+
+torch.jit.save(torch.jit.script(Evil(sys.argv[1])), sys.argv[2])
+"""
+
+
+@pytest.fixture
+def evil(tmp_path):
+    """A TorchScript archive whose code overwrites the file `victim` (content 'safe') when the model runs."""
+    victim, archive = tmp_path / "victim", tmp_path / "model.pt"
+    victim.write_bytes(b"safe")
+    script = tmp_path / "make_evil.py"  # torch.jit.script reads the class's source from a file
+    script.write_text(EVIL)
+    subprocess.run([sys.executable, "-W", "ignore", str(script), str(victim), str(archive)], check=True)
+    return victim, archive
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "verify"])
+def test_torchscript_is_refused_as_code_unless_trusted(evil, tiny, mnist_dir, command):
+    victim, archive = evil
+    args = [command, str(archive), "--data-dir", str(mnist_dir), "--limit", "100"]
+    args += ["--checkpoint", str(tiny / "tiny.pt")] if command == "verify" else []
+    line = _one_line(runner.invoke(app, args))
+    assert "TorchScript file is code" in line and "--trust-torchscript" in line
+    assert victim.read_bytes() == b"safe"  # the archive's code never ran
+    result = runner.invoke(app, [*args, "--trust-torchscript"])  # the user vouches for it: it runs, as warned
+    assert "TorchScript file is code" not in result.output and victim.read_bytes() == b"AAAA"
+
+
+def test_benchmark_and_export_refuse_a_torchscript_file_as_the_checkpoint(evil, tmp_path):
+    victim, archive = evil
+    for args in (["benchmark", str(archive)], ["export", str(archive), "--out", str(tmp_path / "out")]):
+        line = _one_line(runner.invoke(app, args))
+        assert "an exported TorchScript file, not a training checkpoint" in line
+    assert victim.read_bytes() == b"safe" and not (tmp_path / "out").exists()
+
+
+def test_an_onnx_file_given_as_the_checkpoint_says_what_it_is(tiny):
+    line = _one_line(_verify(str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.onnx")))
+    assert "an exported ONNX file, not a training checkpoint" in line
+
+
+def test_a_configured_but_broken_data_source_is_an_error_not_synthetic(tiny, tmp_path, monkeypatch):
+    args = [str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt")]
+    corrupt = write_dataset(tmp_path / "corrupt")  # MNIST's layout, not MNIST's bytes: the checksums refuse it
+    for folder, problem in ((tmp_path / "missing", "no such data folder"), (corrupt, "does not match MNIST")):
+        monkeypatch.setenv("MNIST_EDGE_DATA", str(folder))
+        line = _one_line(_verify(*args))
+        assert problem in line and "synthetic" not in line
+        monkeypatch.delenv("MNIST_EDGE_DATA")
+        line = _one_line(_verify(*args, "--data-dir", str(folder)))
+        assert problem in line
+
+
+def test_only_with_no_source_and_no_download_is_the_batch_synthetic(monkeypatch):
+    monkeypatch.delenv("MNIST_EDGE_DATA", raising=False)
+
+    def offline():
+        raise MnistEdgeError("could not download MNIST (offline)")
+
+    monkeypatch.setattr("mnist_edge.verify.download_mnist", offline)
+    mnist, why = find_mnist(None)
+    assert mnist is None and "offline" in why
+    assert "synthetic" in parity_data(mnist, 8, why).source

@@ -26,7 +26,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5000, help="timed batch-1 runs per format")
     args = parser.parse_args()
     checkpoint = args.checkpoint or default_checkpoint()
-    bench = run_benchmark(checkpoint, ["onnx"], args.data_dir, Settings(runs=args.runs, limit=1000), log=print)
+    bench = run_benchmark(checkpoint, [("onnx", "none")], args.data_dir, Settings(runs=args.runs, limit=1000), log=print)
     eager, onnx = bench.rows
     if onnx.p50_us is None:
         print(f"ONNX fp32: {onnx.status}: {onnx.detail}")

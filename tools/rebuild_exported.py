@@ -52,7 +52,7 @@ def main() -> None:
     target = ROOT / EXPORTED / f"{args.arch}.pt"
     ship_checkpoint(source, target, shlex.join(["python", "tools/rebuild_exported.py", *sys.argv[1:]]))
     export = [sys.executable, "-m", "mnist_edge", "export", str(EXPORTED / target.name), "--format", "all",
-              "--quantize", "static", "--out", str(EXPORTED), "--make-default"]
+              "--quantize", "static", "--out", str(EXPORTED), "--make-default", "--force"]
     if data_dir is not None:
         export += ["--data-dir", str(data_dir)]
     print("$ mnist-edge " + shlex.join(export[3:]), flush=True)

@@ -1,22 +1,19 @@
 """Which file should I deploy? Every format of one checkpoint measured side by side in one process.
 
-Rows: PyTorch eager (the reference), TorchScript, ONNX fp32, ONNX dynamic int8, ONNX static int8. Each
-file is made by export's `export_artifact` in a temporary folder, behind the same parity gate as
-`mnist-edge export`; a file the gate refuses is reported with its figures but never timed.
+Rows: PyTorch eager (the reference), then each (format, quantization) asked for, named as `export` names them
+(default: TorchScript fp32 and ONNX fp32, dynamic and static int8). Each file is made by export's
+`export_artifact` in a temporary folder, behind the same parity gate as `mnist-edge export`; a file the gate
+refuses is reported with its figures but never timed. The files are this process's own, so TorchScript is
+loaded without asking for trust; the user gives a checkpoint, read weights-only.
 
 Timing: batch-1 latency on 1 thread and batch-256 throughput on all threads, after a warm-up, with the
 formats interleaved round by round so a slow spell of a shared CPU hits them alike (the eager ratio
 stays honest), and the garbage collector off while the clock runs.
 
-ONNX Runtime is timed through `runtime.OnnxModel`, the session `predict` uses. Its options were chosen
-by measuring tiny at batch 1 (numbers in microseconds, 2-core VM): ORT_ENABLE_ALL 57 vs EXTENDED/BASIC
-89 (the NCHWc conv layout needs level ALL); 1 intra-op thread runs on the caller thread, while the
-default pool (2 threads) costs 61 and an idle, non-spinning worker can wake late; IOBinding, a
-preallocated output, run_with_ort_values, no memory arena or flush-denormals-to-zero gained nothing
-measurable. A batch runs as chunks on several threads at once (runtime.py says why). The 57-vs-85
-bimodality seen across runs is the CPU, not ONNX Runtime: a fixed matmul timed between the ORT calls
-slows down in the same spells (block medians correlate at 0.98), i.e. another load on the shared
-core. So the report gives p50 and p99 over many interleaved runs.
+ONNX Runtime is timed through `runtime.OnnxModel`, the session `predict` uses, with the options it was tuned
+to by measurement (runtime.py says why; the notes under the table print what ran). Latency on a
+shared CPU is bimodal (other loads steal the core in spells), which is why formats take turns round by round
+and the report gives p50 and p99 over many runs rather than a mean.
 """
 
 from __future__ import annotations
@@ -31,35 +28,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from mnist_edge.artifacts import first_line, open_artifact, require_checkpoint
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, file_sha256, read_manifest
+from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.export import Exported, artifact_metadata, artifact_name, calibration_images, export_artifact, onnx_proto
-from mnist_edge.edge.manifest import SHIPPED_DIRS, file_sha256, read_manifest
-from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
-from mnist_edge.verify import FP32, ParityData, batched, compare, open_artifact, parity_data
+from mnist_edge.export import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
+from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
+from mnist_edge.verify import FP32, ParityData, batched, compare, parity_data
 
-FORMATS = {
-    "eager": "PyTorch eager",
-    "torchscript": "TorchScript",
-    "onnx": "ONNX fp32",
-    "onnx-dynamic": "ONNX dynamic int8",
-    "onnx-static": "ONNX static int8",
-}
-# Row -> (export format, quantization) as export_checkpoint names them.
-_EXPORTS = {
-    "torchscript": ("torchscript", "none"),
-    "onnx": ("onnx", "none"),
-    "onnx-dynamic": ("onnx", "dynamic"),
-    "onnx-static": ("onnx", "static"),
-}
+K = TypeVar("K", bound=Hashable)
+Variant = tuple[str, str]  # (format, quantization), as `export --format/--quantize` name them
+EAGER: Variant = (CHECKPOINT, NONE)  # the checkpoint's own PyTorch model: the reference row
+DEFAULT_VARIANTS: list[Variant] = [(TORCHSCRIPT, NONE), (ONNX, NONE), (ONNX, DYNAMIC), (ONNX, STATIC)]
 REFERENCE, PASSED, REFUSED, FAILED = "reference", "passed", "exported but failed verification", "failed to export"
 SKIPPED = "not made"  # e.g. dynamic int8 of a model with no layer it quantizes
 CALIBRATION_IMAGES = 1000  # static int8 calibration sample, as `mnist-edge export` defaults
@@ -95,7 +84,8 @@ class Settings:
 
 @dataclass
 class Row:
-    format: str  # a FORMATS key
+    format: str  # a formats.MODEL_FORMATS value; "checkpoint" is the PyTorch eager reference
+    quantization: str
     status: str
     file: str = ""
     detail: str = ""  # why it failed
@@ -111,7 +101,11 @@ class Row:
 
     @property
     def name(self) -> str:
-        return FORMATS[self.format]
+        return display_name(self.format, self.quantization)
+
+    @property
+    def variant(self) -> Variant:
+        return self.format, self.quantization
 
     @property
     def timed(self) -> bool:
@@ -133,13 +127,13 @@ class Benchmark:
 def default_checkpoint(arch: str | None = None) -> Path:
     """The shipped checkpoint (of ARCH, else of the default model's arch), else checkpoints/ARCH.pt."""
     for folder in SHIPPED_DIRS:
-        if not (folder / "manifest.json").is_file():
+        if not (folder / MANIFEST).is_file():
             continue
         manifest = read_manifest(folder)
         artifacts = manifest["artifacts"]
         wanted = arch or next((a.get("arch") for a in artifacts if a.get("file") == manifest.get("default")), None)
         for entry in artifacts:
-            if entry.get("format") == "checkpoint" and entry.get("arch") == wanted and (folder / entry["file"]).is_file():
+            if entry["format"] == CHECKPOINT and entry.get("arch") == wanted and (folder / entry["file"]).is_file():
                 return folder / entry["file"]
     if arch is not None and (Path("checkpoints") / f"{arch}.pt").is_file():
         return Path("checkpoints") / f"{arch}.pt"
@@ -150,11 +144,9 @@ def default_checkpoint(arch: str | None = None) -> Path:
     raise MnistEdgeError("no checkpoint is shipped with this install (wheels carry ONNX files only): pass CHECKPOINT")
 
 
-def _reason(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-
-
-def _export_rows(ckpt: Checkpoint, checkpoint: Path, work: Path, formats: list[str], mnist: MNIST, data: ParityData, reference: np.ndarray) -> dict[str, Row]:
+def _export_rows(
+    ckpt: Checkpoint, checkpoint: Path, work: Path, variants: list[Variant], mnist: MNIST, data: ParityData, reference: np.ndarray
+) -> dict[Variant, Row]:
     """Write each requested file into WORK through export's parity gate, as `mnist-edge export` would.
 
     A file that cannot be made (an op the exporter lacks, a quantizer error) becomes a failed row, not
@@ -162,46 +154,54 @@ def _export_rows(ckpt: Checkpoint, checkpoint: Path, work: Path, formats: list[s
     """
     sha = file_sha256(checkpoint)
     fp32_onnx, onnx_error = None, ""
-    if any(k.startswith("onnx") for k in formats):
+    if any(fmt == ONNX for fmt, _ in variants):
         try:
             fp32_onnx = onnx_proto(ckpt.model)
         except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types; the row records which
-            onnx_error = _reason(exc)
-    calibration = calibration_images(mnist, CALIBRATION_IMAGES) if "onnx-static" in formats else None
-    rows: dict[str, Row] = {}
-    for key in (k for k in formats if k in _EXPORTS):
-        fmt, mode = _EXPORTS[key]
-        if fmt == "onnx" and onnx_error:
-            rows[key] = Row(key, FAILED, detail=onnx_error)
+            onnx_error = first_line(exc)
+    calibration = calibration_images(mnist, CALIBRATION_IMAGES) if any(mode == STATIC for _, mode in variants) else None
+    rows: dict[Variant, Row] = {}
+    for key in variants:
+        fmt, mode = key
+        if fmt == ONNX and onnx_error:
+            rows[key] = Row(fmt, mode, FAILED, detail=onnx_error)
             continue
-        path = work / artifact_name(checkpoint.stem, fmt, mode)
+        name = artifact_name(checkpoint.stem, fmt, mode)
         try:
             result = export_artifact(
-                ckpt, fmt, mode, path, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, fp32_onnx=fp32_onnx
+                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, fp32_onnx=fp32_onnx
             )
         except Exception as exc:  # noqa: BLE001 - as above: quantizers and tracers fail in their own ways
-            rows[key] = Row(key, FAILED, path.name, _reason(exc))
+            rows[key] = Row(fmt, mode, FAILED, name, first_line(exc))
             continue
-        rows[key] = _exported_row(key, result)
+        rows[key] = _exported_row(result)
     return rows
 
 
-def _exported_row(key: str, result: Exported) -> Row:
+def _exported_row(result: Exported) -> Row:
     if result.parity is None:  # export_artifact's verdict: nothing in this model to quantize
-        return Row(key, SKIPPED, result.file, result.note.removeprefix("skipped: "))
+        return Row(result.format, result.quantization, SKIPPED, result.file, result.note.removeprefix("skipped: "))
     parity = result.parity
     status = PASSED if parity.passed else REFUSED  # a refused file was never written, so it is not timed
     return Row(
-        key, status, result.file, "; ".join(parity.failures), result.size_bytes, parity.artifact_accuracy, parity.max_abs_diff, parity.agreement
+        result.format,
+        result.quantization,
+        status,
+        result.file,
+        "; ".join(parity.failures),
+        result.size_bytes,
+        parity.artifact_accuracy,
+        parity.max_abs_diff,
+        parity.agreement,
     )
 
 
-def _loader(key: str, path: str) -> Callable[[int | None], LogitsFn]:
+def _loader(fmt: str, path: str) -> Callable[[int | None], LogitsFn]:
     """How to open the row's file as a logits_fn; THREADS matters to ONNX Runtime only (torch's is global)."""
-    if key == "eager":
+    if fmt == CHECKPOINT:
         return lambda threads: torch_logits_fn(load_checkpoint(path).model)
-    if key == "torchscript":
-        return lambda threads: open_artifact(path, "torchscript").logits_fn
+    if fmt == TORCHSCRIPT:  # a file this run exported itself a moment ago: trusted
+        return lambda threads: open_artifact(path, TORCHSCRIPT, trust_torchscript=True).logits_fn
     return lambda threads: OnnxModel(path, threads=threads).run
 
 
@@ -229,11 +229,11 @@ def _times_ns(fn: Callable[[], Any], n: int) -> list[int]:
     return out
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], per_round: int, rounds: int, warmup: int) -> dict[str, np.ndarray]:
+def interleaved(calls: dict[K, Callable[[], Any]], per_round: int, rounds: int, warmup: int) -> dict[K, np.ndarray]:
     """Each call timed PER_ROUND times in each of ROUNDS, the calls taking turns, after WARMUP calls each."""
     for call in calls.values():
         _times_ns(call, warmup)
-    times: dict[str, list[int]] = {k: [] for k in calls}
+    times: dict[K, list[int]] = {k: [] for k in calls}
     for _ in range(rounds):
         for key, call in calls.items():
             times[key] += _times_ns(call, per_round)
@@ -258,13 +258,15 @@ def _ort_settings(path: Path) -> dict[str, Any]:
 
 def run_benchmark(
     checkpoint: Path,
-    formats: list[str] | None = None,
+    variants: list[Variant] | None = None,
     data_dir: Path | None = None,
     settings: Settings = Settings(),
     log: Callable[[str], None] = lambda _: None,
 ) -> Benchmark:
-    """Export, verify, load and time FORMATS (default: all) of CHECKPOINT; PyTorch eager is always the reference."""
-    formats = ["eager"] + [k for k in FORMATS if k != "eager" and (formats is None or k in formats)]
+    """Export, verify, load and time VARIANTS (default: DEFAULT_VARIANTS) of CHECKPOINT; PyTorch eager is
+    always the reference."""
+    variants = [v for v in dict.fromkeys(DEFAULT_VARIANTS if variants is None else variants) if v != EAGER]
+    require_checkpoint(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     mnist = load_mnist(data_dir)  # accuracy is a column: real test digits, never a synthetic stand-in
     data = parity_data(mnist, settings.limit)
@@ -276,14 +278,14 @@ def run_benchmark(
         work = Path(tmp)
         log("exporting and verifying each format in a temporary folder ...")
         eager = Row(
-            "eager", REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, eager_parity.artifact_accuracy, 0.0, eager_parity.agreement
+            *EAGER, REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, eager_parity.artifact_accuracy, 0.0, eager_parity.agreement
         )
-        rows = {"eager": eager, **_export_rows(ckpt, checkpoint, work, formats, mnist, data, reference)}
+        rows = {EAGER: eager, **_export_rows(ckpt, checkpoint, work, variants, mnist, data, reference)}
         timed = {k: r for k, r in rows.items() if r.timed}
-        loaders = {k: _loader(k, str(checkpoint if k == "eager" else work / r.file)) for k, r in timed.items()}
+        loaders = {k: _loader(k[0], str(checkpoint if k == EAGER else work / r.file)) for k, r in timed.items()}
 
         log("timing loads ...")
-        single: dict[str, LogitsFn] = {}
+        single: dict[Variant, LogitsFn] = {}
         for key, load in loaders.items():
             load(1)  # the first load pays one-off import and allocator costs
             start = time.perf_counter()
@@ -291,7 +293,7 @@ def run_benchmark(
                 single[key] = load(1)
             timed[key].load_ms = (time.perf_counter() - start) * 1000 / settings.loads
         # torch's thread count is process-wide (set around each phase); ONNX Runtime's is per session.
-        at_batch = {k: single[k] if k in ("eager", "torchscript") else load(None) for k, load in loaders.items()}
+        at_batch = {k: single[k] if k[0] != ONNX else load(None) for k, load in loaders.items()}
 
         one, many = data.images[:1], data.images[: settings.batch]
         log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
@@ -300,18 +302,18 @@ def run_benchmark(
         log(f"timing batch {len(many)} on {all_threads} threads, {settings.total_batches} runs per format ...")
         with _quiet_clock(all_threads):
             throughput = interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
-        onnx = next((work / r.file for k, r in timed.items() if k.startswith("onnx")), None)
+        onnx = next((work / r.file for k, r in timed.items() if k[0] == ONNX), None)
         ort_settings = _ort_settings(onnx) if onnx else {}
 
     for key, row in timed.items():
         row.p50_us, row.p99_us = (float(v) / 1000 for v in np.percentile(latency[key], [50, 99]))
-        row.speedup = eager.p50_us / row.p50_us if key != "eager" else 1.0
+        row.speedup = eager.p50_us / row.p50_us if key != EAGER else 1.0
         row.images_per_s = len(many) / (float(np.median(throughput[key])) / 1e9)
     return Benchmark(
         str(checkpoint),
         ckpt.arch,
         len(data.images),
-        [rows[k] for k in formats],
+        [rows[k] for k in [EAGER, *variants]],
         {
             "batch_1": {"threads": 1, "warmup": settings.warmup, "runs": settings.total_runs},
             "batch": {"size": len(many), "threads": all_threads, "warmup": settings.batch_warmup, "runs": settings.total_batches},

@@ -25,7 +25,9 @@ except ImportError:
     from click.exceptions import ClickException, UsageError
 
 from mnist_edge import __version__
+from mnist_edge.cli_types import bounded
 from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable
+from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
 # import fails: a broken wheel (a missing .so, an ABI mismatch) gets named instead of a long traceback.
@@ -126,6 +128,18 @@ DataDir = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+MNIST_TEST_IMAGES = 10_000
+Limit = Annotated[
+    int | None,
+    typer.Option("--limit", callback=bounded(1, MNIST_TEST_IMAGES), help="Use the first N MNIST test images only (quick runs). Default: all 10,000."),
+]
+TrustTorchScript = Annotated[
+    bool,
+    typer.Option(
+        "--trust-torchscript",
+        help="Allow loading a TorchScript file. TorchScript is code: loading one runs the code inside it. Only for files you trust.",
+    ),
+]
 
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -328,32 +342,35 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A training checkpoint (.pt), or an exported .onnx or TorchScript .pt file.", dir_okay=False)],
     data_dir: DataDir = None,
+    limit: Limit = None,
     json_output: JsonFlag = False,
     report: Annotated[
         Path | None,
         typer.Option("--report", help="Write confusion_matrix.png and misclassified.png into DIR.", file_okay=False),
     ] = None,
+    trust_torchscript: TrustTorchScript = False,
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
+    from mnist_edge.artifacts import open_artifact
     from mnist_edge.data import load_mnist
     from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
-    from mnist_edge.verify import open_artifact
 
-    opened = open_artifact(model)
+    opened = open_artifact(model, trust_torchscript=trust_torchscript)
     logits_fn, meta = opened.logits_fn, {"arch": "unknown architecture", **opened.metadata}
     data = load_mnist(data_dir)
-    result = run_evaluation(logits_fn, data.test_images, data.test_labels)
-    written = []
+    images, labels = data.test_images[:limit], data.test_labels[:limit]
+    result = run_evaluation(logits_fn, images, labels)
+    written: dict[Path, str] = {}
     if report is not None:
         from mnist_edge.report import write_report
 
-        written = write_report(result, data.test_images, data.test_labels, report)
+        written = write_report(result, images, labels, report)
     if json_output:
         typer.echo(json.dumps({"model": str(model), "arch": meta["arch"], **result.as_dict(), "report": list(map(str, written))}, indent=2))
         return
     typer.echo(f"{model} ({meta['arch']}): " + format_evaluation(result))
-    for path in written:
-        typer.echo(f"wrote {path}")
+    for path, shows in written.items():
+        typer.echo(f"wrote {path}: {shows}")
 
 
 @command
@@ -441,29 +458,24 @@ def serve(
     run_server(config, echo=typer.echo)
 
 
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    all = "all"
-
-
-class Quantization(str, Enum):
-    none = "none"
-    dynamic = "dynamic"
-    static = "static"
-
-
-Limit = Annotated[
-    int | None, typer.Option("--limit", min=1, help="Check parity on the first N test images only (quick runs). Default: all 10k.")
-]
+ExportFormat = Enum("ExportFormat", {name: name for name in (*EXPORT_FORMATS, "all")}, type=str)  # type: ignore[misc]
+Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)  # type: ignore[misc]
+FORMAT_HELP = "onnx (the edge format), torchscript (legacy: deprecated upstream, for torch users) or all."
+QUANTIZE_HELP = (
+    "A quantized copy besides the fp32 file (repeatable): static = int8 QDQ calibrated on training digits (the fast one), "
+    "dynamic = int8 weights of Linear layers only (skipped, with a note, for models without any)."
+)
 MaxAbsDiff = Annotated[
-    float | None, typer.Option("--max-abs-diff", min=0, help="Largest logit difference allowed. Default: 1e-4 (fp32), unchecked (quantized).")
+    float | None,
+    typer.Option("--max-abs-diff", callback=bounded(0), help="Largest logit difference allowed. Default: 1e-4 (fp32), unchecked (quantized)."),
 ]
 MinAgreement = Annotated[
-    float | None, typer.Option("--min-agreement", min=0, max=100, help="Top-1 agreement in percent. Default: 100 (fp32), 99.5 (quantized).")
+    float | None,
+    typer.Option("--min-agreement", callback=bounded(0, 100), help="Top-1 agreement in percent. Default: 100 (fp32), 99.5 (quantized)."),
 ]
 MaxAccuracyDrop = Annotated[
-    float | None, typer.Option("--max-accuracy-drop", help="Accuracy points lost. Default: unchecked (fp32), 0.3 (quantized).")
+    float | None,
+    typer.Option("--max-accuracy-drop", callback=bounded(0, 100), help="Accuracy points lost. Default: unchecked (fp32), 0.3 (quantized)."),
 ]
 
 
@@ -473,57 +485,92 @@ def _overrides(max_abs_diff: float | None, min_agreement: float | None, max_accu
     return {name: value for name, value in given.items() if value is not None}
 
 
+def _portable(path: Path) -> str:
+    """PATH as a manifest may record it: relative as given, an absolute path relative to the working folder
+    when inside it, else only its name (a machine's absolute paths mean nothing on another)."""
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
+
+
+def _export_command(checkpoint: Path, out: Path, data_dir: Path | None, options: list[str]) -> str:
+    """The command that made an export, as the manifest records it: no absolute path of this machine. An
+    absolute --data-dir is written as $MNIST_EDGE_DATA, the variable that points any machine at its copy."""
+    import shlex
+
+    command = shlex.join(["mnist-edge", "export", _portable(checkpoint), *options, "--out", _portable(out)])
+    if data_dir is not None:
+        command += " --data-dir " + ("$MNIST_EDGE_DATA" if data_dir.is_absolute() else shlex.quote(str(data_dir)))
+    return command
+
+
 @command
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `mnist-edge train`.", dir_okay=False, show_default=False)],
-    fmt: Annotated[
-        ExportFormat, typer.Option("--format", help="onnx (the edge format), torchscript (legacy: deprecated upstream, for torch users) or all.")
-    ] = ExportFormat.onnx,
-    quantize: Annotated[
-        list[Quantization] | None,
-        typer.Option(
-            "--quantize",
-            help="Also write a quantized copy (repeatable): static = int8 QDQ calibrated on training digits (the fast one), "
-            "dynamic = int8 weights of Linear layers only (skipped, with a note, for models without any). The fp32 file is always written.",
-        ),
-    ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the files and manifest.json.", file_okay=False)] = Path("exported"),
+    fmt: Annotated[list[ExportFormat] | None, typer.Option("--format", help=FORMAT_HELP + " Repeatable. Default: onnx.")] = None,
+    quantize: Annotated[list[Quantization] | None, typer.Option("--quantize", help=QUANTIZE_HELP + " The fp32 file is always written.")] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for the files and its manifest.json (created if needed).", file_okay=False),
+    ] = DEFAULT_EXPORT_DIR,
     data_dir: DataDir = None,
     limit: Limit = None,
-    calibration_size: Annotated[int, typer.Option("--calibration-size", min=1, help="Training images that calibrate static int8.")] = 1000,
-    make_default: Annotated[bool, typer.Option("--make-default", help="Make the smallest ONNX file the manifest's default model.")] = False,
+    calibration_size: Annotated[
+        int, typer.Option("--calibration-size", callback=bounded(1, 60_000), help="Training images that calibrate static int8.")
+    ] = 1000,
+    make_default: Annotated[
+        bool, typer.Option("--make-default", help="Make the smallest ONNX file written the default model of the folder's manifest.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace files of the same name already in --out (listed as replaced).")] = False,
     max_abs_diff: MaxAbsDiff = None,
     min_agreement: MinAgreement = None,
     max_accuracy_drop: MaxAccuracyDrop = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary of what was written, refused and replaced.")] = False,
 ) -> None:
-    """Export a checkpoint to ONNX and/or TorchScript; each file must pass the parity gate (see `verify`) to be kept."""
-    import shlex
-    import sys
-
+    """Export a checkpoint to ONNX and/or TorchScript; every file must pass the parity gate (see `verify`),
+    else none is written. Existing files are replaced only with --force."""
     from mnist_edge.export import export_checkpoint
 
-    formats = ["onnx", "torchscript"] if fmt is ExportFormat.all else [fmt.value]
-    results, data = export_checkpoint(
+    formats = [f.value for f in fmt or [ExportFormat.onnx]]
+    quantizations = [q.value for q in quantize or []]
+    options = [*(a for f in formats for a in ("--format", f)), *(a for q in quantizations for a in ("--quantize", q))]
+    given = {"--limit": limit, "--calibration-size": calibration_size if calibration_size != 1000 else None,
+             "--max-abs-diff": max_abs_diff, "--min-agreement": min_agreement, "--max-accuracy-drop": max_accuracy_drop}
+    options += [a for flag, value in given.items() if value is not None for a in (flag, f"{value:g}")]
+    options += ["--make-default"] if make_default else []
+    report = export_checkpoint(
         checkpoint,
         out,
         formats,
-        [q.value for q in quantize or []],
+        quantizations,
         data_dir=data_dir,
         limit=limit,
         calibration_size=calibration_size,
         tolerance_overrides=_overrides(max_abs_diff, min_agreement, max_accuracy_drop),
-        command=shlex.join(["mnist-edge", *sys.argv[1:]]),
+        command=_export_command(checkpoint, out, data_dir, options),
         make_default=make_default,
+        force=force,
     )
-    typer.echo(f"parity on {len(data.images)} images ({data.source})")
-    for r in results:
-        if r.parity is None:
-            typer.echo(f"{r.file}: {r.note}")
-            continue
-        size = f"{r.size_bytes:,} bytes ({r.size_bytes / r.fp32_size_bytes:.2f}x fp32)"
-        verdict = "ok" if r.passed else "REFUSED, not written: " + "; ".join(r.parity.failures)
-        typer.echo(f"{out / r.file}: {size}; {r.parity.summary()}; {verdict}")
-    if not all(r.passed for r in results if r.parity is not None):
+    if json_output:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(f"parity on {len(report.data.images)} images ({report.data.source})")
+        for r in report.results:
+            if r.parity is None:
+                typer.echo(f"{r.file}: {r.note}")
+                continue
+            size = f"{r.size_bytes:,} bytes ({r.size_bytes / r.fp32_size_bytes:.2f}x fp32)"
+            verdict = ("ok" if report.published else "passed") if r.passed else "REFUSED: " + "; ".join(r.parity.failures)
+            typer.echo(f"{out / r.file}: {size}; {r.parity.summary()}; {verdict}")
+        for name in report.replaced:
+            typer.echo(f"replaced {out / name}")
+        if report.published and make_default:
+            typer.echo(f"default model of {out / 'manifest.json'}: {report.default}")
+    if not report.published:
+        typer.echo(f"error: a file failed the parity gate: nothing was written to {out}", err=True)
         raise typer.Exit(1)
 
 
@@ -537,11 +584,13 @@ def verify(
     min_agreement: MinAgreement = None,
     max_accuracy_drop: MaxAccuracyDrop = None,
     json_output: JsonFlag = False,
+    trust_torchscript: TrustTorchScript = False,
 ) -> None:
     """Check that an exported file computes what the checkpoint's PyTorch model computes, on the MNIST test set."""
     from mnist_edge.verify import verify_artifact
 
-    parity = verify_artifact(artifact, checkpoint, data_dir, limit, _overrides(max_abs_diff, min_agreement, max_accuracy_drop))
+    overrides = _overrides(max_abs_diff, min_agreement, max_accuracy_drop)
+    parity = verify_artifact(artifact, checkpoint, data_dir, limit, overrides, trust_torchscript=trust_torchscript)
     if json_output:
         typer.echo(json.dumps({"file": str(artifact), "passed": parity.passed, **parity.as_dict()}, indent=2))
     else:
@@ -549,13 +598,6 @@ def verify(
         typer.echo("parity: ok" if parity.passed else "parity FAILED: " + "; ".join(parity.failures))
     if not parity.passed:
         raise typer.Exit(1)
-
-
-class BenchFormat(str, Enum):
-    torchscript = "torchscript"
-    onnx = "onnx"
-    onnx_dynamic = "onnx-dynamic"
-    onnx_static = "onnx-static"
 
 
 @command
@@ -566,21 +608,26 @@ def benchmark(
     arch: Annotated[
         str | None, typer.Option("--arch", help="Benchmark this architecture's trained checkpoint (shipped, else checkpoints/ARCH.pt).")
     ] = None,
-    formats: Annotated[
-        list[BenchFormat] | None,
-        typer.Option("--formats", help="Only these formats (repeatable). PyTorch eager is always measured: it is the reference."),
+    fmt: Annotated[
+        list[ExportFormat] | None,
+        typer.Option("--format", help=FORMAT_HELP + " Repeatable, as for `export`. PyTorch eager is always measured: it is the reference."),
     ] = None,
+    quantize: Annotated[list[Quantization] | None, typer.Option("--quantize", help=QUANTIZE_HELP + " As for `export`.")] = None,
     data_dir: DataDir = None,
     limit: Limit = None,
-    runs: Annotated[int, typer.Option("--runs", min=10, help="Timed batch-1 runs per format (p50/p99).")] = 2000,
+    runs: Annotated[int, typer.Option("--runs", callback=bounded(10, 1_000_000), help="Timed batch-1 runs per format (p50/p99).")] = 2000,
     json_output: JsonFlag = False,
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
     ] = None,
 ) -> None:
-    """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side."""
+    """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side.
+
+    Without --format/--quantize: TorchScript fp32 and ONNX fp32, dynamic int8 and static int8. With either, the
+    files `export` would write with the same flags (--format defaults to all here)."""
     from mnist_edge.atomic import write_text
     from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
+    from mnist_edge.formats import variants
     from mnist_edge.benchmark_table import markdown as to_markdown, print_table
 
     if checkpoint is not None and arch is not None:
@@ -591,7 +638,8 @@ def benchmark(
         arch_info(arch)  # an unknown name is a clear error listing the known ones
     path = checkpoint or default_checkpoint(arch)
     log = (lambda _: None) if json_output else functools.partial(typer.echo, err=True)
-    result = run_benchmark(path, [f.value for f in formats] if formats else None, data_dir, Settings(runs=runs, limit=limit), log)
+    chosen = None if fmt is None and quantize is None else variants([f.value for f in fmt or [ExportFormat.all]], [q.value for q in quantize or []])
+    result = run_benchmark(path, chosen, data_dir, Settings(runs=runs, limit=limit), log)
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     else:

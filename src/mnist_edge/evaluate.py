@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import INPUT_SHAPE, NUM_CLASSES
 
 if TYPE_CHECKING:
@@ -29,9 +30,10 @@ class Evaluation:
     predictions: np.ndarray  # int64 [N]
 
     @property
-    def per_class_accuracy(self) -> list[float]:
+    def per_class_accuracy(self) -> list[float | None]:
+        """Percent of each digit's images classified right; None for a digit with no images."""
         totals = self.confusion.sum(axis=1)
-        return [100.0 * self.confusion[c, c] / totals[c] if totals[c] else float("nan") for c in range(NUM_CLASSES)]
+        return [ratio_percent(int(self.confusion[c, c]), int(totals[c])) if totals[c] else None for c in range(NUM_CLASSES)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,17 @@ class Evaluation:
             "per_class_accuracy": dict(zip(map(str, range(NUM_CLASSES)), self.per_class_accuracy)),
             "confusion": self.confusion.tolist(),
         }
+
+
+def ratio_percent(part: int, whole: int) -> float:
+    """100 * PART / WHOLE as one correctly rounded division of integers, so 9946 of 10000 is 99.46 exactly
+    (100 * (9946 / 10000) is 99.46000000000001)."""
+    return 100 * part / whole
+
+
+def percent(hits: np.ndarray) -> float:
+    """The share of true values in HITS, in percent (100 for none)."""
+    return ratio_percent(int(hits.sum()), len(hits)) if len(hits) else 100.0
 
 
 def to_pixels(images: np.ndarray) -> np.ndarray:
@@ -56,15 +69,19 @@ def evaluate(logits_fn: LogitsFn, images: np.ndarray, labels: np.ndarray, batch_
     predictions = np.empty(len(images), dtype=np.int64)
     loss_sum = 0.0
     for start in range(0, len(images), batch_size):
-        logits = np.asarray(logits_fn(to_pixels(images[start : start + batch_size])), dtype=np.float64)
         y = labels[start : start + batch_size]
+        logits = np.asarray(logits_fn(to_pixels(images[start : start + batch_size])), dtype=np.float64)
+        if logits.shape != (len(y), NUM_CLASSES):
+            raise MnistEdgeError(f"the model returned logits of shape {list(logits.shape)} for {len(y)} images, expected [{len(y)},{NUM_CLASSES}]")
+        if not np.isfinite(logits).all():
+            raise MnistEdgeError(f"the model returned non-finite logits (NaN or infinity) for test images {start}..{start + len(y) - 1}")
         shifted = logits - logits.max(axis=1, keepdims=True)  # stable log-softmax
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         loss_sum -= float(log_probs[np.arange(len(y)), y].sum())
         predictions[start : start + len(y)] = logits.argmax(axis=1)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (labels, predictions), 1)
-    accuracy = 100.0 * float((predictions == labels).mean())
+    accuracy = percent(predictions == labels)
     return Evaluation(accuracy, loss_sum / len(images), confusion, predictions)
 
 
@@ -85,5 +102,5 @@ def format_evaluation(result: Evaluation) -> str:
     """Human-readable accuracy and per-class accuracy."""
     d = result.as_dict()
     lines = [f"accuracy {result.accuracy:.2f}% ({d['errors']} errors in {d['images']} images), loss {result.loss:.4f}"]
-    lines.append("per class: " + "  ".join(f"{c}: {acc:.2f}%" for c, acc in d["per_class_accuracy"].items()))
+    lines.append("per class: " + "  ".join(f"{c}: " + ("-" if acc is None else f"{acc:.2f}%") for c, acc in d["per_class_accuracy"].items()))
     return "\n".join(lines)

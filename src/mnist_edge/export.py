@@ -3,6 +3,11 @@
 Every file has the interface in spec.py (input `image` [N,1,28,28] pixels in [0,1], output `logits`
 [N,10], N dynamic, normalization inside the graph) and carries metadata: arch, labels, input spec,
 test accuracy, the checkpoint's SHA-256 and the versions that produced it.
+
+An export is all or nothing: every file is written under a temporary name and verified; only when all pass
+are they renamed into place together with the updated manifest, under the manifest's lock. A refused file,
+a write error or a malformed manifest publishes nothing. A file already in the folder is replaced only when
+asked (force), and the report lists what was replaced.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import functools
 import io
 import json
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +28,16 @@ import torch
 from torch import nn
 
 from mnist_edge import __version__, quantize
+from mnist_edge.artifacts import TORCHSCRIPT_METADATA, require_checkpoint
 from mnist_edge.atomic import atomic_path, write_bytes
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.data import MNIST
+from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.edge.manifest import file_sha256, read_manifest, update_manifest
+from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
 from mnist_edge.verify import (
-    TORCHSCRIPT_METADATA,
     Parity,
     ParityData,
     Tolerances,
@@ -47,14 +55,6 @@ from mnist_edge.verify import (
 # QuantizeLinear-19). IR 9 is the version opset 19 needs; the exporter's default IR 10 would need ONNX Runtime >= 1.18.
 OPSET = 19
 IR_VERSION = 9
-# ".torchscript.pt", not ".pt": the checkpoint it came from may sit in the same folder as ARCH.pt.
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-# The int8 file is named for what it holds; dynamic quantization keeps float activations.
-VARIANTS = {"none": "", "dynamic": ".dynamic", "static": ".int8"}
-
-
-def artifact_name(stem: str, fmt: str, quantization: str) -> str:
-    return f"{stem}{VARIANTS[quantization]}{SUFFIXES[fmt]}"
 
 
 def artifact_metadata(ckpt: Checkpoint, checkpoint_sha256: str, quantization: str) -> dict[str, str]:
@@ -177,11 +177,11 @@ class Exported:
 
 
 class _Refused(Exception):
-    """Raised inside atomic_path so a file that failed parity never reaches its final name."""
+    """Raised inside the staging block so that no file of a refused export reaches its final name."""
 
 
 # When asked to set the default model, the smallest ONNX file that passed parity wins.
-DEFAULT_PREFERENCE = ("static", "dynamic", "none")
+DEFAULT_PREFERENCE = (STATIC, DYNAMIC, NONE)
 NOTHING_TO_QUANTIZE = {
     "onnx": "{arch} has no Linear (MatMul/Gemm) layer, and dynamic quantization here only quantizes those "
     "(ONNX Runtime's ConvInteger ran slower than fp32); use --quantize static",
@@ -223,7 +223,8 @@ def export_artifact(
     ckpt: Checkpoint,
     fmt: str,
     quantization: str,
-    path: Path | str,
+    name: str,
+    stage: Callable[[str], Path],
     metadata: dict[str, str],
     reference: np.ndarray,
     data: ParityData,
@@ -232,14 +233,14 @@ def export_artifact(
     tolerances: Tolerances | None = None,
     fp32_onnx: onnx.ModelProto | None = None,
 ) -> Exported:
-    """Write one FORMAT/QUANTIZATION of CKPT's model to PATH, kept only if it passes the parity gate
-    against REFERENCE (the PyTorch model's logits on DATA); a refused file never reaches PATH.
+    """Make file NAME, FORMAT/QUANTIZATION of CKPT's model, and run the parity gate on it against REFERENCE
+    (the PyTorch model's logits on DATA). STAGE(NAME) says where to write its bytes (a temporary name when
+    the caller publishes later); it is not called when there is nothing to make.
 
     FP32_ONNX saves re-exporting when several ONNX variants are made from one model.
     """
-    path = Path(path)
-    result = Exported(path.name, fmt, quantization)
-    if fmt == "onnx":
+    result = Exported(name, fmt, quantization)
+    if fmt == ONNX:
         proto = _onnx_variant(fp32_onnx or onnx_proto(ckpt.model), quantization, calibration)
         write = None if proto is None else functools.partial(save_onnx, proto, metadata=metadata)
     else:
@@ -248,20 +249,57 @@ def export_artifact(
     if write is None:
         result.note = "skipped: " + NOTHING_TO_QUANTIZE[fmt].format(arch=ckpt.arch)
         return result
-    tolerances = tolerances or default_tolerances(quantization)
-    try:
-        with atomic_path(path) as tmp:
-            write(path=tmp)
-            result.size_bytes = tmp.stat().st_size  # a refused file's size is reported too
-            result.parity = check_artifact(tmp, reference, data, tolerances, fmt)
-            if not result.parity.passed:
-                raise _Refused
-            # Its accuracy is known only now that it ran: stamp it (metadata only; the graph is the one verified).
-            write(path=tmp, metadata={**metadata, **measured_accuracy(result.parity)})
-            result.size_bytes = tmp.stat().st_size
-    except _Refused:
-        pass
+    path = stage(name)
+    write(path=path)
+    result.size_bytes = path.stat().st_size  # a refused file's size is reported too
+    result.parity = check_artifact(path, reference, data, tolerances or default_tolerances(quantization), fmt)
+    if result.parity.passed:
+        # Its accuracy is known only now that it ran: stamp it (metadata only; the graph is the one verified).
+        write(path=path, metadata={**metadata, **measured_accuracy(result.parity)})
+        result.size_bytes = path.stat().st_size
     return result
+
+
+@dataclass
+class ExportReport:
+    """What an export did: every file made (or refused, or skipped), what it replaced, whether it published."""
+
+    out_dir: Path
+    data: ParityData
+    results: list[Exported]
+    published: bool = False
+    replaced: list[str] = field(default_factory=list)  # file names in OUT_DIR that the export overwrote
+    default: str | None = None  # the manifest's default model after the export
+
+    def as_dict(self) -> dict[str, Any]:
+        def item(r: Exported) -> dict[str, Any]:
+            return {"file": r.file, "format": r.format, "quantization": r.quantization, "size_bytes": r.size_bytes or None,
+                    "parity": r.parity.as_dict() if r.parity else None, "note": r.note}
+
+        return {
+            "out": str(self.out_dir),
+            "published": self.published,
+            "parity_data": self.data.source,
+            "written": [item(r) for r in self.results if r.passed and self.published],
+            "refused": [item(r) for r in self.results if r.parity is not None and not r.passed],
+            "not_written": [item(r) for r in self.results if r.parity is None or (r.passed and not self.published)],
+            "replaced": self.replaced,
+            "default": self.default,
+        }
+
+
+def _existing(out_dir: Path, names: list[str], force: bool) -> list[str]:
+    """NAMES already in OUT_DIR; an error unless FORCE allows replacing them."""
+    present = [n for n in names if (out_dir / n).exists()]
+    if present and not force:
+        listed = ", ".join(str(out_dir / n) for n in present)
+        raise MnistEdgeError(f"{listed}: already exist{'s' if len(present) == 1 else ''}; pass --force to replace, or --out another folder")
+    return present
+
+
+def _default_choice(entries: list[dict[str, Any]]) -> str | None:
+    onnx_files = sorted((DEFAULT_PREFERENCE.index(e["quantization"]), e["file"]) for e in entries if e["format"] == ONNX)
+    return onnx_files[0][1] if onnx_files else None
 
 
 def export_checkpoint(
@@ -276,62 +314,86 @@ def export_checkpoint(
     tolerance_overrides: dict[str, float] | None = None,
     command: str = "",
     make_default: bool = False,
-) -> tuple[list[Exported], ParityData]:
-    """Export a checkpoint in FORMATS, each unquantized plus every mode in QUANTIZATIONS; verify every
-    file against the checkpoint's model before it gets its final name; record the passing ones in
-    OUT_DIR's manifest. Refused files come back with their failing parity and are not written.
+    force: bool = False,
+) -> ExportReport:
+    """Export a checkpoint in FORMATS, each unquantized plus every mode in QUANTIZATIONS; verify every file
+    against the checkpoint's model; publish them all with their OUT_DIR manifest entries only if all pass
+    (see the module docstring). Refused files come back with their failing parity; nothing is written then.
     """
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
+    require_checkpoint(checkpoint_path)
     ckpt = load_checkpoint(checkpoint_path)
-    read_manifest(out_dir)  # a broken manifest stops the export before any file is written, not after
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MnistEdgeError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    planned = variants(formats, quantizations)
+    names = [artifact_name(checkpoint_path.stem, fmt, mode) for fmt, mode in planned]
+    if make_default and not any(fmt == ONNX for fmt, _ in planned):
+        raise MnistEdgeError("--make-default names an ONNX file as the default model: export --format onnx or all")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MnistEdgeError(f"{out_dir}: not a folder")
+    # Refuse before the slow part: a malformed manifest, or files that would be replaced without --force.
+    read_manifest(out_dir)
+    _existing(out_dir, names, force)
     sha = file_sha256(checkpoint_path)
     mnist, missing = find_mnist(data_dir)
     calibration = None
-    if "static" in quantizations:
+    if STATIC in quantizations:
         if mnist is None:
             raise MnistEdgeError(f"static quantization calibrates on MNIST training digits: pass --data-dir DIR ({missing})")
         calibration = calibration_images(mnist, calibration_size)
     data = parity_data(mnist, limit, missing)
     reference = batched(torch_logits_fn(ckpt.model), data.images)
-    modes = ["none"] + [q for q in dict.fromkeys(quantizations) if q != "none"]  # fp32 is the base every mode starts from
-    results: list[Exported] = []
-    for fmt in formats:
-        fp32_onnx = onnx_proto(ckpt.model) if fmt == "onnx" else None
-        fp32_size = 0
-        for mode in modes:
-            result = export_artifact(
-                ckpt,
-                fmt,
-                mode,
-                out_dir / artifact_name(checkpoint_path.stem, fmt, mode),
-                artifact_metadata(ckpt, sha, mode),
-                reference,
-                data,
-                calibration=calibration,
-                tolerances=tolerances_for(mode, tolerance_overrides),
-                fp32_onnx=fp32_onnx,
-            )
-            fp32_size = fp32_size or result.size_bytes  # modes start with "none"
-            result.fp32_size_bytes = fp32_size
-            results.append(result)
-    entries = [_manifest_entry(r, ckpt, out_dir, command) for r in results if r.passed]
-    default = None
-    if make_default:
-        onnx_files = sorted((DEFAULT_PREFERENCE.index(e["quantization"]), e["file"]) for e in entries if e["format"] == "onnx")
-        default = onnx_files[0][1] if onnx_files else None
-    if entries:
-        update_manifest(out_dir, entries, default)
-    return results, data
+    report = ExportReport(out_dir, data, [])
+    staged_paths: dict[str, Path] = {}
+
+    def stage(name: str) -> Path:
+        staged_paths[name] = staged.enter_context(atomic_path(out_dir / name))
+        return staged_paths[name]
+
+    try:
+        with ExitStack() as staged:  # each file under a temporary name until the block publishes them all
+            fp32_onnx = onnx_proto(ckpt.model) if any(fmt == ONNX for fmt, _ in planned) else None
+            fp32_size: dict[str, int] = {}
+            for (fmt, mode), name in zip(planned, names):
+                result = export_artifact(
+                    ckpt, fmt, mode, name, stage,
+                    artifact_metadata(ckpt, sha, mode), reference, data,
+                    calibration=calibration, tolerances=tolerances_for(mode, tolerance_overrides), fp32_onnx=fp32_onnx,
+                )
+                fp32_size.setdefault(fmt, result.size_bytes)  # NONE comes first for each format
+                result.fp32_size_bytes = fp32_size[fmt]
+                report.results.append(result)
+            if not all(r.passed for r in report.results if r.parity is not None):
+                raise _Refused
+            _publish(report, staged, staged_paths, ckpt, command, make_default, force)
+    except _Refused:
+        return report
+    except OSError as exc:
+        raise MnistEdgeError(f"{out_dir}: cannot write the export ({exc.strerror or exc}); nothing was published") from None
+    return report
 
 
-def _manifest_entry(result: Exported, ckpt: Checkpoint, out_dir: Path, command: str) -> dict[str, Any]:
+def _publish(
+    report: ExportReport, staged: ExitStack, staged_paths: dict[str, Path], ckpt: Checkpoint, command: str, make_default: bool, force: bool
+) -> None:
+    """Under the manifest lock: check the folder again (another process may have written meanwhile), write the
+    new manifest under a temporary name, rename the staged files into place, then the manifest."""
+    out_dir = report.out_dir
+    passed = [r for r in report.results if r.passed]
+    with manifest_lock(out_dir):
+        manifest = read_manifest(out_dir)
+        report.replaced = _existing(out_dir, [r.file for r in passed], force)
+        entries = [_manifest_entry(r, ckpt, staged_paths[r.file], command) for r in passed]
+        updated = merged(out_dir, manifest, entries, _default_choice(entries) if make_default else None)
+        with atomic_path(out_dir / MANIFEST) as tmp:
+            tmp.write_text(manifest_text(updated))
+            staged.close()  # renames every staged file to its final name
+        report.published, report.default = True, updated["default"]
+
+
+def _manifest_entry(result: Exported, ckpt: Checkpoint, path: Path, command: str) -> dict[str, Any]:
+    """RESULT's manifest entry; PATH holds its bytes (under a temporary name until published)."""
     parity = result.parity.as_dict() if result.parity else {}
     return {
-        **checkpoint_entry(out_dir / result.file, ckpt, command),
+        **checkpoint_entry(path, ckpt, command, name=result.file),
         "format": result.format,
         "quantization": result.quantization,
         "test_accuracy": parity.get("artifact_accuracy"),
@@ -340,12 +402,13 @@ def _manifest_entry(result: Exported, ckpt: Checkpoint, out_dir: Path, command: 
     }
 
 
-def checkpoint_entry(path: Path, ckpt: Checkpoint, command: str) -> dict[str, Any]:
-    """The manifest entry of a file at PATH made from CKPT by COMMAND (the checkpoint itself, as is)."""
+def checkpoint_entry(path: Path, ckpt: Checkpoint, command: str, name: str | None = None) -> dict[str, Any]:
+    """The manifest entry of a file at PATH (named NAME, default PATH's name) made from CKPT by COMMAND
+    (the checkpoint itself, as is)."""
     return {
-        "file": path.name,
-        "format": "checkpoint",
-        "quantization": "none",
+        "file": name or path.name,
+        "format": CHECKPOINT,
+        "quantization": NONE,
         "arch": ckpt.arch,
         "size_bytes": path.stat().st_size,
         "sha256": file_sha256(path),

@@ -22,11 +22,14 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from torch import nn
+
+if TYPE_CHECKING:  # torch only for the TorchScript quantizers, imported inside them: ONNX-only work never loads it
+    from torch import nn
 
 CALIBRATION_BATCH = 64
 # Ops with int8 kernels in ONNX Runtime's CPU provider worth their Quantize/Dequantize pairs. A ReLU
@@ -35,7 +38,8 @@ STATIC_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 # Fewer output channels than one int8 GEMM kernel's width leave it partly idle (see the docstring).
 MIN_INT8_CONV_CHANNELS = 16
 # Dynamic quantization only pays where weights dominate: ConvInteger with per-batch activation
-# quantization ran at 0.3x fp32 on `tiny`, so convs keep float and only Linear layers go int8.
+# quantization was much slower than fp32 on `tiny` (tools/bench_quantize.py measures), so convs keep float
+# and only Linear layers go int8.
 DYNAMIC_OPS = ["MatMul", "Gemm"]
 
 
@@ -226,10 +230,12 @@ def onnx_dynamic(fp32: onnx.ModelProto) -> onnx.ModelProto | None:
 
 def torch_dynamic(model: nn.Module) -> nn.Module | None:
     """torch's dynamic quantization, which only touches Linear layers; None when MODEL has none."""
+    import torch
+    from torch import nn
+    from torch.ao.quantization import quantize_dynamic
+
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
         return None
-    import torch
-    from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice: TorchScript is legacy anyway

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from mnist_edge.atomic import atomic_path
+from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import Evaluation
 from mnist_edge.spec import LABELS
 
@@ -18,12 +22,16 @@ GRID_COLUMNS = 10
 MAX_MISTAKES = 200  # more would make an unreadable picture; the JSON has every count
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+def _png(image: Image.Image, description: str) -> bytes:
+    """IMAGE as PNG bytes, with DESCRIPTION (what the picture shows) as its Description text chunk."""
+    info = PngInfo()
+    info.add_text("Description", description)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
 
 
-def confusion_png(confusion: np.ndarray, path: Path) -> None:
+def confusion_png(confusion: np.ndarray) -> bytes:
     """Rows are true digits, columns predicted; shade by the row's share, count printed in each cell."""
     n = len(confusion)
     size = MARGIN + n * CELL + 8
@@ -50,34 +58,56 @@ def confusion_png(confusion: np.ndarray, path: Path) -> None:
     draw.text((MARGIN + n * CELL / 2, 14), "predicted", fill="black", font=font, anchor="mm")
     draw.text((4, MARGIN - 28), "true", fill="black", font=font)
     accuracy = 100.0 * np.trace(confusion) / max(confusion.sum(), 1)
-    draw.text((MARGIN, size + 4), f"accuracy {accuracy:.2f}% of {int(confusion.sum())}", fill="black", font=font)
-    _save_png(image, path)
+    title = f"accuracy {accuracy:.2f}% of {int(confusion.sum())}"
+    draw.text((MARGIN, size + 4), title, fill="black", font=font)
+    return _png(image, f"confusion matrix: rows true digit, columns predicted; {title}")
 
 
-def mistakes_png(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, path: Path) -> int:
-    """A grid of misclassified digits, each captioned 'true -> predicted'; returns how many it shows."""
-    wrong = np.flatnonzero(predictions != labels)[:MAX_MISTAKES]
+def mistakes_legend(shown: int, total: int) -> str:
+    """What the grid of mistakes shows: all of them or the first SHOWN of TOTAL, and how to read a caption."""
+    if total == 0:
+        return "no misclassified digits"
+    count = f"all {total} misclassified digits" if shown == total else f"{shown} of {total} misclassified digits shown (the first, in test-set order)"
+    return f"{count}; caption under each: true -> predicted"
+
+
+LEGEND = 16  # pixels above the grid for the legend
+
+
+def mistakes_png(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> tuple[bytes, str]:
+    """A grid of misclassified digits (at most MAX_MISTAKES), each captioned 'true -> predicted', under a legend
+    saying how many of the mistakes it shows; returns the PNG and the legend."""
+    all_wrong = np.flatnonzero(predictions != labels)
+    wrong = all_wrong[:MAX_MISTAKES]
+    legend = mistakes_legend(len(wrong), len(all_wrong))
     side = images.shape[-1] * DIGIT_ZOOM
     caption = 14
     cols = GRID_COLUMNS
-    rows = max(1, -(-len(wrong) // cols))
-    image = Image.new("L", (cols * (side + 4), rows * (side + caption + 4)), 255)
+    rows = -(-len(wrong) // cols)
+    image = Image.new("L", (cols * (side + 4), LEGEND + rows * (side + caption + 4)), 255)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
+    draw.text((4, 2), legend, fill=0, font=font)
     for k, i in enumerate(wrong):
-        x0, y0 = (k % cols) * (side + 4) + 2, (k // cols) * (side + caption + 4) + 2
+        x0, y0 = (k % cols) * (side + 4) + 2, LEGEND + (k // cols) * (side + caption + 4) + 2
         digit = Image.fromarray(images[i]).resize((side, side), Image.Resampling.NEAREST)
         image.paste(digit, (x0, y0))
         draw.text((x0 + side / 2, y0 + side + caption / 2), f"{labels[i]} -> {predictions[i]}", fill=0, font=font, anchor="mm")
-    if not len(wrong):
-        draw.text((4, 4), "no mistakes", fill=0, font=font)
-    _save_png(image, path)
-    return len(wrong)
+    return _png(image, legend), legend
 
 
-def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out_dir: Path) -> list[Path]:
-    """Write confusion_matrix.png and misclassified.png into OUT_DIR; returns their paths."""
-    confusion_path, mistakes_path = out_dir / "confusion_matrix.png", out_dir / "misclassified.png"
-    confusion_png(result.confusion, confusion_path)
-    mistakes_png(images, labels, result.predictions, mistakes_path)
-    return [confusion_path, mistakes_path]
+def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out_dir: Path) -> dict[Path, str]:
+    """Write confusion_matrix.png and misclassified.png into OUT_DIR, both or neither (each under a temporary
+    name until both are complete); returns each path with what it shows."""
+    mistakes, legend = mistakes_png(images, labels, result.predictions)
+    pictures = {
+        out_dir / "confusion_matrix.png": (confusion_png(result.confusion), "rows true, columns predicted"),
+        out_dir / "misclassified.png": (mistakes, legend),
+    }
+    try:
+        with ExitStack() as stack:  # leaving it renames every file into place; an error in it removes them all
+            for path, (data, _) in pictures.items():
+                stack.enter_context(atomic_path(path)).write_bytes(data)
+    except OSError as exc:
+        raise MnistEdgeError(f"{out_dir}: cannot write the report ({exc.strerror or exc})") from None
+    return {path: what for path, (_, what) in pictures.items()}

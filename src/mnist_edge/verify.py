@@ -1,28 +1,27 @@
 """The parity gate: an exported file counts only if it computes what the PyTorch model computes.
 
 Both run on real digits (the MNIST test set) and are compared by max abs logit difference, top-1
-agreement and accuracy. Without MNIST, a seeded synthetic batch stands in, and the report says so.
+agreement and accuracy. Only when no MNIST is configured and none can be downloaded does a seeded synthetic
+batch stand in, and the report says so. Opening the files is artifacts.py's job.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
-import zipfile
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.artifacts import open_artifact, require_checkpoint
+from mnist_edge.data import DATA_ENV, MNIST, download_mnist, load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import LogitsFn, to_pixels, torch_logits_fn
-from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
+from mnist_edge.evaluate import LogitsFn, percent, to_pixels, torch_logits_fn
+from mnist_edge.spec import INPUT_SHAPE
 
 BATCH = 1000
 SYNTHETIC_IMAGES = 512
-TORCHSCRIPT_METADATA = "mnist_edge.json"  # the _extra_files entry of a TorchScript file that holds its metadata
 
 
 @dataclass(frozen=True)
@@ -77,13 +76,20 @@ class Parity:
 
 
 def find_mnist(data_dir: Path | str | None) -> tuple[MNIST | None, str]:
-    """MNIST, or None and why not. An explicit DATA_DIR that cannot be read is an error, not a fallback."""
+    """MNIST, or None and why not.
+
+    A configured source (DATA_DIR, else $MNIST_EDGE_DATA) and the download cache are read or fail: a missing,
+    corrupt or tampered folder is an error, never a silent synthetic stand-in. Only when nothing is configured
+    and no download can be had (offline, or no torchvision) does the gate fall back to synthetic images.
+    """
+    configured = data_dir or os.environ.get(DATA_ENV)
+    if configured:
+        return load_mnist(configured), ""
     try:
-        return load_mnist(data_dir), ""
+        folder = download_mnist()
     except MnistEdgeError as exc:
-        if data_dir is not None:
-            raise
         return None, str(exc)
+    return load_mnist(folder), ""
 
 
 def parity_data(mnist: MNIST | None, limit: int | None = None, missing: str = "") -> ParityData:
@@ -100,90 +106,6 @@ def batched(fn: LogitsFn, images: np.ndarray) -> np.ndarray:
     return np.concatenate([fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-@dataclass(frozen=True)
-class LoadedArtifact:
-    format: str  # "onnx", "torchscript" or "checkpoint"
-    metadata: dict[str, str]
-    logits_fn: LogitsFn
-
-    @property
-    def quantization(self) -> str:
-        return self.metadata.get("quantization", "none")
-
-
-def model_format(path: Path) -> str:
-    """What kind of model file PATH is: ONNX by suffix; TorchScript and checkpoints (both .pt zips) by content."""
-    if path.suffix == ".onnx":
-        return "onnx"
-    if path.suffix in (".pt", ".pth"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                torchscript = any(name.endswith("/constants.pkl") for name in archive.namelist())
-        except (zipfile.BadZipFile, OSError):
-            torchscript = False  # load_checkpoint says what is wrong with it
-        return "torchscript" if torchscript else "checkpoint"
-    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, a TorchScript .pt or a checkpoint .pt)")
-
-
-def open_artifact(path: Path | str, fmt: str | None = None) -> LoadedArtifact:
-    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TorchScript or a training checkpoint.
-
-    FMT defaults to what the file is (model_format). Wrong files and wrong interfaces are MnistEdgeErrors.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MnistEdgeError(f"{path}: no such file")
-    fmt = fmt or model_format(path)
-    if fmt == "onnx":
-        from mnist_edge.edge.runtime import OnnxModel
-
-        model = OnnxModel(path)
-        return LoadedArtifact("onnx", model.metadata, model.run)
-    if fmt == "checkpoint":
-        from mnist_edge.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        return LoadedArtifact("checkpoint", {"arch": ckpt.arch, "quantization": "none"}, torch_logits_fn(ckpt.model))
-    return _open_torchscript(path)
-
-
-def _open_torchscript(path: Path) -> LoadedArtifact:
-    import torch
-
-    extra = {TORCHSCRIPT_METADATA: ""}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; we ship it as legacy
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except (RuntimeError, ValueError) as exc:
-        raise MnistEdgeError(f"{path}: not a loadable TorchScript file ({_first_line(exc)})") from None
-    try:
-        metadata = json.loads(extra[TORCHSCRIPT_METADATA] or "{}")
-    except ValueError:
-        metadata = {}
-    module.eval()
-    logits_fn = torch_logits_fn(module)
-    # TorchScript declares no input/output types an ONNX-style check could read: probe it instead.
-    probe = np.zeros((2, *INPUT_SHAPE), np.float32)
-    try:
-        shape = tuple(np.asarray(logits_fn(probe)).shape)
-    except Exception as exc:  # noqa: BLE001 - a foreign module can raise anything
-        raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({_first_line(exc)})") from None
-    if shape != (2, NUM_CLASSES):
-        raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
-    return LoadedArtifact("torchscript", metadata, logits_fn)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
-def _percent(hits: np.ndarray) -> float:
-    """100 * the share of true values: one correctly rounded division, so 9946/10000 reads 99.46."""
-    return 100.0 * int(hits.sum()) / len(hits) if len(hits) else 100.0
-
-
 def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, tolerances: Tolerances) -> Parity:
     """Parity figures of LOGITS against the PyTorch model's REFERENCE logits, and the checks they fail."""
     if logits.shape != reference.shape:
@@ -192,10 +114,10 @@ def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, toleran
     if not np.isfinite(diff):
         diff = float("inf")
     ref_top, art_top = reference.argmax(1), logits.argmax(1)
-    agreement = _percent(ref_top == art_top)
+    agreement = percent(ref_top == art_top)
     ref_acc = art_acc = None
     if data.labels is not None:
-        ref_acc, art_acc = _percent(ref_top == data.labels), _percent(art_top == data.labels)
+        ref_acc, art_acc = percent(ref_top == data.labels), percent(art_top == data.labels)
     failures = []
     if tolerances.max_abs_diff is not None and not diff <= tolerances.max_abs_diff:
         failures.append(f"max abs logit diff {diff:.3g} > {tolerances.max_abs_diff:g}")
@@ -216,8 +138,10 @@ def check_artifact(
     tolerances: Tolerances | None = None,
     fmt: str | None = None,
 ) -> Parity:
-    """Run the file at PATH on DATA and compare it with REFERENCE (the PyTorch model's logits on DATA)."""
-    artifact = open_artifact(path, fmt)
+    """Run the file at PATH on DATA and compare it with REFERENCE (the PyTorch model's logits on DATA).
+
+    Only for files this process wrote itself (export, benchmark): a TorchScript file is trusted."""
+    artifact = open_artifact(path, fmt, trust_torchscript=True)
     tolerances = tolerances or default_tolerances(artifact.quantization)
     return compare(reference, batched(artifact.logits_fn, data.images), data, tolerances)
 
@@ -228,12 +152,15 @@ def verify_artifact(
     data_dir: Path | str | None = None,
     limit: int | None = None,
     overrides: dict[str, float] | None = None,
+    *,
+    trust_torchscript: bool = False,
 ) -> Parity:
     """The `verify` command: the file at PATH against the checkpoint it claims to come from."""
     from mnist_edge.checkpoint import load_checkpoint
     from mnist_edge.edge.manifest import file_sha256
 
-    artifact = open_artifact(path)
+    artifact = open_artifact(path, trust_torchscript=trust_torchscript)
+    require_checkpoint(Path(checkpoint_path))
     ckpt = load_checkpoint(checkpoint_path)
     tolerances = tolerances_for(artifact.quantization, overrides)
     mnist, missing = find_mnist(data_dir)

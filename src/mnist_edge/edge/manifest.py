@@ -1,26 +1,46 @@
 """exported/manifest.json: which files a folder of exported models holds, and which one `predict` uses.
 
-Export updates the manifest in place (entries for other files survive) and always through an atomic
-rename, so a reader never sees a half-written manifest.
+Every read validates the whole manifest (types of every field, file names that are plain names in the
+folder), so a malformed one stops a command before it writes anything. Updates are read-modify-write under
+an exclusive lock on a lock file beside the manifest, so two processes updating one folder lose nothing,
+and are written through an atomic rename, so a reader never sees a half-written manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mnist_edge.atomic import write_text
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.formats import MODEL_FORMATS, QUANTIZATIONS
 
 MANIFEST = "manifest.json"
+LOCK = ".manifest.json.lock"
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The wheel carries exported/ inside the package; a checkout (editable install) has it at the repo root.
 SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
 
-FORMATS = ("onnx", "torchscript", "checkpoint")
-QUANTIZATIONS = ("none", "dynamic", "static")
+# Each entry's fields and the types they may have (None: the figure is unknown).
+_NUMBER = (int, float)
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "file": (str,),
+    "format": (str,),
+    "quantization": (str,),
+    "arch": (str,),
+    "size_bytes": (int,),
+    "sha256": (str,),
+    "test_accuracy": (*_NUMBER, type(None)),
+    "checkpoint_test_accuracy": (*_NUMBER, type(None)),
+    "command": (str,),
+    "parity": (dict,),
+}
+_REQUIRED = ("file", "format", "quantization")
 
 
 def file_sha256(path: Path | str) -> str:
@@ -31,8 +51,58 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def is_plain_name(name: object) -> bool:
+    """A file name inside the folder: no path separator, not '.', '..' or empty, no NUL."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _entry_problem(entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not an object"
+    for key in _REQUIRED:
+        if key not in entry:
+            return f"has no {key!r}"
+    for key, value in entry.items():
+        types = _FIELDS.get(key)
+        if types is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"{key!r} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key!r} is {value!r}"
+    if not is_plain_name(entry["file"]):
+        return f"file {entry['file']!r} is not a plain file name"
+    if entry["format"] not in MODEL_FORMATS:
+        return f"format {entry['format']!r} is not one of {', '.join(MODEL_FORMATS)}"
+    if entry["quantization"] not in QUANTIZATIONS:
+        return f"quantization {entry['quantization']!r} is not one of {', '.join(QUANTIZATIONS)}"
+    if entry.get("size_bytes", 0) < 0:
+        return "'size_bytes' is negative"
+    return None
+
+
+def validate_manifest(manifest: object, where: str) -> dict[str, Any]:
+    """MANIFEST if it is a well-formed mnist-edge manifest, else a MnistEdgeError naming WHERE and the problem."""
+    problem = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
+        problem = "not a mnist-edge manifest (no 'artifacts' list)"
+    elif manifest.get("default") is not None and not is_plain_name(manifest["default"]):
+        problem = f"default {manifest['default']!r} is not a plain file name"
+    else:
+        seen: set[str] = set()
+        for index, entry in enumerate(manifest["artifacts"]):
+            problem = _entry_problem(entry)
+            if problem is None and entry["file"] in seen:
+                problem = f"lists {entry['file']!r} twice"
+            if problem is not None:
+                problem = f"artifact {index} {problem}" if "twice" not in problem else problem
+                break
+            seen.add(entry["file"])
+    if problem is not None:
+        raise MnistEdgeError(f"{where}: {problem}; fix or remove it")
+    return manifest  # type: ignore[return-value]
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The folder's manifest, or an empty one when there is none yet."""
+    """The folder's manifest, validated; an empty one when there is none yet."""
     path = folder / MANIFEST
     if not path.exists():
         return {"default": None, "artifacts": []}
@@ -40,32 +110,53 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise MnistEdgeError(f"{path}: unreadable manifest ({exc}); fix or remove it") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
-        raise MnistEdgeError(f"{path}: not a mnist-edge manifest (no 'artifacts' list); fix or remove it")
-    return manifest
+    return validate_manifest(manifest, str(path))
+
+
+@contextmanager
+def manifest_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's manifest lock: an exclusive flock on LOCK, released when the block ends (or the
+    process dies). Not re-entrant: code holding it calls merged/manifest_text, never update_manifest."""
+    import fcntl  # POSIX only; the edge side never updates manifests, so predict still imports anywhere
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK, "a")
+    except OSError as exc:
+        raise MnistEdgeError(f"{folder / LOCK}: cannot create the manifest lock ({exc.strerror or exc})") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def merged(folder: Path, manifest: dict[str, Any], entries: list[dict[str, Any]], default: str | None = None) -> dict[str, Any]:
+    """MANIFEST with ENTRIES added or replaced (keyed by file name), entries whose file is gone dropped, and
+    DEFAULT, if given, the default model. The default changes only when asked: a default whose file is gone
+    becomes None rather than silently another model."""
+    validate_manifest({"default": default, "artifacts": entries}, "new manifest entries")
+    new_files = {e["file"] for e in entries}
+    kept = [a for a in manifest["artifacts"] if a["file"] not in new_files and (folder / a["file"]).is_file()]
+    artifacts = sorted(kept + entries, key=lambda a: a["file"])
+    present = {a["file"] for a in artifacts}
+    chosen = default if default is not None else manifest.get("default")
+    if default is not None and default not in new_files:
+        raise ValueError(f"default {default!r} is not among the new entries")  # a bug in the caller
+    return {"default": chosen if chosen in present else None, "artifacts": artifacts}
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps({"default": manifest["default"], "artifacts": manifest["artifacts"]}, indent=2) + "\n"
 
 
 def update_manifest(folder: Path, entries: list[dict[str, Any]], default: str | None = None) -> Path:
-    """Add or replace ENTRIES (keyed by file name) and, if given, make DEFAULT the default model.
-
-    A manifest without a default whose file still exists gets the first ONNX entry as default, so
-    `predict` always has a model to use.
-    """
-    for entry in entries:
-        if entry["format"] not in FORMATS or entry["quantization"] not in QUANTIZATIONS:
-            raise ValueError(f"bad manifest entry {entry}")  # a bug in the caller, not a user error
-    manifest = read_manifest(folder)
-    new_files = {e["file"] for e in entries}
-    kept = [a for a in manifest["artifacts"] if a.get("file") not in new_files and (folder / a.get("file", "")).is_file()]
-    manifest["artifacts"] = sorted(kept + entries, key=lambda a: a["file"])
-    present = {a["file"] for a in manifest["artifacts"]}
-    if default is not None:
-        manifest["default"] = default
-    elif manifest.get("default") not in present:
-        onnx = [e["file"] for e in entries if e["format"] == "onnx"]
-        manifest["default"] = onnx[0] if onnx else None
+    """Add or replace ENTRIES in FOLDER's manifest and, if given, make DEFAULT the default model, under the lock."""
     path = folder / MANIFEST
-    write_text(path, json.dumps({"default": manifest["default"], "artifacts": manifest["artifacts"]}, indent=2) + "\n")
+    with manifest_lock(folder):
+        manifest = merged(folder, read_manifest(folder), entries, default)
+        try:
+            write_text(path, manifest_text(manifest))
+        except OSError as exc:
+            raise MnistEdgeError(f"{path}: cannot write the manifest ({exc.strerror or exc})") from None
     return path
 
 
@@ -78,7 +169,7 @@ def default_model_path() -> Path:
             default = read_manifest(folder).get("default")
         except MnistEdgeError as exc:
             raise MnistEdgeError(f"{exc}, or pass --model FILE") from None
-        if not isinstance(default, str) or not default:
+        if default is None:
             raise MnistEdgeError(f"{folder / MANIFEST}: names no default model; pass --model FILE")
         return folder / default
     raise MnistEdgeError(

@@ -1,0 +1,127 @@
+"""Open any model file as a logits function: an ONNX file, a TorchScript file or a training checkpoint.
+
+What is safe to open from a stranger: ONNX files (ONNX Runtime runs a graph of known operators, never the
+file's own code) and mnist-edge checkpoints (read with torch.load(weights_only=True): tensors and plain data
+only). Not safe: TorchScript. A TorchScript archive *is* code: torch.jit.load compiles and runs the Python-like
+source inside it (`forward`, `__setstate__`), which can read and write files. So a TorchScript file is opened
+only when the caller says it trusts it (`--trust-torchscript` on the command line).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.evaluate import LogitsFn, torch_logits_fn
+from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
+from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
+
+TORCHSCRIPT_METADATA = "mnist_edge.json"  # the _extra_files entry of a TorchScript file that holds its metadata
+TRUST_FLAG = "--trust-torchscript"
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    format: str  # a formats.MODEL_FORMATS value
+    metadata: dict[str, str]
+    logits_fn: LogitsFn
+
+    @property
+    def quantization(self) -> str:
+        return self.metadata.get("quantization", "none")
+
+
+def model_format(path: Path) -> str:
+    """What kind of model file PATH is: ONNX by suffix; TorchScript and checkpoints (both .pt zips) by content."""
+    if path.suffix == ".onnx":
+        return ONNX
+    if path.suffix in (".pt", ".pth"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                torchscript = any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            torchscript = False  # load_checkpoint says what is wrong with it
+        return TORCHSCRIPT if torchscript else CHECKPOINT
+    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, a TorchScript .pt or a checkpoint .pt)")
+
+
+def require_checkpoint(path: Path) -> None:
+    """A MnistEdgeError saying what PATH is when it is a model file but not a training checkpoint."""
+    fmt = model_format(path) if path.suffix in (".onnx", ".pt", ".pth") else CHECKPOINT
+    if fmt != CHECKPOINT:
+        raise MnistEdgeError(
+            f"{path}: an exported {FORMAT_NAMES[fmt]} file, not a training checkpoint (`mnist-edge train` writes those)"
+        )
+
+
+def untrusted_torchscript(path: Path) -> MnistEdgeError:
+    return MnistEdgeError(
+        f"{path}: refused: a TorchScript file is code (loading it runs the code inside it, which can do anything "
+        f"your account can); pass {TRUST_FLAG} only if you trust where it came from, or use the ONNX file"
+    )
+
+
+def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript: bool = False) -> LoadedArtifact:
+    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TorchScript or a training checkpoint.
+
+    FMT defaults to what the file is (model_format). A TorchScript file is refused unless TRUST_TORCHSCRIPT.
+    Wrong files and wrong interfaces are MnistEdgeErrors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MnistEdgeError(f"{path}: no such file")
+    fmt = fmt or model_format(path)
+    if fmt == ONNX:
+        from mnist_edge.edge.runtime import OnnxModel
+
+        model = OnnxModel(path)
+        return LoadedArtifact(ONNX, model.metadata, model.run)
+    if fmt == CHECKPOINT:
+        from mnist_edge.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        return LoadedArtifact(CHECKPOINT, {"arch": ckpt.arch, "quantization": "none"}, torch_logits_fn(ckpt.model))
+    if not trust_torchscript:
+        raise untrusted_torchscript(path)
+    return _open_torchscript(path)
+
+
+def _open_torchscript(path: Path) -> LoadedArtifact:
+    import torch
+
+    extra = {TORCHSCRIPT_METADATA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; we ship it as legacy
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as exc:
+        raise MnistEdgeError(f"{path}: not a loadable TorchScript file ({first_line(exc)})") from None
+    try:
+        metadata = json.loads(extra[TORCHSCRIPT_METADATA] or "{}")
+    except ValueError:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        metadata = {}
+    module.eval()
+    logits_fn = torch_logits_fn(module)
+    # TorchScript declares no input/output types an ONNX-style check could read: probe it instead.
+    probe = np.zeros((2, *INPUT_SHAPE), np.float32)
+    try:
+        shape = tuple(np.asarray(logits_fn(probe)).shape)
+    except Exception as exc:  # noqa: BLE001 - a foreign module can raise anything
+        raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({first_line(exc)})") from None
+    if shape != (2, NUM_CLASSES):
+        raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
+    return LoadedArtifact(TORCHSCRIPT, {str(k): str(v) for k, v in metadata.items()}, logits_fn)
+
+
+def first_line(exc: BaseException, width: int = 300) -> str:
+    """The first line of EXC's message (its type when it has none), cut to WIDTH characters."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:width] if text else type(exc).__name__

@@ -1,0 +1,64 @@
+"""Every numeric option of export, verify, evaluate and benchmark goes through one validator (cli_types.bounded):
+non-finite and out-of-range values are refused while parsing, before any work or any file."""
+
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+from typer.testing import CliRunner
+
+from mnist_edge.cli import app
+from mnist_edge.cli_types import bounded
+
+runner = CliRunner()
+
+REFUSED = {
+    "--min-agreement": ["nan", "inf", "-inf", "-1", "100.5"],
+    "--max-accuracy-drop": ["nan", "-5", "inf", "101"],
+    "--max-abs-diff": ["nan", "-1", "inf"],
+    "--limit": ["0", "-3", "10001", str(2**70)],
+    "--calibration-size": ["0", "60001", str(2**70)],
+    "--runs": ["9", str(2**70)],
+}
+COMMANDS = {
+    "export": ["export", "x.pt"],
+    "verify": ["verify", "x.onnx", "--checkpoint", "x.pt"],
+    "evaluate": ["evaluate", "x.onnx"],
+    "benchmark": ["benchmark", "x.pt"],
+}
+TAKES = {
+    "--min-agreement": ("export", "verify"),
+    "--max-accuracy-drop": ("export", "verify"),
+    "--max-abs-diff": ("export", "verify"),
+    "--limit": ("export", "verify", "evaluate", "benchmark"),
+    "--calibration-size": ("export",),
+    "--runs": ("benchmark",),
+}
+CASES = [(c, flag, v) for flag, values in REFUSED.items() for c in TAKES[flag] for v in values]
+
+
+def _text(output: str) -> str:
+    """The message without the frame typer may draw around usage errors."""
+    return " ".join(output.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+@pytest.mark.parametrize("command, flag, value", CASES)
+def test_bad_numbers_are_refused_at_parse_time(command, flag, value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # x.pt and x.onnx do not exist: the number is refused before anything is opened
+    result = runner.invoke(app, [*COMMANDS[command], flag, value])
+    text = _text(result.output)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '{flag}'" in text and "expected a finite number in" in text
+    assert list(tmp_path.iterdir()) == []
+
+
+@given(value=st.floats(allow_nan=True, allow_infinity=True) | st.integers(), lo=st.floats(-1e6, 1e6), span=st.floats(0, 1e6))
+def test_bounded_accepts_exactly_the_finite_numbers_in_range(value, lo, span):
+    hi = lo + span
+    check = bounded(lo, hi)
+    inside = math.isfinite(value) and lo <= value <= hi
+    try:
+        assert check(value) == value and inside
+    except Exception as exc:  # typer.BadParameter
+        assert not inside and "expected a finite number in" in str(exc)
+    assert check(None) is None

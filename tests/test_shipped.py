@@ -1,0 +1,49 @@
+"""The model a user gets: exported/manifest.json's default exists, is the file the manifest describes, scores what
+the manifest says on MNIST, and reads real photographed, scanned and drawn digits."""
+
+import re
+
+import numpy as np
+import pytest
+
+from mnist_edge.data import load_mnist
+from mnist_edge.edge.manifest import SHIPPED_DIRS, default_model_path, file_sha256, read_manifest
+from mnist_edge.edge.predict import Failure, predict_paths
+from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.evaluate import evaluate
+
+SHIPPED = SHIPPED_DIRS[1]  # the checkout's exported/
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return read_manifest(SHIPPED)
+
+
+def test_every_shipped_file_is_the_one_the_manifest_describes(manifest):
+    assert manifest["artifacts"], "the checkout ships no models"
+    for entry in manifest["artifacts"]:
+        path = SHIPPED / entry["file"]
+        assert path.is_file(), entry["file"]
+        assert file_sha256(path) == entry["sha256"] and path.stat().st_size == entry["size_bytes"], entry["file"]
+
+
+def test_the_default_model_scores_its_recorded_accuracy(manifest, mnist_dir):
+    default = default_model_path()
+    assert default == SHIPPED / manifest["default"] and default.suffix == ".onnx"
+    entry = next(a for a in manifest["artifacts"] if a["file"] == manifest["default"])
+    assert entry["parity"]["images"] == 10_000  # the recorded figure is on the whole test set, so it is checked on it
+    mnist = load_mnist(mnist_dir)
+    result = evaluate(OnnxModel(default).run, mnist.test_images, mnist.test_labels)
+    assert result.accuracy >= entry["test_accuracy"] >= 99.0
+
+
+def test_the_default_model_reads_real_digits(wild_dir):
+    files = sorted(wild_dir.glob("*_label-*"))
+    assert len(files) == 72
+    labels = {str(f): re.search(r"_label-(\d)\.", f.name).group(1) for f in files}
+    results = list(predict_paths(OnnxModel(default_model_path()), list(labels), top=1))
+    assert not [r for r in results if isinstance(r, Failure)]
+    right = sum(str(r.digit) == labels[r.file] for r in results)
+    assert len(results) == 72 and right >= 70, f"{right}/72 real digits read right"
+    assert np.mean([r.probability for r in results]) > 0.5
