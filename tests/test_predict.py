@@ -3,10 +3,8 @@
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +16,11 @@ from cli_runner import cli_runner
 from mnist_edge.cli import app
 from mnist_edge.edge.preprocess import preprocess
 import onnx_graphs
-from onnx_models import export_arch, export_model
+from onnx_models import export_model
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
 MNIST_SAMPLES = sorted(SAMPLES.glob("mnist-*.png"))
 runner = cli_runner()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
-    return export_arch("tiny", tmp_path_factory.mktemp("models") / "tiny.onnx")
 
 
 def predict(model: Path, *args: str):
@@ -49,8 +42,8 @@ def predict_process(model: Path, *args: str, cwd: Path | None = None) -> subproc
     )
 
 
-def test_json_matches_the_torch_model_on_mnist_form_samples(tiny):
-    model, path = tiny
+def test_json_matches_the_torch_model_on_mnist_form_samples(tiny_onnx):
+    model, path = tiny_onnx
     result = predict(path, "--json", "--raw", "--top", "10", *map(str, MNIST_SAMPLES))
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -66,32 +59,32 @@ def test_json_matches_the_torch_model_on_mnist_form_samples(tiny):
         np.testing.assert_allclose(ranked, np.sort(probs)[::-1], atol=1e-5)
 
 
-def test_top_k_and_plain_output(tiny):
-    result = predict(tiny[1], "--top", "1", "--json", str(MNIST_SAMPLES[0]))
+def test_top_k_and_plain_output(tiny_onnx):
+    result = predict(tiny_onnx[1], "--top", "1", "--json", str(MNIST_SAMPLES[0]))
     assert [len(r["top"]) for r in json.loads(result.stdout)] == [1]
-    result = predict(tiny[1], "--top", "3", str(MNIST_SAMPLES[0]))
+    result = predict(tiny_onnx[1], "--top", "3", str(MNIST_SAMPLES[0]))
     header, line = result.stdout.strip().splitlines()
-    assert header == f"model: {tiny[1]}"  # which model answered
+    assert header == f"model: {tiny_onnx[1]}"  # which model answered
     assert result.exit_code == 0 and line.startswith(f"{MNIST_SAMPLES[0]}: ") and line.count("%") == 3
-    assert predict(tiny[1], "--top", "11", str(MNIST_SAMPLES[0])).exit_code == 2
+    assert predict(tiny_onnx[1], "--top", "11", str(MNIST_SAMPLES[0])).exit_code == 2
 
 
-def test_folders_and_globs_collect_each_image_once(tiny, tmp_path):
-    rows = json.loads(predict(tiny[1], "--json", str(SAMPLES)).stdout)
+def test_folders_and_globs_collect_each_image_once(tiny_onnx, tmp_path):
+    rows = json.loads(predict(tiny_onnx[1], "--json", str(SAMPLES)).stdout)
     assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in SAMPLES.glob("*.png"))
     # A quoted glob (the shell did not expand it) is expanded by predict; a file named twice counts once.
-    result = predict(tiny[1], "--json", str(SAMPLES / "mnist-*.png"), str(MNIST_SAMPLES[0]))
+    result = predict(tiny_onnx[1], "--json", str(SAMPLES / "mnist-*.png"), str(MNIST_SAMPLES[0]))
     assert result.exit_code == 0
     assert [r["file"] for r in json.loads(result.stdout)] == list(map(str, MNIST_SAMPLES))
 
 
-def test_save_preprocessed_writes_what_the_model_saw(tiny, tmp_path):
+def test_save_preprocessed_writes_what_the_model_saw(tiny_onnx, tmp_path):
     out = tmp_path / "seen" / "nested"
     other = tmp_path / "elsewhere"
     other.mkdir()
     twin = other / "paper-3.png"  # same stem as a sample: saved under another name, not overwritten
     twin.write_bytes((SAMPLES / "paper-3.png").read_bytes())
-    result = predict(tiny[1], "--save-preprocessed", str(out), str(SAMPLES / "paper-3.png"), str(twin), str(MNIST_SAMPLES[0]))
+    result = predict(tiny_onnx[1], "--save-preprocessed", str(out), str(SAMPLES / "paper-3.png"), str(twin), str(MNIST_SAMPLES[0]))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["mnist-0.png", "paper-3-2.png", "paper-3.png"]
     saved = Image.open(out / "paper-3.png")
@@ -100,24 +93,14 @@ def test_save_preprocessed_writes_what_the_model_saw(tiny, tmp_path):
     np.testing.assert_array_equal(np.asarray(saved), expected)
 
 
-def test_save_preprocessed_into_a_path_under_a_file_is_one_error(tiny, tmp_path):
+def test_save_preprocessed_into_a_path_under_a_file_is_one_error(tiny_onnx, tmp_path):
     (tmp_path / "file").write_text("x")
-    result = predict_process(tiny[1], "--save-preprocessed", str(tmp_path / "file" / "sub"), str(MNIST_SAMPLES[0]))
+    result = predict_process(tiny_onnx[1], "--save-preprocessed", str(tmp_path / "file" / "sub"), str(MNIST_SAMPLES[0]))
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(f"error: {tmp_path / 'file' / 'sub'}: cannot create the folder") and result.stderr.count("\n") == 1
 
 
-def bomb_png(path: Path, width: int, height: int) -> Path:
-    """A 1x1 PNG whose header claims WIDTH x HEIGHT pixels."""
-    buffer = path.with_suffix(".tmp")
-    Image.new("L", (1, 1)).save(buffer, format="PNG")
-    png = buffer.read_bytes()
-    ihdr = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
-    path.write_bytes(png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:])
-    return path
-
-
-def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny, tmp_path):
+def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_onnx, tmp_path, bomb_png):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     (tmp_path / "notes.png").write_text("not an image")
@@ -136,7 +119,7 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny, 
     }
     good = [str(SAMPLES / "paper-3.png"), str(MNIST_SAMPLES[1])]
     args = [good[0], *bad, good[1]]
-    result = predict_process(tiny[1], "--json", *args, cwd=tmp_path)
+    result = predict_process(tiny_onnx[1], "--json", *args, cwd=tmp_path)
     assert result.returncode == 1
     rows = strict_json(result.stdout)
     assert [r["file"] for r in rows] == args  # every input has its entry, in order
@@ -149,8 +132,8 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny, 
         assert line.startswith("error: ") and name in line and problem in line, line
 
 
-def test_only_bad_inputs_exits_nonzero_with_empty_json(tiny, tmp_path):
-    result = predict(tiny[1], "--json", str(tmp_path / "missing.png"))
+def test_only_bad_inputs_exits_nonzero_with_empty_json(tiny_onnx, tmp_path):
+    result = predict(tiny_onnx[1], "--json", str(tmp_path / "missing.png"))
     error = f"{tmp_path / 'missing.png'}: no such file or folder"
     assert result.exit_code == 1 and json.loads(result.stdout) == [{"file": str(tmp_path / "missing.png"), "error": error}]
     assert result.stderr.strip() == f"error: {tmp_path / 'missing.png'}: no such file or folder"
@@ -181,12 +164,12 @@ def test_missing_model_and_model_folder(tmp_path):
     assert predict(tmp_path, str(MNIST_SAMPLES[0])).exit_code == 2  # a folder: a usage error
 
 
-def test_predict_never_imports_torch(tiny):
+def test_predict_never_imports_torch(tiny_onnx):
     code = (
         "import json, sys\n"
         "from mnist_edge.cli import app\n"
         "try:\n"
-        f"    app(['predict', '--json', '--model', {str(tiny[1])!r}, {str(SAMPLES)!r}])\n"
+        f"    app(['predict', '--json', '--model', {str(tiny_onnx[1])!r}, {str(SAMPLES)!r}])\n"
         "except SystemExit as exc:\n"
         "    status = exc.code\n"
         "print(json.dumps({'status': status, 'heavy': sorted({'torch', 'torchvision', 'onnx'} & set(sys.modules))}))\n"
@@ -198,7 +181,7 @@ def test_predict_never_imports_torch(tiny):
     assert len(json.loads("\n".join(lines[:-1]))) == len(list(SAMPLES.glob("*.png")))
 
 
-def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(tiny, tmp_path):
+def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(tiny_onnx, tmp_path):
     from mnist_edge.edge.predict import PARALLEL_MIN, Failure, predict_paths
     from mnist_edge.edge.runtime import OnnxModel
 
@@ -206,7 +189,7 @@ def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(
     for i in range(2 * PARALLEL_MIN + 5):  # enough for two workers
         (tmp_path / f"{i:04d}.png").write_bytes(samples[i % len(samples)].read_bytes())
     (tmp_path / "0007.png").write_text("not an image")  # a failure inside a worker comes back in its place
-    model = OnnxModel(tiny[1])
+    model = OnnxModel(tiny_onnx[1])
     serial = list(predict_paths(model, [str(tmp_path)], workers=1))
     pooled = list(predict_paths(model, [str(tmp_path)], workers=2))
     assert pooled == serial and len(serial) == 2 * PARALLEL_MIN + 5
@@ -220,14 +203,14 @@ def two_tone(path: Path, shape: tuple[int, int], ink) -> Path:
     return path
 
 
-def test_tiny_images_in_a_folder_fail_alone_and_the_rest_is_predicted(tiny, tmp_path):
+def test_tiny_images_in_a_folder_fail_alone_and_the_rest_is_predicted(tiny_onnx, tmp_path):
     for sample in SAMPLES.glob("*.png"):
         shutil.copy(sample, tmp_path / sample.name)
     two_tone(tmp_path / "a-4x4.png", (4, 4), np.s_[:2])
     two_tone(tmp_path / "b-3x3.png", (3, 3), np.s_[1, 1])
     two_tone(tmp_path / "c-500x2.png", (2, 500), np.s_[:, 200:260])
     Image.fromarray(np.zeros((1, 1), np.float32)).save(tmp_path / "d-1x1.tiff")
-    result = predict_process(tiny[1], "--json", str(tmp_path), str(tmp_path / "d-1x1.tiff"))  # named twice: once
+    result = predict_process(tiny_onnx[1], "--json", str(tmp_path), str(tmp_path / "d-1x1.tiff"))  # named twice: once
     rows = strict_json(result.stdout)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert [Path(r["file"]).name for r in rows] == files
@@ -263,12 +246,12 @@ def test_a_model_that_fails_at_run_time_is_one_line_per_image_naming_it(tmp_path
         assert line == f"error: {row['error']}" and row["error"].startswith(f"{row['file']}: {model}: the model")
 
 
-def test_save_preprocessed_into_the_inputs_own_folder_overwrites_nothing(tiny, tmp_path):
+def test_save_preprocessed_into_the_inputs_own_folder_overwrites_nothing(tiny_onnx, tmp_path):
     for sample in SAMPLES.glob("*.png"):
         shutil.copy(sample, tmp_path / sample.name)
     (tmp_path / "mnist-0-2.png").write_bytes(b"a file of the user's, not an image")
     originals = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    result = predict_process(tiny[1], "--save-preprocessed", str(tmp_path), str(tmp_path / "mnist-0.png"), str(tmp_path / "paper-3.png"))
+    result = predict_process(tiny_onnx[1], "--save-preprocessed", str(tmp_path), str(tmp_path / "mnist-0.png"), str(tmp_path / "paper-3.png"))
     assert result.returncode == 0, result.stderr
     assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
     assert sorted(set(os.listdir(tmp_path)) - set(originals)) == ["mnist-0-3.png", "paper-3-2.png"]
@@ -290,7 +273,7 @@ def test_a_name_taken_after_it_was_chosen_is_still_not_overwritten(tmp_path):
     assert target.read_bytes() == b"someone else's" and os.listdir(tmp_path) == ["seen.png"]  # no temp file left
 
 
-def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny, tmp_path, monkeypatch):
+def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny_onnx, tmp_path, monkeypatch):
     from mnist_edge.edge import predict as module
     from mnist_edge.edge.runtime import OnnxModel
 
@@ -307,7 +290,7 @@ def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny, tmp_path, mon
         return real(path, raw=raw)
 
     monkeypatch.setattr(module, "preprocess", flaky)
-    results = list(module.predict_paths(OnnxModel(tiny[1]), [str(tmp_path)], workers=2))
+    results = list(module.predict_paths(OnnxModel(tiny_onnx[1]), [str(tmp_path)], workers=2))
     assert len(results) == 2 * module.PARALLEL_MIN + 5
     failed = {i: r.error for i, r in enumerate(results) if isinstance(r, module.Failure)}
     assert sorted(failed) == [7, 100]

@@ -1,8 +1,6 @@
 import io
 import os
 import re
-import struct
-import zlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -142,15 +140,6 @@ def test_truncated_and_non_image_files(tmp_path):
         load_gray(tmp_path / "missing.png")
 
 
-def png_claiming(tmp_path: Path, width: int, height: int) -> Path:
-    """A valid 1x1 PNG whose header claims WIDTH x HEIGHT pixels: a bomb, if anything decoded it."""
-    png = save(np.zeros((1, 1), np.uint8), tmp_path / "tiny.png").read_bytes()
-    ihdr = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
-    path = tmp_path / f"bomb-{width}x{height}.png"
-    path.write_bytes(png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:])
-    return path
-
-
 @pytest.mark.parametrize(
     "width, height, message",
     [
@@ -159,8 +148,8 @@ def png_claiming(tmp_path: Path, width: int, height: int) -> Path:
         (100_000, 100_000, "refused as a possible decompression bomb"),  # Pillow refuses in open()
     ],
 )
-def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height, message):
-    path = png_claiming(tmp_path, width, height)
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height, message, bomb_png):
+    path = bomb_png(tmp_path / f"bomb-{width}x{height}.png", width, height)
     with pytest.raises(MnistEdgeError) as err:
         preprocess(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value) and "\n" not in str(err.value)

@@ -13,16 +13,11 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel
 import onnx_graphs
-from onnx_models import export_arch, export_model
+from onnx_models import export_model
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[nn.Module, Path]:
-    return export_arch("tiny", tmp_path_factory.mktemp("models") / "tiny.onnx")
-
-
-def test_run_matches_torch_for_any_batch_size(tiny):
-    model, path = tiny
+def test_run_matches_torch_for_any_batch_size(tiny_onnx):
+    model, path = tiny_onnx
     onnx_model = OnnxModel(path, threads=1)
     for n in (1, 7):
         images = np.random.default_rng(n).random((n, 1, 28, 28), dtype=np.float32)
@@ -33,8 +28,8 @@ def test_run_matches_torch_for_any_batch_size(tiny):
         np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_a_batch_split_across_threads_gives_the_same_logits_in_order(tiny):
-    _, path = tiny
+def test_a_batch_split_across_threads_gives_the_same_logits_in_order(tiny_onnx):
+    _, path = tiny_onnx
     images = np.random.default_rng(0).random((3 * runtime.MIN_CHUNK + 5, 1, 28, 28), dtype=np.float32)
     whole = OnnxModel(path, threads=1)
     split = OnnxModel(path, threads=3)
@@ -45,16 +40,16 @@ def test_a_batch_split_across_threads_gives_the_same_logits_in_order(tiny):
     assert few._pool is None
 
 
-def test_metadata_props_are_exposed(tiny, tmp_path):
-    proto = onnx.load(str(tiny[1]))
+def test_metadata_props_are_exposed(tiny_onnx, tmp_path):
+    proto = onnx.load(str(tiny_onnx[1]))
     onnx.helper.set_model_props(proto, {"arch": "tiny", "test_accuracy": "99.1"})
     onnx.save(proto, str(tmp_path / "meta.onnx"))
     assert OnnxModel(tmp_path / "meta.onnx").metadata == {"arch": "tiny", "test_accuracy": "99.1"}
 
 
-def test_wrong_image_shape_is_a_user_error(tiny):
+def test_wrong_image_shape_is_a_user_error(tiny_onnx):
     with pytest.raises(MnistEdgeError, match=r"expected \[N,1,28,28\]"):
-        OnnxModel(tiny[1]).run(np.zeros((2, 28, 28), np.float32))
+        OnnxModel(tiny_onnx[1]).run(np.zeros((2, 28, 28), np.float32))
 
 
 @pytest.mark.parametrize("content", [b"", b"not a model at all\n", b"\x08\x07" + bytes(range(256))])
@@ -168,8 +163,8 @@ def test_an_unknown_op_is_named(tmp_path):
     assert one_line_naming(str(err.value), path)
 
 
-def test_an_empty_batch_gives_no_logits(tiny):
-    assert OnnxModel(tiny[1]).run(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
+def test_an_empty_batch_gives_no_logits(tiny_onnx):
+    assert OnnxModel(tiny_onnx[1]).run(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 10)
 
 
 def test_evaluate_and_verify_get_the_one_line_too(tmp_path, mnist_dir):
