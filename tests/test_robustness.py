@@ -19,7 +19,7 @@ from hypothesis.extra.numpy import arrays
 from mnist_edge import robustness
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import evaluate
-from mnist_edge.verify import open_artifact
+from mnist_edge.artifacts import open_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "robustness.py"

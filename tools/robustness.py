@@ -20,7 +20,7 @@ from pathlib import Path
 from mnist_edge import robustness
 from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.verify import open_artifact
+from mnist_edge.artifacts import open_artifact
 
 WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
 
