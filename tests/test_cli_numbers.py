@@ -1,5 +1,6 @@
-"""Every numeric option of export, verify, evaluate and benchmark goes through one validator (cli_types.bounded):
-non-finite and out-of-range values are refused while parsing, before any work or any file."""
+"""Every numeric option of export, verify, evaluate and benchmark goes through one validator (cli_types: the same
+checks train's flags and checkpoints use): non-finite and out-of-range values are refused while parsing, before
+any work or any file."""
 
 import math
 
@@ -8,7 +9,8 @@ from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
 from mnist_edge.cli import app
-from mnist_edge.cli_types import bounded
+from mnist_edge.cli_types import integer, number
+from mnist_edge.errors import MnistEdgeError
 
 runner = CliRunner()
 
@@ -46,19 +48,26 @@ def _text(output: str) -> str:
 def test_bad_numbers_are_refused_at_parse_time(command, flag, value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # x.pt and x.onnx do not exist: the number is refused before anything is opened
     result = runner.invoke(app, [*COMMANDS[command], flag, value])
-    text = _text(result.output)
+    text = _text(result.output).lower()
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"Invalid value for '{flag}'" in text and "expected a finite number in" in text
+    assert f"invalid value for '{flag}'" in text and ("must be a finite number" in text or "must be a whole number" in text)
     assert list(tmp_path.iterdir()) == []
 
 
-@given(value=st.floats(allow_nan=True, allow_infinity=True) | st.integers(), lo=st.floats(-1e6, 1e6), span=st.floats(0, 1e6))
-def test_bounded_accepts_exactly_the_finite_numbers_in_range(value, lo, span):
+@given(value=st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans(), lo=st.floats(-1e6, 1e6), span=st.floats(0, 1e6))
+def test_number_accepts_exactly_the_finite_numbers_in_range(value, lo, span):
     hi = lo + span
-    check = bounded(lo, hi)
-    inside = math.isfinite(value) and lo <= value <= hi
+    inside = not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi
     try:
-        assert check(value) == value and inside
-    except Exception as exc:  # typer.BadParameter
-        assert not inside and "expected a finite number in" in str(exc)
-    assert check(None) is None
+        assert number("--x", value, lo, hi) == value and inside
+    except MnistEdgeError as exc:
+        assert not inside and str(exc).startswith(f"--x {value!r}: must be a finite number")
+
+
+@given(value=st.integers() | st.floats(allow_nan=True) | st.booleans(), lo=st.integers(-(10**6), 10**6), span=st.integers(0, 10**6))
+def test_integer_accepts_exactly_the_whole_numbers_in_range(value, lo, span):
+    inside = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= lo + span
+    try:
+        assert integer("--n", value, lo, lo + span) == value and inside
+    except MnistEdgeError as exc:
+        assert not inside and "must be a whole number" in str(exc)

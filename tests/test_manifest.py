@@ -78,6 +78,7 @@ MALFORMED = {
     "accuracy a bool": json.dumps({"default": None, "artifacts": [entry("a.onnx", test_accuracy=True)]}),
     "accuracy NaN": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "test_accuracy": NaN}]}',
     "parity a list": json.dumps({"default": None, "artifacts": [entry("a.onnx", parity=[1])]}),
+    "parity holding Infinity": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "parity": {"max_abs_diff": Infinity}}]}',
     "the same file twice": json.dumps({"default": None, "artifacts": [entry("a.onnx"), entry("a.onnx")]}),
 }
 

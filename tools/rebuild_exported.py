@@ -50,7 +50,9 @@ def main() -> None:
         train(args.arch, args.data_dir, source)
     data_dir = args.data_dir.resolve() if args.data_dir else None
     target = ROOT / EXPORTED / f"{args.arch}.pt"
-    ship_checkpoint(source, target, shlex.join(["python", "tools/rebuild_exported.py", *sys.argv[1:]]))
+    # The manifest records what reproduces the files on any machine: no path of this one.
+    command = shlex.join(["python", "tools/rebuild_exported.py", "--arch", args.arch])
+    ship_checkpoint(source, target, command + (" --data-dir $MNIST_EDGE_DATA" if data_dir else ""))
     export = [sys.executable, "-m", "mnist_edge", "export", str(EXPORTED / target.name), "--format", "all",
               "--quantize", "static", "--out", str(EXPORTED), "--make-default", "--force"]
     if data_dir is not None:

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from mnist_edge.architectures import AUGMENTATIONS, SCHEDULES, Recipe
+from mnist_edge.cli_types import integer, number
 from mnist_edge.errors import MnistEdgeError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -19,23 +20,6 @@ MAX_BATCH_SIZE = 65_536
 MAX_LR = 10.0  # far above any recipe's; larger only diverges
 MAX_SEED = 2**32 - 1  # numpy's and every seeded tool's range; torch's rank offset stays far from its limit
 MAX_THREADS = 4096
-
-
-def integer(name: str, value: Any, low: int, high: int) -> int:
-    """VALUE as an int in [LOW, HIGH], else one line naming NAME."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise MnistEdgeError(f"{name} {value!r}: must be a whole number from {low:,} to {high:,}")
-    return value
-
-
-def number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    """VALUE as a finite float in [LOW, HIGH] (or (LOW, HIGH] if LOW_OPEN), else one line naming NAME."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (low < value if low_open else low <= value) and value <= high
-    if not ok:
-        bound = f"above {low:g}" if low_open else f"at least {low:g}"
-        raise MnistEdgeError(f"{name} {value!r}: must be a finite number {bound} and at most {high:g}")
-    return float(value)
 
 
 def check_recipe(recipe: Recipe, where: str = "") -> Recipe:

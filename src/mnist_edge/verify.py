@@ -7,6 +7,7 @@ batch stand in, and the report says so. Opening the files is artifacts.py's job.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +67,8 @@ class Parity:
         return not self.failures
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data for JSON: a non-finite difference (NaN logits) is None, never a bare NaN/Infinity."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
     def summary(self) -> str:
         text = f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement {self.agreement:.2f}%"

@@ -56,6 +56,17 @@ def is_plain_name(name: object) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
+def _finite(value: object) -> bool:
+    """No NaN or infinity anywhere in VALUE: Python's json reads them, other readers of the manifest do not."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(_finite, value.values()))
+    if isinstance(value, list):
+        return all(map(_finite, value))
+    return True
+
+
 def _entry_problem(entry: object) -> str | None:
     if not isinstance(entry, dict):
         return f"is a {type(entry).__name__}, not an object"
@@ -66,8 +77,8 @@ def _entry_problem(entry: object) -> str | None:
         types = _FIELDS.get(key)
         if types is not None and (not isinstance(value, types) or isinstance(value, bool)):
             return f"{key!r} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"{key!r} is {value!r}"
+        if not _finite(value):
+            return f"{key!r} holds a non-finite number (NaN or infinity is not JSON)"
     if not is_plain_name(entry["file"]):
         return f"file {entry['file']!r} is not a plain file name"
     if entry["format"] not in MODEL_FORMATS:
