@@ -343,3 +343,9 @@ def test_static_int8_keeps_only_the_narrow_convs_at_the_input_float(tiny_export)
     assert float_convs == ["conv1", "conv2"]
     assert int8_convs == ["conv3", "conv4", "conv5", "conv6", "conv7", "conv8"]
     assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
+
+
+def test_the_onnx_quantizers_work_without_importing_torch():
+    code = "import sys, mnist_edge.quantize; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "[]"

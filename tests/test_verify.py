@@ -208,7 +208,7 @@ def test_an_onnx_file_given_as_the_checkpoint_says_what_it_is(tiny):
 def test_a_configured_but_broken_data_source_is_an_error_not_synthetic(tiny, tmp_path, monkeypatch):
     args = [str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt")]
     corrupt = write_dataset(tmp_path / "corrupt")  # MNIST's layout, not MNIST's bytes: the checksums refuse it
-    for folder, problem in ((tmp_path / "missing", "no such data folder"), (corrupt, "does not match MNIST")):
+    for folder, problem in ((tmp_path / "missing", "no such data folder"), (corrupt, str(corrupt / "train-images-idx3-ubyte.gz"))):
         monkeypatch.setenv("MNIST_EDGE_DATA", str(folder))
         line = _one_line(_verify(*args))
         assert problem in line and "synthetic" not in line
