@@ -297,19 +297,19 @@ def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny_onnx, tmp_path
     assert "0007.png: failed (RuntimeError: a decoder bug" in failed[7] and "0100.png: the process preparing this image died" in failed[100]
 
 
-def test_file_names_cannot_forge_output_lines(tiny, tmp_path):
+def test_file_names_cannot_forge_output_lines(tiny_onnx, tmp_path):
     good = tmp_path / "seven\nerror: fake.png"
     shutil.copy(MNIST_SAMPLES[-1], good)
     bad = tmp_path / "clear\x1b[2J.png"
     bad.write_text("not an image")
-    result = predict_process(tiny[1], str(good), str(bad))
+    result = predict_process(tiny_onnx[1], str(good), str(bad))
     assert result.returncode == 1
     header, line = result.stdout.splitlines()
     assert line.startswith(f"{tmp_path}/seven\\nerror: fake.png: ")
     assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "clear\\x1b[2J.png" in result.stderr
-    rows = strict_json(predict_process(tiny[1], "--json", str(good), str(bad)).stdout)
+    rows = strict_json(predict_process(tiny_onnx[1], "--json", str(good), str(bad)).stdout)
     assert [r["file"] for r in rows] == [str(good), str(bad)]  # JSON keeps the exact names
     undecodable = tmp_path / os.fsdecode(b"\xff7.png")  # not UTF-8: printing it as it is would raise
     shutil.copy(MNIST_SAMPLES[-1], undecodable)
-    result = predict_process(tiny[1], str(undecodable))
+    result = predict_process(tiny_onnx[1], str(undecodable))
     assert result.returncode == 0 and result.stdout.splitlines()[1].startswith(f"{tmp_path}/\\udcff7.png: ")
