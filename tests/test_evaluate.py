@@ -131,6 +131,7 @@ def untrained_checkpoint(tmp_path_factory, make_checkpoint):
     return path
 
 
+@pytest.mark.torch  # a training checkpoint
 def test_evaluate_cli_prints_per_class_accuracy_and_writes_the_report(untrained_checkpoint, mnist_dir, tmp_path):
     report = tmp_path / "pictures"
     args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--report", str(report)]
@@ -144,6 +145,7 @@ def test_evaluate_cli_prints_per_class_accuracy_and_writes_the_report(untrained_
     _assert_png(report / "misclassified.png")
 
 
+@pytest.mark.torch  # a training checkpoint
 def test_evaluate_cli_json(untrained_checkpoint, mnist_dir):
     result = CliRunner().invoke(app, ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--json"])
     assert result.exit_code == 0, result.output

@@ -28,6 +28,11 @@ def test_every_shipped_file_is_the_one_the_manifest_describes(manifest):
         assert file_sha256(path) == entry["sha256"] and path.stat().st_size == entry["size_bytes"], entry["file"]
 
 
+def test_the_recorded_commands_hold_no_path_of_the_machine_that_ran_them(manifest):
+    for entry in manifest["artifacts"]:
+        assert not re.search(r"(^|\s)(/|~|[A-Za-z]:\\)", entry["command"]), entry["command"]
+
+
 def test_the_default_model_scores_its_recorded_accuracy(manifest, mnist_dir):
     default = default_model_path()
     assert default == SHIPPED / manifest["default"] and default.suffix == ".onnx"
