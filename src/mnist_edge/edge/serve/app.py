@@ -93,14 +93,14 @@ class BodyLimit:
 def _flag(params: QueryParams, name: str) -> bool:
     value = params.get(name, "0").lower()
     if value not in TRUE + FALSE:
-        raise RequestError(400, f"?{name}= takes 1 or 0, not {value[:20]!r}")
+        raise RequestError(400, f"?{name}= takes 1 or 0, not {value[:20]!r}", close=True)  # the body is unread
     return value in TRUE
 
 
 def _top(params: QueryParams) -> int:
     value = params.get("top", "3")
     if not value.isdigit() or not 1 <= int(value) <= NUM_CLASSES:
-        raise RequestError(400, f"?top= takes a whole number from 1 to {NUM_CLASSES}, not {value[:20]!r}")
+        raise RequestError(400, f"?top= takes a whole number from 1 to {NUM_CLASSES}, not {value[:20]!r}", close=True)
     return int(value)
 
 
