@@ -135,6 +135,7 @@ async def _serve(config: ServeConfig, sock: socket.socket, echo: Callable[[str],
                 lifespan="off",  # the engine is opened and closed around the server, here
                 access_log=config.access_log,
                 limit_concurrency=config.max_connections,
+                proxy_headers=False,  # no proxy is assumed: X-Forwarded-* headers are a client's to forge
                 server_header=False,
                 log_level="info",
             )
