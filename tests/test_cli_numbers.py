@@ -71,3 +71,22 @@ def test_integer_accepts_exactly_the_whole_numbers_in_range(value, lo, span):
         assert integer("--n", value, lo, lo + span) == value and inside
     except MnistEdgeError as exc:
         assert not inside and "must be a whole number" in str(exc)
+
+
+def test_export_benchmark_and_the_manifest_name_formats_and_quantizations_alike():
+    from mnist_edge.edge.manifest import validate_manifest
+    from mnist_edge.formats import EXPORT_FORMATS, MODEL_FORMATS, QUANTIZATIONS
+
+    def choices(command: str, flag: str) -> list[str]:
+        import typer.main
+
+        click_command = typer.main.get_command(app).commands[command]
+        option = next(p for p in click_command.params if flag in p.opts)
+        return list(option.type.choices)
+
+    for command in ("export", "benchmark"):
+        assert choices(command, "--format") == [*EXPORT_FORMATS, "all"]
+        assert choices(command, "--quantize") == list(QUANTIZATIONS)
+    for fmt in MODEL_FORMATS:
+        for quantization in QUANTIZATIONS:
+            validate_manifest({"default": None, "artifacts": [{"file": "a", "format": fmt, "quantization": quantization}]}, "m")

@@ -181,18 +181,18 @@ def _export_rows(
 def _exported_row(result: Exported) -> Row:
     if result.parity is None:  # export_artifact's verdict: nothing in this model to quantize
         return Row(result.format, result.quantization, SKIPPED, result.file, result.note.removeprefix("skipped: "))
-    parity = result.parity
-    status = PASSED if parity.passed else REFUSED  # a refused file was never written, so it is not timed
+    parity = result.parity.as_dict()  # plain data: NaN logits give no figure, not a NaN in the JSON
+    status = PASSED if result.parity.passed else REFUSED  # a refused file was never written, so it is not timed
     return Row(
         result.format,
         result.quantization,
         status,
         result.file,
-        "; ".join(parity.failures),
+        "; ".join(parity["failures"]),
         result.size_bytes,
-        parity.artifact_accuracy,
-        parity.max_abs_diff,
-        parity.agreement,
+        parity["artifact_accuracy"],
+        parity["max_abs_diff"],
+        parity["agreement"],
     )
 
 
