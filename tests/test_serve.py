@@ -480,3 +480,13 @@ def test_a_model_that_fails_at_run_time_fails_only_its_images(tmp_path):
         assert_refused(reply, 500, "fails in ONNX Runtime")
         assert all("fails in ONNX Runtime" in r["error"] for r in reply.json()["results"])
         assert running.get("/healthz").status == 200
+
+
+def test_without_the_serve_extra_it_says_what_to_install(tmp_path):
+    (tmp_path / "uvicorn").mkdir()  # stands in for a missing package: importing it fails as a missing one does
+    (tmp_path / "uvicorn" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'uvicorn'\", name='uvicorn')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "mnist_edge", "serve", "--port", "0"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: this command needs uvicorn: pip install 'mnist-edge[serve]'"
