@@ -40,6 +40,7 @@ class Server:
     """`mnist-edge serve --port 0 ARGS`, started and stopped by `with`; `port` once it is listening."""
 
     args: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)  # a command that runs it (it must exec, keeping the pid)
     process: subprocess.Popen | None = None
     log_file: Any = None
     port: int = 0
@@ -50,7 +51,7 @@ class Server:
         # Its log goes to a file: a pipe nobody reads would fill up and stall the server.
         self.log_file = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_edge", "serve", "--port", "0", *self.args],
+            [*self.prefix, sys.executable, "-m", "mnist_edge", "serve", "--port", "0", *self.args],
             stdout=subprocess.PIPE, stderr=self.log_file, text=True,
         )
         line = self._read_line(timeout=60)

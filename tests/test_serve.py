@@ -8,6 +8,7 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -186,6 +187,18 @@ def test_bad_requests_are_4xx(server):
     for reply, status, words in cases:
         assert_refused(reply, status, words)
     assert_healthy(server)
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+def test_an_upload_the_server_cannot_buffer_is_503():
+    """Starlette spools a file part over 1 MB to a temporary file; a file-size limit makes writing it fail
+    as a full disk would (Python ignores SIGXFSZ, so the write raises)."""
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200), np.uint8)
+    photo = png_bytes(Image.fromarray(noise))
+    assert 1024 * 1024 < len(photo) < 10 * 1024 * 1024
+    with Server(prefix=["prlimit", f"--fsize={len(photo) // 2}", "--"]) as running:
+        assert_refused(running.upload([("photo.png", photo)]), 503, "cannot hold the upload")
+        assert running.upload(samples()[:1]).status == 200  # small uploads stay in memory: still served
 
 
 def test_text_field_named_file_is_refused(server):

@@ -124,6 +124,8 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
                     uploads.append((name, data))
         except FormParserError as exc:  # older Starlette (0.44, the floor) lets python-multipart's own errors out
             raise RequestError(400, f"malformed multipart/form-data body ({exc})") from None
+        except OSError as exc:  # Starlette spools a file part over 1 MB to a temporary file: a full or missing $TMPDIR
+            raise RequestError(503, f"the server cannot hold the upload now ({exc.strerror or exc})", close=True) from None
         if not uploads:
             raise RequestError(400, f"no part named 'file': {USAGE}")
         return uploads
