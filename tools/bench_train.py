@@ -91,19 +91,20 @@ def main() -> None:
         return
 
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    import torch
+
+    threads = args.threads or torch.get_num_threads()  # both pipelines on the same threads (train's default follows the load)
     notebook_cmd = [sys.executable, __file__, "--notebook-child", "--images", str(args.images), "--data-dir", str(args.data_dir)]
     with tempfile.TemporaryDirectory() as tmp:
         ours_cmd = [
             sys.executable, "-m", "mnist_edge", "train", "--arch", ARCH, "--epochs", "1", "--device", "cpu",
             "--limit", str(args.images), "--data-dir", str(args.data_dir), "--out", str(Path(tmp) / "bench.pt"),
+            "--overwrite", "--threads", str(threads),
         ]  # fmt: skip
         notebook_s, ours_s = [], []
         for _ in range(args.repeat):
             notebook_s.append(timed(notebook_cmd, env))
             ours_s.append(timed(ours_cmd, env))
-    import torch
-
-    threads = args.threads or torch.get_num_threads()
     notebook_ips, ours_ips = args.images / min(notebook_s), args.images / min(ours_s)
     print(f"{ARCH}, one epoch of {args.images:,} images + test pass, whole process, {threads} threads, best of {args.repeat}")
     print(f"notebook pipeline (torchvision + PIL + DataLoader): {min(notebook_s):7.1f} s  {notebook_ips:8,.0f} img/s")
