@@ -85,7 +85,7 @@ def test_geometric_shifts_by_hand():
 def test_elastic_displacement_matches_its_documented_size():
     rng = np.random.default_rng(0)
     field = robustness.ELASTIC_ALPHA * robustness._smooth(rng.uniform(-1, 1, (20, 28, 28)), robustness.ELASTIC_SIGMA, "reflect")
-    assert 1.0 < float(np.sqrt((field**2).mean())) < 2.0
+    assert 1.5 < float(np.sqrt((field**2).mean())) < 2.0  # the docstring's 1.7 px per axis
 
 
 def test_blur_lowres_and_noise_severity():

@@ -103,7 +103,7 @@ def _sample(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 def elastic(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Another hand: a smooth random displacement field, uniform noise smoothed by a Gaussian of sigma
-    {ELASTIC_SIGMA} and scaled by {ELASTIC_ALPHA} (Simard et al.'s parameters: about 1.4 px RMS displacement)."""
+    {ELASTIC_SIGMA} and scaled by {ELASTIC_ALPHA} (Simard et al.'s parameters: about 1.7 px RMS displacement per axis)."""
     n, h, w = images.shape
     dy, dx = (ELASTIC_ALPHA * _smooth(rng.uniform(-1, 1, (n, h, w)), ELASTIC_SIGMA, "reflect") for _ in range(2))
     grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float64)
