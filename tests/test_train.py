@@ -155,7 +155,7 @@ def _one_error_line(result) -> str:
 BAD_NUMBERS = [
     ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "1e308"),
     ("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--batch-size", str(10**9)),
-    ("--seed", str(2**70)), ("--seed", "-1"), ("--limit", "0"), ("--threads", "0"),
+    ("--seed", str(2**70)), ("--seed", "-1"), ("--limit", "0"), ("--threads", "0"), ("--threads", str((os.cpu_count() or 1) + 1)),
 ]  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import evaluate, torch_logits_fn
-from mnist_edge.validate import MAX_THREADS, check_recipe, integer, number, recipe_from_dict
+from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
 
 Log = Callable[[str], None]
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -84,7 +84,7 @@ class TrainConfig:
         if self.limit is not None:
             integer("--limit", self.limit, 1, 2**31)
         if self.threads is not None:
-            integer("--threads", self.threads, 1, MAX_THREADS)
+            integer("--threads", self.threads, 1, os.cpu_count() or 1)  # more than the CPUs only contend
         number("progress_every_s", self.progress_every_s, 0.0, 86_400.0)
 
 

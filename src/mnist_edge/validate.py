@@ -19,7 +19,6 @@ MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 65_536
 MAX_LR = 10.0  # far above any recipe's; larger only diverges
 MAX_SEED = 2**32 - 1  # numpy's and every seeded tool's range; torch's rank offset stays far from its limit
-MAX_THREADS = 4096
 
 
 def check_recipe(recipe: Recipe, where: str = "") -> Recipe:
