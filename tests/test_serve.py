@@ -412,6 +412,14 @@ def test_bad_model_is_one_error_line(tmp_path):
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--timeout=nan", "--timeout=inf", "--timeout=0", "--port=70000", "--port=-1",
+                                  "--workers=0", "--max-body=0", "--max-files=0", "--max-connections=0"])
+def test_out_of_range_flags_are_one_usage_line(flag):
+    result = serve_process(flag)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) <= 2  # the error, and where to look
+    assert result.stderr.startswith(f"error: invalid value for '{flag.split('=')[0]}'")
+
+
 def test_port_in_use_is_one_error_line():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -423,19 +423,19 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on. 0.0.0.0 opens it to every network this machine is on.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
+    port: Annotated[int, typer.Option("--port", callback=bounded(0, 65535), help="TCP port (0: any free one).")] = 8000,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, max=64, help="Processes that preprocess and run the model. Default: one per CPU, less one.")
+        int | None, typer.Option("--workers", callback=bounded(1, 64), help="Processes that preprocess and run the model. Default: one per CPU, less one.")
     ] = None,
     max_body: Annotated[
-        int, typer.Option("--max-body", min=1, help="Largest request body in bytes; bigger ones get 413 unread.")
+        int, typer.Option("--max-body", callback=bounded(1, 2**40), help="Largest request body in bytes; bigger ones get 413 unread.")
     ] = 10 * 1024 * 1024,
-    max_files: Annotated[int, typer.Option("--max-files", min=1, max=10_000, help="Most images in one request.")] = 64,
+    max_files: Annotated[int, typer.Option("--max-files", callback=bounded(1, 10_000), help="Most images in one request.")] = 64,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, max=3600, help="Seconds a client has to send a whole request.")
+        float, typer.Option("--timeout", callback=bounded(0.1, 3600), help="Seconds a client has to send a whole request.")
     ] = 15.0,
     max_connections: Annotated[
-        int, typer.Option("--max-connections", min=1, help="Connections served at once; more get 503.")
+        int, typer.Option("--max-connections", callback=bounded(1, 100_000), help="Connections served at once; more get 503.")
     ] = 128,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
 ) -> None:
