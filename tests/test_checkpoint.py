@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from checkpoints import payload, same_weights, seeded_checkpoint
-from mnist_edge.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from mnist_edge.architectures import Recipe
+from mnist_edge.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.validate import recipe_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +220,37 @@ def test_save_refuses_a_nan_model_and_a_failed_save_keeps_the_file(tiny_checkpoi
 def test_seeded_checkpoints_are_reproducible(tmp_path):
     a, b, c = (seeded_checkpoint(tmp_path / f"{seed}{name}.pt", "basic", seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4)))
     assert same_weights(a, b) and not same_weights(a, c)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(Recipe.__dataclass_fields__) + ["extra"]), JSONISH, max_size=4))
+def test_any_recipe_is_a_sane_recipe_or_one_error(changes):
+    values = {**Recipe(optimizer="sgd", lr=0.1, batch_size=8, epochs=1).as_dict(), **changes}
+    try:
+        recipe = recipe_from_dict(values, "x.pt")
+    except MnistEdgeError as exc:
+        assert str(exc).startswith("x.pt: recipe ") and "\n" not in str(exc)
+        return
+    assert 0 < recipe.lr <= 10 and recipe.epochs >= 1 and recipe.batch_size >= 1 and isinstance(recipe.augment, bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(meta=st.dictionaries(st.sampled_from(sorted(META) + ["extra"]), JSONISH, max_size=4))
+def test_any_metadata_loads_checked_or_is_one_error(meta, tiny_checkpoint, tmp_path_factory):
+    path = tmp_path_factory.mktemp("meta") / "m.pt"
+    crafted = payload(tiny_checkpoint)
+    crafted["meta"] = {"arch": "tiny", **meta}
+    torch.save(crafted, path)
+    try:
+        loaded = load_checkpoint(path)
+    except MnistEdgeError as exc:
+        assert str(exc).startswith(f"{path}: ")
+        return
+    assert all(META[key](value) for key, value in loaded.meta.items() if key != "recipe")

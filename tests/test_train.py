@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from checkpoints import same_weights
@@ -367,3 +369,18 @@ def test_an_existing_checkpoint_is_not_replaced_unless_asked(two_epochs, mnist_d
     assert out.read_bytes() == done.read_bytes()
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
     assert load_checkpoint(out).meta["epochs_done"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(["epochs", "batch_size", "lr", "seed", "limit", "threads", "progress_every_s"]),
+    value=st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=4) | st.none() | st.booleans(),
+)
+def test_any_training_number_is_accepted_in_range_or_one_error(field, value):
+    try:
+        config = TrainConfig(arch="basic", **{field: value})
+    except MnistEdgeError as exc:
+        assert "\n" not in str(exc)
+        return
+    accepted = getattr(config, field)
+    assert accepted is None or (not isinstance(accepted, (bool, str)) and math.isfinite(accepted) and accepted >= 0)
