@@ -201,11 +201,15 @@ def test_an_upload_the_server_cannot_buffer_is_503():
         assert running.upload(samples()[:1]).status == 200  # small uploads stay in memory: still served
 
 
-def test_text_field_named_file_is_refused(server):
+def test_text_fields_are_refused(server):
     boundary = "b0undary"
-    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nhello\r\n--{boundary}--\r\n'.encode()
-    reply = server.request("POST", "/predict", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    assert_refused(reply, 400, "text field")
+    content_type = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    def fields(*names: str) -> bytes:
+        return "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\n\r\nhello\r\n' for n in names).encode() + f"--{boundary}--\r\n".encode()
+
+    assert_refused(server.request("POST", "/predict", fields("file"), content_type), 400, "text field")
+    assert_refused(server.request("POST", "/predict", fields(*["x"] * 17), content_type), 400, "Too many fields")
 
 
 def read_reply(sock: socket.socket) -> bytes:
