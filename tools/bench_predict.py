@@ -28,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mnist_edge.edge.manifest import MANIFEST, default_model_path
+from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,12 +100,10 @@ def torchscript_model(model: Path, given: Path | None, scratch: Path) -> tuple[P
     if given is not None:
         return given, str(given)
     arch = OnnxModel(model).metadata.get("arch", "tiny")
-    manifest = model.parent / MANIFEST
-    if manifest.is_file():
-        for item in json.loads(manifest.read_text()).get("artifacts", []):
-            if item.get("format") == "torchscript" and item.get("arch") == arch and item.get("quantization") in (None, "none"):
-                if (model.parent / item["file"]).is_file():
-                    return model.parent / item["file"], str(model.parent / item["file"])
+    for item in read_manifest(model.parent)["artifacts"]:  # validated: every entry has file, format, quantization
+        if item["format"] == "torchscript" and item.get("arch") == arch and item["quantization"] == "none":
+            if (model.parent / item["file"]).is_file():
+                return model.parent / item["file"], str(model.parent / item["file"])
     import torch
 
     from mnist_edge.architectures import create_model
