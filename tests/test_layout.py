@@ -1,0 +1,50 @@
+"""The edge package's boundary, read from the source: everything under mnist_edge/edge/ (and the shared modules it
+uses) imports only the standard library, numpy, Pillow, ONNX Runtime, serve's ASGI stack and the project's
+torch-free shared modules, anywhere in a file (imports inside functions count: they run too)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+EDGE = SRC / "mnist_edge" / "edge"
+THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "starlette", "uvicorn", "python_multipart"}  # the last three: serve only
+SHARED = {"mnist_edge.spec", "mnist_edge.errors", "mnist_edge.atomic", "mnist_edge.formats"}  # torch-free, shared
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def module_file(name: str) -> Path:
+    base = SRC.joinpath(*name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def test_the_edge_package_imports_only_what_a_device_installs():
+    files = sorted(EDGE.rglob("*.py"))
+    assert len(files) >= 5
+    seen: set[Path] = set()
+    stray: list[str] = []
+    while files:
+        path = files.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imports(path):
+            top = name.split(".")[0]
+            if name.startswith("mnist_edge.edge") or name in SHARED:
+                files.append(module_file(name))  # the shared modules' own imports are held to the same rule
+            elif top in sys.stdlib_module_names or top in THIRD_PARTY or name == "__future__":
+                continue
+            else:
+                stray.append(f"{path.relative_to(SRC)} imports {name}")
+    assert stray == []
