@@ -145,3 +145,30 @@ def test_concurrent_updaters_lose_no_entry(tmp_path):
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
     files = {a["file"] for a in read_manifest(tmp_path)["artifacts"]}
     assert files == {f"{w}-{i}.onnx" for w in ("a", "b") for i in range(count)}
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _huge(path: Path) -> None:
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB of NUL bytes that take no disk
+
+
+def _deep(path: Path) -> None:
+    path.write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+@pytest.mark.parametrize("make", [_fifo, _zero, _huge, _deep, lambda p: p.mkdir()], ids=["fifo", "dev-zero", "huge", "deep", "folder"])
+def test_a_manifest_that_is_no_small_file_is_one_line_without_blocking_or_filling_memory(tmp_path, make):
+    make(tmp_path / "manifest.json")
+    # In a child with a memory cap and a deadline: before the fix a FIFO blocked forever, /dev/zero ate all memory.
+    code = "import sys; from pathlib import Path; from mnist_edge.edge.manifest import read_manifest; read_manifest(Path(sys.argv[1]))"
+    run = subprocess.run(["prlimit", "--as=1500000000", sys.executable, "-c", code, str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and "MnistEdgeError" in run.stderr and "unreadable manifest" in run.stderr, run.stderr[-500:]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,8 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "parity": (dict,),
 }
 _REQUIRED = ("file", "format", "quantization")
+# A manifest lists a few models in a few KB; anything far bigger is not one, and is not read into memory.
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 def file_sha256(path: Path | str) -> str:
@@ -118,10 +122,26 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not path.exists():
         return {"default": None, "artifacts": []}
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(_read_small_file(path))
     except (OSError, ValueError) as exc:
         raise MnistEdgeError(f"{path}: unreadable manifest ({exc}); fix or remove it") from None
+    except RecursionError:  # arrays nested thousands deep: json gives up, and no manifest looks like that
+        raise MnistEdgeError(f"{path}: unreadable manifest (nested too deep); fix or remove it") from None
     return validate_manifest(manifest, str(path))
+
+
+def _read_small_file(path: Path) -> bytes:
+    """PATH's bytes if it is a regular file of at most MAX_MANIFEST_BYTES, else ValueError: a FIFO would block
+    the open and the read forever, /dev/zero or a huge file would fill memory."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once instead of waiting for a writer
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # what was opened, not the name (a symlink swap can change it)
+        os.close(fd)
+        raise ValueError("not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"over {MAX_MANIFEST_BYTES:,} bytes")
+    return data
 
 
 @contextmanager
