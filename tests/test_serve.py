@@ -400,6 +400,21 @@ def test_images_the_server_prepares_itself_get_the_same_answers():
         assert running.get("/healthz").json()["prepared_by_server"] > before
 
 
+def test_the_server_process_never_decodes_a_small_file_that_claims_many_pixels():
+    """A few KB of lossless WebP can claim millions of pixels: decoding it in the server process would stall
+    every client's HTTP (and, at 64 MP, take a GB). Such images go to the workers whatever their byte size."""
+    buffer = io.BytesIO()
+    image = Image.new("L", (1200, 1200), 255)
+    image.paste(0, (500, 300, 700, 900))  # a bar: a "1"
+    image.save(buffer, format="WEBP", lossless=True)
+    assert len(buffer.getvalue()) < 8 * 1024  # small enough in bytes for the server process's own share
+    with Server(["--max-files", "100", "--workers", "1"]) as running:
+        before = running.get("/healthz").json()["prepared_by_server"]
+        reply = running.upload([(f"{k}.webp", buffer.getvalue()) for k in range(80)])
+        assert reply.status == 200 and len(reply.json()) == 80
+        assert running.get("/healthz").json()["prepared_by_server"] == before
+
+
 # --- the process: start-up errors, clean stops ---
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.edge.preprocess import WORK_SIZE, header_pixels
 from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
 
@@ -42,6 +43,15 @@ BATCHES_PER_WORKER = 2
 # Largest upload the server process prepares itself while the workers are busy: a drawing or a scan of a digit
 # takes well under a millisecond; a phone photo could hold up HTTP for tens, so it always goes to a worker.
 PREPARE_HERE_BYTES = 64 * 1024
+# And the most pixels its header may claim: decoding costs per pixel, and a few KB of WebP or PNG can claim
+# 64 million (a second of CPU and a GB of memory in the process every client depends on). At most
+# WORK_SIZE x WORK_SIZE: an image preprocess does not have to reduce first.
+PREPARE_HERE_PIXELS = WORK_SIZE * WORK_SIZE
+
+
+def _cheap(data: bytes) -> bool:
+    """Whether the image DATA is small enough, in bytes and in the pixels its header claims, to prepare between HTTP work."""
+    return len(data) <= PREPARE_HERE_BYTES and header_pixels(data) <= PREPARE_HERE_PIXELS
 
 
 class WorkerDied(MnistEdgeError):
@@ -225,17 +235,22 @@ class Engine:
     def _prepare_one_here(self) -> bool:
         """While every worker is busy, prepare the first waiting image in this process, whose core would
         otherwise idle until a worker answers; the worker then only runs the model on it. Only small
-        images (drawings, scans): a large photo would hold up HTTP for too long. False when none is left."""
+        images (drawings, scans), in bytes and in pixels: a large photo, or a small file that decodes to a huge
+        image, would hold up HTTP for too long. False when none is left."""
         for k, (job, future) in enumerate(self._pending):
-            if job.pixels is None and len(job.data) <= PREPARE_HERE_BYTES and not future.done():
-                prepared = prepare(job)
-                self.prepared_here += 1
-                if isinstance(prepared, Outcome):  # a bad image needs no worker at all
-                    del self._pending[k]
-                    future.set_result(prepared)
-                else:
-                    self._pending[k] = (replace(job, data=b"", pixels=prepared), future)
-                return True
+            if job.pixels is not None or job.heavy or future.done():
+                continue
+            if not _cheap(job.data):
+                self._pending[k] = (replace(job, heavy=True), future)  # its header is read once, not on every pass
+                continue
+            prepared = prepare(job)
+            self.prepared_here += 1
+            if isinstance(prepared, Outcome):  # a bad image needs no worker at all
+                del self._pending[k]
+                future.set_result(prepared)
+            else:
+                self._pending[k] = (replace(job, data=b"", pixels=prepared), future)
+            return True
         return False
 
     async def _replace(self, k: int) -> None:

@@ -24,6 +24,7 @@ class Job:
     top: int = 3
     preview: bool = False
     pixels: Any = None  # the [28,28] float32 array, when the server process has prepared it (data is then dropped)
+    heavy: bool = False  # the server process found it too costly to prepare itself: a worker's to do
 
 
 class Outcome(NamedTuple):
