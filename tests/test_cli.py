@@ -142,3 +142,11 @@ def test_a_broken_or_missing_dependency_is_one_line(tmp_path, module, body, pack
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"error: {package} is missing or broken (")
     assert f"reinstall it: pip install --force-reinstall '{package}" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--version"], ["predict", "--json", str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")], ["models"]])
+def test_closed_standard_output_is_an_error_not_silence(args):
+    """`cmd >&-`: Python starts with sys.stdout None and click drops what it echoes; results must not vanish with exit 0."""
+    run = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", sys.executable, "-m", "mnist_edge", *args],
+                         capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert run.returncode != 0 and run.stderr.count("error:") == 1 and "Traceback" not in run.stderr, run.stderr

@@ -653,4 +653,8 @@ def benchmark(
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with its output closed (`cmd >&-`): click would drop every line and exit 0
+        if sys.stderr is not None:
+            print("error: standard output is closed: nowhere to print the results", file=sys.stderr)
+        sys.exit(1)
     app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
