@@ -14,6 +14,7 @@ from PIL import Image
 from cli_runner import cli_runner
 
 from mnist_edge.cli import app
+from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.preprocess import preprocess
 import onnx_graphs
 from onnx_models import export_model
@@ -263,14 +264,35 @@ def test_save_preprocessed_into_the_inputs_own_folder_overwrites_nothing(tiny_on
     ]
 
 
-def test_a_name_taken_after_it_was_chosen_is_still_not_overwritten(tmp_path):
+def test_a_name_taken_after_it_was_chosen_is_not_overwritten_and_the_copy_goes_to_the_next(tmp_path):
     from mnist_edge.edge.preprocess import save_png
 
-    target = tmp_path / "seen.png"
-    target.write_bytes(b"someone else's")
-    with pytest.raises(Exception, match="not overwritten"):
-        save_png(np.zeros((28, 28), np.float32), target, overwrite=False)
-    assert target.read_bytes() == b"someone else's" and os.listdir(tmp_path) == ["seen.png"]  # no temp file left
+    names = [tmp_path / "seen.png", tmp_path / "seen-2.png", tmp_path / "seen-3.png"]
+    for taken in names[:2]:
+        taken.write_bytes(b"someone else's")
+    assert save_png(np.zeros((28, 28), np.float32), names) == names[2]
+    assert [names[0].read_bytes(), names[1].read_bytes()] == [b"someone else's"] * 2
+    with pytest.raises(MnistEdgeError, match="not overwritten"):  # every name taken
+        save_png(np.zeros((28, 28), np.float32), names)
+    assert sorted(os.listdir(tmp_path)) == ["seen-2.png", "seen-3.png", "seen.png"]  # no temp file left
+
+
+def test_two_runs_saving_into_one_folder_at_once_lose_no_prediction_and_overwrite_nothing(tiny_onnx, tmp_path):
+    """Each run chooses free names before it writes; the other takes them meanwhile. Before: one run's images
+    failed ("exists ... not overwritten") and their predictions were lost, exit 1."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(150):
+        shutil.copy(MNIST_SAMPLES[i % len(MNIST_SAMPLES)], inputs / f"{i:03d}.png")
+    command = [sys.executable, "-m", "mnist_edge", "predict", "--json", "--model", str(tiny_onnx[1]),
+               "--save-preprocessed", str(tmp_path / "out"), str(inputs)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (out, err) in zip(runs, outputs):
+        assert run.returncode == 0 and "error" not in err, err[-500:]
+        assert len(json.loads(out)) == 150
+    saved = os.listdir(tmp_path / "out")
+    assert len(saved) == 300 and all(Image.open(tmp_path / "out" / name).size == (28, 28) for name in saved)
 
 
 def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny_onnx, tmp_path, monkeypatch):

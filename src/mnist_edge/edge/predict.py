@@ -117,7 +117,7 @@ class _Job:
     save_to: Path | None  # chosen in the parent, so names stay unique across worker processes
 
 
-def _save_names(images: Sequence[Path | Failure], folder: Path, log: Callable[[str], None]) -> list[Path | None]:
+def _choose_names(images: Sequence[Path | Failure], folder: Path, log: Callable[[str], None]) -> list[Path | None]:
     """Where each image's preprocessed copy goes: its stem, numbered when this run already used that name or a
     file there (not ours: perhaps the input itself) already has it. Never a name to overwrite."""
     used: set[str] = set()
@@ -139,15 +139,29 @@ def _save_names(images: Sequence[Path | Failure], folder: Path, log: Callable[[s
     return names
 
 
-def _prepare(job: _Job | Failure) -> np.ndarray | Failure:
+@dataclass(frozen=True)
+class _Prepared:
+    image: np.ndarray
+    note: str | None = None  # for the log: its copy went to another name than the one chosen
+
+
+def _save_names(job: _Job) -> Iterator[Path]:
+    """The name chosen for JOB's copy, then its input's stem numbered on: another process writing the same
+    folder may take a name between the choice and the write."""
+    assert job.save_to is not None
+    yield job.save_to
+    yield from (job.save_to.with_name(f"{job.path.stem}-{n}.png") for n in range(2, 10_000))
+
+
+def _prepare(job: _Job | Failure) -> _Prepared | Failure:
     """What the model sees for one image, or why not; runs in a worker process for big runs."""
     if isinstance(job, Failure):
         return job
     try:
         image = preprocess(job.path, raw=job.raw)
-        if job.save_to is not None:
-            save_png(image, job.save_to, overwrite=False)
-        return image
+        if job.save_to is not None and (saved := save_png(image, _save_names(job))) != job.save_to:
+            return _Prepared(image, f"note: {job.save_to} was taken meanwhile (another process?) and is kept; what the model saw of {job.path} goes to {saved}")
+        return _Prepared(image)
     except MnistEdgeError as exc:
         return Failure(str(job.path), str(exc))
     except Exception as exc:  # whatever else goes wrong with one image stays that image's failure
@@ -156,7 +170,7 @@ def _prepare(job: _Job | Failure) -> np.ndarray | Failure:
         return Failure(str(job.path), f"{job.path}: failed ({describe(exc)}; this is a bug, please report it)")
 
 
-def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[np.ndarray | Failure]:
+def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_Prepared | Failure]:
     """_prepare of each job, in order: in this process for a few images, else over worker processes,
     because preprocessing is per-image Python and numpy work that one core cannot keep up with on a big run."""
     workers = min(workers or usable_cpus(), len(jobs) // PARALLEL_MIN)
@@ -186,7 +200,7 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[n
             pool.shutdown(cancel_futures=True)  # an early stop (error, Ctrl-C) must not wait for every queued image
 
 
-def _isolated(job: _Job | Failure, context: Any) -> np.ndarray | Failure:
+def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
     """_prepare of JOB in a process of its own: its result, or the Failure of a process that died on it."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -230,15 +244,20 @@ def predict_paths(
         except OSError as exc:  # a file in the way, no permission: fail before any work, not once per image
             raise MnistEdgeError(f"{save_dir}: cannot create the folder ({exc.strerror or exc})") from None
     images = list(collect_images(paths))
-    targets = _save_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
+    targets = _choose_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
     jobs = [item if isinstance(item, Failure) else _Job(item, raw, target) for item, target in zip(images, targets)]
-    return _predict(model, jobs, top, batch_size, workers)
+    return _predict(model, jobs, top, batch_size, workers, log)
 
 
-def _predict(model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None) -> Iterator[Result]:
+def _predict(
+    model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None, log: Callable[[str], None]
+) -> Iterator[Result]:
     """The results of JOBS in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
-        good = [(str(job.path), x) for job, x in batch if isinstance(x, np.ndarray) and isinstance(job, _Job)]
+        for _, x in batch:
+            if isinstance(x, _Prepared) and x.note is not None:
+                log(x.note)
+        good = [(str(job.path), x.image) for job, x in batch if isinstance(x, _Prepared) and isinstance(job, _Job)]
         inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
         for _, x in batch:
             yield x if isinstance(x, Failure) else next(inferred)

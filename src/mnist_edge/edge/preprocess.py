@@ -8,9 +8,11 @@ center. Real images first need a grayscale, a polarity and a background removed.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import secrets
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -288,32 +290,41 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_png(image: np.ndarray, path: Path | str, overwrite: bool = True) -> None:
-    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG; with OVERWRITE false, refuse a PATH that exists."""
+def save_png(image: np.ndarray, names: Iterable[Path]) -> Path:
+    """Write a [28,28] [0,1] image as an 8-bit grayscale PNG under the first of NAMES that no file has, even one
+    another process created a moment ago: never overwrites. The name it got; a MnistEdgeError when it cannot."""
+    names = iter(names)
+    first = next(names)
     try:
-        (write_bytes if overwrite else _write_new)(Path(path), png_bytes(image))
+        return _write_new(first, names, png_bytes(image))
     except FileExistsError:
-        raise MnistEdgeError(f"{path}: exists (created meanwhile by someone else): not overwritten") from None
+        raise MnistEdgeError(f"{first}: exists, and so does every other name tried: not overwritten") from None
     except OSError as exc:  # disk full, no permission: that image fails, the others go on
-        raise MnistEdgeError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise MnistEdgeError(f"{first}: cannot write ({exc.strerror or exc})") from None
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write DATA as a new file PATH, all or nothing: written beside it, then hard-linked to the name, which
-    (unlike a rename) fails when the name exists, even if another process took it a moment ago."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+def _write_new(first: Path, others: Iterator[Path], data: bytes) -> Path:
+    """Write DATA as a new file, all or nothing: written beside FIRST, then hard-linked to FIRST or else each of
+    OTHERS in turn. A link (unlike a rename) fails when the name exists, even if it was taken a moment ago."""
+    tmp = first.with_name(f".{first.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask decides, as for any new file
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links here (FAT, some network shares): claim the name first, then fill it
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            os.replace(tmp, path)
+        for path in itertools.chain([first], others):
+            try:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise
+                except OSError:  # no hard links here (FAT, some network shares): claim the name first, then fill it
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                    os.replace(tmp, path)
+                return path
+            except FileExistsError:
+                continue  # taken: by this run's other images, or another process writing the same folder
+        raise FileExistsError(first)
     finally:
         tmp.unlink(missing_ok=True)
