@@ -36,7 +36,8 @@ from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.data import load_mnist
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.export import onnx_proto
-from mnist_edge.edge.runtime import OnnxModel, session_options, usable_cpus
+from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.runtime import OnnxModel, session_options
 from mnist_edge.spec import INPUT_NAME
 from mnist_edge.verify import batched
 

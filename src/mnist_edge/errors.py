@@ -34,6 +34,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def bug(what: str, exc: BaseException) -> str:
+    """WHAT (naming the input) failed with EXC, which no check foresaw: said so, on one line."""
+    return f"{what} ({describe(exc)}; this is a bug, please report it)"
+
+
 def debugging() -> bool:
     """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
     return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")

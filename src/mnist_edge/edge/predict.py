@@ -12,15 +12,16 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, debugging, describe
+from mnist_edge.errors import MnistEdgeError, bug, debugging
+from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
 from mnist_edge.edge.preprocess import preprocess, save_png
-from mnist_edge.edge.runtime import OnnxModel, usable_cpus
+from mnist_edge.edge.runtime import OnnxModel
 
 # What a folder is searched for; files named explicitly are tried whatever their suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
@@ -30,31 +31,6 @@ BATCH_SIZE = 64
 T = TypeVar("T")
 # Images per worker process below which a pool costs more to start than it saves.
 PARALLEL_MIN = 64
-
-
-@dataclass(frozen=True)
-class Prediction:
-    file: str
-    digit: int
-    probability: float
-    top: list[tuple[int, float]] = field(default_factory=list)  # (digit, probability), most likely first
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "digit": self.digit, "probability": self.probability, "top": [
-            {"digit": digit, "probability": p} for digit, p in self.top
-        ]}
-
-
-@dataclass(frozen=True)
-class Failure:
-    file: str
-    error: str  # one line, naming the file
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "error": self.error}
-
-
-Result = Prediction | Failure
 
 
 def collect_images(paths: Iterable[str]) -> Iterator[Path | Failure]:
@@ -167,7 +143,7 @@ def _prepare(job: _Job | Failure) -> _Prepared | Failure:
     except Exception as exc:  # whatever else goes wrong with one image stays that image's failure
         if debugging():
             raise
-        return Failure(str(job.path), f"{job.path}: failed ({describe(exc)}; this is a bug, please report it)")
+        return Failure(str(job.path), bug(f"{job.path}: failed", exc))
 
 
 def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_Prepared | Failure]:

@@ -20,7 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps
 
 from mnist_edge.atomic import write_bytes
-from mnist_edge.errors import MnistEdgeError, debugging, describe
+from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
@@ -280,7 +280,7 @@ def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np
     except Exception as exc:  # a case the steps above missed fails this image only, saying what happened
         if debugging():
             raise
-        raise MnistEdgeError(f"{path}: cannot prepare this image ({describe(exc)}; this is a bug, please report it)") from None
+        raise MnistEdgeError(bug(f"{path}: cannot prepare this image", exc)) from None
 
 
 def png_bytes(image: np.ndarray) -> bytes:

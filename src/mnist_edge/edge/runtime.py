@@ -9,7 +9,6 @@ than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
+from mnist_edge.edge.common import usable_cpus
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -25,11 +25,6 @@ if TYPE_CHECKING:
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (taskset, containers), not all the machine has."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def session_options() -> ort.SessionOptions:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import sys
 from collections import deque
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.edge.common import usable_cpus
 from mnist_edge.edge.preprocess import WORK_SIZE, header_pixels
 from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
@@ -60,8 +60,7 @@ class WorkerDied(MnistEdgeError):
 
 def default_workers() -> int:
     """One worker per CPU this process may use, less the one the HTTP side keeps busy; at least one."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus - 1)
+    return max(1, usable_cpus() - 1)
 
 
 class _Worker:

@@ -7,15 +7,10 @@ import traceback
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, describe
+from mnist_edge.errors import MnistEdgeError, bug
+from mnist_edge.edge.common import Failure
 from mnist_edge.edge.preprocess import preprocess
 from mnist_edge.edge.serve.protocol import Job, Outcome
-
-
-def failure(name: str, error: str) -> dict[str, str]:
-    """The entry `predict --json` prints for an input that failed (predict.Failure.as_dict, without importing
-    predict, which loads ONNX Runtime)."""
-    return {"file": name, "error": error}
 
 
 def prepare(job: Job) -> np.ndarray | Outcome:
@@ -25,7 +20,7 @@ def prepare(job: Job) -> np.ndarray | Outcome:
     try:
         return preprocess(job.data, raw=job.raw, name=job.name)
     except MnistEdgeError as exc:
-        return Outcome(422, failure(job.name, str(exc)))
+        return Outcome(422, Failure(job.name, str(exc)).as_dict())
     except Exception as exc:  # a decoder bug must cost this image, not the other requests in the batch
         traceback.print_exc()
-        return Outcome(500, failure(job.name, f"{job.name}: failed ({describe(exc)}; this is a bug, please report it)"))
+        return Outcome(500, Failure(job.name, bug(f"{job.name}: failed", exc)).as_dict())

@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, describe
+from mnist_edge.errors import MnistEdgeError, bug
 from mnist_edge.edge.manifest import file_sha256
 from mnist_edge.edge.predict import Failure, infer
 from mnist_edge.edge.preprocess import png_bytes
@@ -126,7 +126,7 @@ def main(model_path: str) -> None:
             answer = (False, exc)
         except Exception as exc:  # a bug: say so, keep serving the other calls
             traceback.print_exc()
-            answer = (False, MnistEdgeError(f"the worker failed ({describe(exc)}; this is a bug, please report it)"))
+            answer = (False, MnistEdgeError(bug("the worker failed", exc)))
         answers.write(frame(answer))
         answers.flush()
 
