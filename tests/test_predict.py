@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +337,21 @@ def test_file_names_cannot_forge_output_lines(tiny_onnx, tmp_path):
     shutil.copy(MNIST_SAMPLES[-1], undecodable)
     result = predict_process(tiny_onnx[1], str(undecodable))
     assert result.returncode == 0 and result.stdout.splitlines()[1].startswith(f"{tmp_path}/\\udcff7.png: ")
+
+
+def test_ctrl_c_stops_a_model_that_never_finishes(tmp_path):
+    """Python's KeyboardInterrupt waits for ONNX Runtime to return, which an endless model never does: before,
+    SIGINT was ignored until SIGKILL."""
+    model = onnx_graphs.endless(tmp_path / "endless.onnx")
+    run = subprocess.Popen([sys.executable, "-m", "mnist_edge", "predict", "--model", str(model), str(MNIST_SAMPLES[0])],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout is not None and run.stdout.readline().startswith("model: ")  # the model is open: it runs next
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    try:
+        _, err = run.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        run.communicate()
+        pytest.fail("still running 10 s after SIGINT")
+    assert run.returncode in (-signal.SIGINT, 130) and "Traceback" not in err, err

@@ -178,3 +178,19 @@ def test_evaluate_and_verify_get_the_one_line_too(tmp_path, mnist_dir):
     result = cli_runner().invoke(app, ["evaluate", str(path)])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert result.stderr.startswith(f"error: {path}: the model fails in ONNX Runtime (Gather node")
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../../../../../../etc/passwd", "link-out.bin"])
+def test_external_data_outside_the_models_folder_is_refused(tmp_path, location):
+    """ONNX Runtime reads external data itself: a model from a stranger must not read files beside it or elsewhere."""
+    (tmp_path / "link-out.bin").symlink_to("/etc/passwd")
+    model = onnx_graphs.external_weights(tmp_path / "model.onnx", location)
+    with pytest.raises(MnistEdgeError, match=r"model\.onnx: not a usable ONNX model \(.*[Ee]xternal data"):
+        runtime.OnnxModel(model)
+
+
+def test_a_model_that_asks_for_a_huge_tensor_fails_its_run_in_one_line(tmp_path):
+    model = runtime.OnnxModel(onnx_graphs.huge_constant(tmp_path / "huge.onnx"))
+    with pytest.raises(MnistEdgeError, match="huge.onnx: the model fails in ONNX Runtime") as err:
+        model.run(np.zeros((1, 1, 28, 28), np.float32))
+    assert "\n" not in str(err.value)

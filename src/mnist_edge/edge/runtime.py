@@ -10,6 +10,10 @@ than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 from __future__ import annotations
 
 import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,6 +95,22 @@ def _interface_problem(session: ort.InferenceSession) -> str | None:
     return None
 
 
+@contextmanager
+def _ctrl_c_ends_the_process() -> Iterator[None]:
+    """Ctrl-C (SIGINT) ends the process at once while a model runs. Python runs its handler (KeyboardInterrupt)
+    only once ONNX Runtime returns, and a model that loops or computes for hours never does. Only where Python's
+    own handler is in place, in the main thread: a caller with a handler of its own (the server's workers ignore
+    SIGINT) keeps it."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class OnnxModel:
     """An exported MNIST model opened with ONNX Runtime on the CPU."""
 
@@ -123,6 +143,10 @@ class OnnxModel:
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
+        with _ctrl_c_ends_the_process():
+            return self._run_chunks(images)
+
+    def _run_chunks(self, images: np.ndarray) -> np.ndarray:
         chunks = min(self.threads, len(images) // MIN_CHUNK)
         if chunks < 2:
             return self._run(images)
