@@ -1,6 +1,8 @@
 import io
 import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -302,6 +304,17 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(MnistEdgeError, match="not a regular file"):
         preprocess(fifo)
+
+
+def test_what_is_opened_is_checked_not_the_name(tmp_path):
+    """A name can be swapped for a FIFO between a check of the name and the open (a folder someone else writes
+    to). Simulated by a check that says "a regular file": the open itself must refuse, not block forever."""
+    fifo = tmp_path / "swapped.png"
+    os.mkfifo(fifo)
+    code = ("import pathlib, sys; pathlib.Path.is_file = lambda self: True; pathlib.Path.exists = lambda self: True\n"
+            "from mnist_edge.edge.preprocess import preprocess\npreprocess(sys.argv[1])")
+    run = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=30)
+    assert "MnistEdgeError" in run.stderr and "not a regular file" in run.stderr, run.stderr[-300:]
 
 
 def test_an_unexpected_failure_is_this_images_error_unless_debugging(tmp_path, monkeypatch):

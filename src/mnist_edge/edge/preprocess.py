@@ -11,9 +11,11 @@ import io
 import itertools
 import os
 import secrets
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -57,13 +59,11 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     """Decode SOURCE (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
     path = _label(source, name)
     try:
-        if not isinstance(source, bytes) and Path(source).exists() and not Path(source).is_file() and not Path(source).is_dir():
-            raise MnistEdgeError(f"{path}: not a regular file (a device, pipe or socket)")  # a FIFO would block forever
-        with warnings.catch_warnings():
+        with io.BytesIO(source) if isinstance(source, bytes) else _open_regular(Path(source), path) as stream, warnings.catch_warnings():
             # Pillow warns between its two bomb limits (the lower limit below applies, with the size named),
             # and about odd metadata (EXIF, TIFF tags): noise beside the one line a bad image gets.
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))  # reads the header only: nothing is decoded before the size check
+            img = Image.open(stream)  # reads the header only: nothing is decoded before the size check
             if img.width * img.height > MAX_PIXELS:
                 raise MnistEdgeError(
                     f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
@@ -105,6 +105,19 @@ def header_pixels(data: bytes) -> int:
         return MAX_PIXELS + 1
     except Exception:  # not an image, or a corrupt header: preprocess names the problem wherever it runs
         return 0
+
+
+def _open_regular(path: Path, label: str) -> BinaryIO:
+    """PATH opened for reading if what was opened is a regular file. Checked on the open file, not the name, which
+    a symlink swapped in meanwhile could point elsewhere; opened without blocking, as a FIFO would block forever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        raise MnistEdgeError(f"{label}: not a regular file (a device, pipe or socket)")
+    return os.fdopen(fd, "rb")
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:
