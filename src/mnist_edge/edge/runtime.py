@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
+# Largest model file opened. MNIST models are kilobytes to a few MB; ONNX Runtime holds about twice a file's
+# size while it loads, so a file of gigabytes would take down a Pi (the OOM killer prints no error line).
+MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
 def session_options() -> ort.SessionOptions:
@@ -122,6 +125,8 @@ class OnnxModel:
         if not self.path.is_file():
             what = "not a file (a folder, device or pipe)" if self.path.exists() else "no such model file"
             raise MnistEdgeError(f"{self.path}: {what}")
+        if (size := self.path.stat().st_size) > MAX_MODEL_BYTES:
+            raise MnistEdgeError(f"{self.path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
