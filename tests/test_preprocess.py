@@ -327,3 +327,24 @@ def test_an_unexpected_failure_is_this_images_error_unless_debugging(tmp_path, m
     monkeypatch.setenv("MNIST_EDGE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         preprocess(path)
+
+
+def test_a_large_image_is_never_copied_at_full_size(tmp_path):
+    """Decoded once, then reduced in its own mode before it is converted or turned. A 36 MP RGBA image
+    (137 MiB decoded) took 552 MiB beyond its decode before (turned, then converted to LA at full size), 277
+    after. In a child, as peak memory is per process; measured against the decode alone, in that child."""
+    image = Image.new("RGBA", (6000, 6000), (255, 255, 255, 255))
+    image.paste((0, 0, 0, 255), (2500, 1000, 3500, 5000))
+    image.save(tmp_path / "big.png", compress_level=1)
+    code = """if True:
+        import resource, sys
+        from PIL import Image
+        from mnist_edge.edge.preprocess import preprocess
+        with Image.open(sys.argv[1]) as image:
+            image.load()
+        decoded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        preprocess(sys.argv[1])
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 - decoded)
+    """
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True, check=True, timeout=120)
+    assert int(run.stdout) < 3 * 6000 * 6000 * 4 / 2**20, run.stdout

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from mnist_edge.atomic import write_bytes
 from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
@@ -43,6 +43,14 @@ MNIST_STROKE_WIDTH = 2.0
 NO_DIGIT = "no digit found: the image is blank or has almost no contrast"
 # Modes Pillow cannot turn into L or LA directly, and the mode that leads there.
 NO_GRAY_CONVERSION = {"LAB": "RGB", "La": "LA"}
+# Modes whose values a box average cannot mix as they are (bits, palette indices): converted before reducing.
+NO_REDUCE = ("1", "P", "PA")
+# EXIF orientation -> the turn that shows the image upright (ImageOps.exif_transpose's table, applied here
+# to the reduced image rather than to the full-size one).
+_EXIF_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
 # A side of a tile that estimates the local background: smaller tiles would be all ink on a tiny image.
 MIN_TILE = 4
 
@@ -72,7 +80,7 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
                 raise MnistEdgeError(f"{path}: the image has no pixels ({img.width}x{img.height})")
             img.draft("L", (WORK_SIZE, WORK_SIZE))  # JPEG only: decode at 1/2..1/8 scale, straight to gray
             try:
-                return _to_gray(ImageOps.exif_transpose(img))
+                return _to_gray(img)
             except MnistEdgeError as exc:  # the pixels' own problem (NaN in a float image): name the image
                 raise MnistEdgeError(f"{path}: {exc}") from None
     except MnistEdgeError:
@@ -121,12 +129,21 @@ def _open_regular(path: Path, label: str) -> BinaryIO:
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:
-    if img.mode == "F" or img.mode.startswith("I"):  # 32-bit float, 16/32-bit int: no alpha, no 8-bit detour
-        return _unit_range(_reduce(img.convert("F")), img.mode)
+    # Reduced first, in the image's own mode where a box average means something, then converted and turned:
+    # a large image is never copied at its full size (turning it, converting RGBA to LA took 4x the decoded
+    # image's memory: 1.1 GB for 64 MP of RGBA). Bits, palette indices, 16-bit ints and a transparent colour
+    # are converted first.
+    orientation = img.getexif().get(ExifTags.Base.Orientation)
+    turn = _EXIF_TURNS.get(orientation) if isinstance(orientation, int) else None  # a crafted tag may hold anything
+    mode = img.mode
+    if mode == "F" or mode.startswith("I"):  # 32-bit float, 16/32-bit int: no alpha, no 8-bit detour
+        return _unit_range(_turned(_reduce(img.convert("F") if mode.startswith("I;") else img), turn).convert("F"), mode)
+    if mode not in NO_REDUCE and "transparency" not in img.info:  # reducing drops info, the transparent colour with it
+        img = _reduce(img)
     if img.mode in NO_GRAY_CONVERSION:
         img = img.convert(NO_GRAY_CONVERSION[img.mode])
     has_alpha = "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info
-    pixels = np.asarray(_reduce(img.convert("LA" if has_alpha else "L")), dtype=np.float32) / np.float32(255)
+    pixels = np.asarray(_turned(_reduce(img.convert("LA" if has_alpha else "L")), turn), dtype=np.float32) / np.float32(255)
     if not has_alpha:
         return pixels
     gray, alpha = pixels[..., 0], pixels[..., 1]
@@ -137,6 +154,10 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     strokes = float((gray * alpha).sum() / max(alpha.sum(), 1e-6))
     background = 1.0 if strokes < 0.5 else 0.0
     return gray * alpha + np.float32(background) * (1.0 - alpha)
+
+
+def _turned(img: Image.Image, turn: Image.Transpose | None) -> Image.Image:
+    return img.transpose(turn) if turn is not None else img
 
 
 def _reduce(img: Image.Image) -> Image.Image:
