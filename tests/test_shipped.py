@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from mnist_edge.data import load_mnist
-from mnist_edge.edge.manifest import SHIPPED_DIRS, default_model_path, file_sha256, read_manifest
+from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.predict import Failure, predict_paths
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.evaluate import evaluate
 
-SHIPPED = SHIPPED_DIRS[1]  # the checkout's exported/
+# Where predict finds its default model: the installed wheel's copy, else the checkout's exported/.
+SHIPPED = next((folder for folder in SHIPPED_DIRS if (folder / MANIFEST).is_file()), SHIPPED_DIRS[-1])
 
 
 @pytest.fixture(scope="module")
