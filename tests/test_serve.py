@@ -474,6 +474,28 @@ def test_stop_signals_shut_down_cleanly(sig):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
+def test_a_stop_does_not_wait_forever_on_a_model_that_never_finishes(tmp_path):
+    """A request stuck in a model that never returns held SIGTERM's graceful stop forever (only SIGKILL ended
+    it). Past the grace, the workers are stopped and the stuck request gets its JSON 503; the exit is clean."""
+    pytest.importorskip("onnx", reason="building the endless model needs onnx (the train extra)")
+    from mnist_edge.edge.serve.server import SHUTDOWN_GRACE_S
+    from onnx_graphs import endless
+
+    with Server(["--model", str(endless(tmp_path / "endless.onnx"))]) as running:
+        replies: list = []
+        stuck = threading.Thread(target=lambda: replies.append(running.upload(samples()[:1])))
+        stuck.start()
+        time.sleep(0.5)
+        assert running.get("/healthz").status == 200  # the HTTP side is not stuck meanwhile
+        begin = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 0 and time.monotonic() - begin < SHUTDOWN_GRACE_S + 10
+        stuck.join(10)
+        assert replies and replies[0].status == 503 and "error" in replies[0].json()
+        log = running.log()
+    assert "Traceback" not in log
+
+
 def listening_addresses(port: int) -> set[str]:
     """The local addresses with a socket listening on PORT, from /proc/net/tcp (hex IPv4, little-endian)."""
     found = set()

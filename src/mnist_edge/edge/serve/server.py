@@ -27,6 +27,10 @@ from mnist_edge.edge.serve.app import create_app
 from mnist_edge.edge.serve.engine import Engine
 
 log = logging.getLogger("mnist_edge.serve")
+# Seconds a stop (SIGTERM, Ctrl-C) waits for the requests in flight: they take milliseconds, unless a model
+# never finishes, which held the stop forever. Then the workers are stopped (killed 5 s later if they hang),
+# which answers what they held with a 503; Uvicorn cancels whatever is left a little later still.
+SHUTDOWN_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,20 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+        super().__init__(config)
+        self.engine = engine
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Uvicorn's: stop listening, wait for the requests in flight; past SHUTDOWN_GRACE_S, stop the engine,
+        so requests that wait on a worker that never answers get their 503."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.call_later(SHUTDOWN_GRACE_S, lambda: loop.create_task(self.engine.close()))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            give_up.cancel()
+
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         """SIGINT and SIGTERM start Uvicorn's graceful shutdown. Uvicorn's own version also re-raises the
@@ -138,7 +156,9 @@ async def _serve(config: ServeConfig, sock: socket.socket, echo: Callable[[str],
                 proxy_headers=False,  # no proxy is assumed: X-Forwarded-* headers are a client's to forge
                 server_header=False,
                 log_level="info",
-            )
+                timeout_graceful_shutdown=3 * SHUTDOWN_GRACE_S,
+            ),
+            engine,
         )
         host, port = sock.getsockname()[:2]
         echo(
