@@ -1,6 +1,7 @@
 import io
 import os
 import re
+import struct
 import subprocess
 import sys
 from datetime import timedelta
@@ -145,9 +146,9 @@ def test_truncated_and_non_image_files(tmp_path):
 @pytest.mark.parametrize(
     "width, height, message",
     [
-        (9_000, 8_000, "9000x8000 pixels is over the 64,000,000-pixel limit"),  # under Pillow's own limits
-        (12_000, 8_000, "12000x8000 pixels is over the 64,000,000-pixel limit"),  # Pillow only warns
-        (100_000, 100_000, "refused as a possible decompression bomb"),  # Pillow refuses in open()
+        (9_000, 8_000, "72,000,000 pixels is over the 64,000,000-pixel limit"),  # Pillow warns (an error here)
+        (12_000, 8_000, "96,000,000 pixels is over the 64,000,000-pixel limit"),
+        (100_000, 100_000, "10,000,000,000 pixels is over the 64,000,000-pixel limit"),  # Pillow refuses in open()
     ],
 )
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height, message, bomb_png):
@@ -327,6 +328,19 @@ def test_an_unexpected_failure_is_this_images_error_unless_debugging(tmp_path, m
     monkeypatch.setenv("MNIST_EDGE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         preprocess(path)
+
+
+def test_a_bomb_inside_another_image_is_refused_before_it_is_decoded(tmp_path, bomb_png):
+    """Pillow opens an ICO by decoding the PNG inside it in full, before the ICO's size can be checked: the
+    inner image's size must be refused by the inner open. The server process never opens such a format
+    itself (its size cannot be read without decoding)."""
+    from mnist_edge.edge.preprocess import header_pixels
+
+    png = bomb_png(tmp_path / "inner.png", 9_000, 8_000).read_bytes()
+    ico = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 22) + png
+    with pytest.raises(MnistEdgeError, match="72,000,000 pixels is over the 64,000,000-pixel limit"):
+        preprocess(ico, name="icon.ico")
+    assert header_pixels(ico) is None and header_pixels(png) > 64_000_000
 
 
 def test_a_large_image_is_never_copied_at_full_size(tmp_path):

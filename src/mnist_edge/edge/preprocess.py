@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import secrets
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +30,11 @@ from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
 # image would need gigabytes to decode, more than a Raspberry Pi may have.
 MAX_PIXELS = 64_000_000
+# Pillow's own limit, set to ours and made an error (see _guarded): it applies to every image Pillow opens,
+# also one inside another (an ICO's PNG, which Pillow decodes in full while opening the ICO).
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Formats whose opening reads a header only: the server process reads the size of these alone (header_pixels).
+HEADER_ONLY_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 # Long side the image is reduced to before any per-pixel work: a digit spanning a tenth of the frame
 # still keeps ~50 px, more than the 20 px it ends as.
 WORK_SIZE = 512
@@ -67,11 +74,8 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     """Decode SOURCE (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
     path = _label(source, name)
     try:
-        with io.BytesIO(source) if isinstance(source, bytes) else _open_regular(Path(source), path) as stream, warnings.catch_warnings():
-            # Pillow warns between its two bomb limits (the lower limit below applies, with the size named),
-            # and about odd metadata (EXIF, TIFF tags): noise beside the one line a bad image gets.
-            warnings.simplefilter("ignore")
-            img = Image.open(stream)  # reads the header only: nothing is decoded before the size check
+        with io.BytesIO(source) if isinstance(source, bytes) else _open_regular(Path(source), path) as stream, _guarded():
+            img = Image.open(stream)  # reads the header only (mostly: see MAX_IMAGE_PIXELS above)
             if img.width * img.height > MAX_PIXELS:
                 raise MnistEdgeError(
                     f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
@@ -91,8 +95,10 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
         raise MnistEdgeError(f"{path}: is a folder, not an image") from None
     except Image.UnidentifiedImageError:
         raise MnistEdgeError(f"{path}: not an image Pillow can read") from None
-    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: refused inside open()
-        raise MnistEdgeError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # refused inside open()
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(size[1]):,} pixels" if size else "the image"
+        raise MnistEdgeError(f"{path}: {pixels} is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)") from None
     except MemoryError:
         raise MnistEdgeError(f"{path}: too large to decode in the memory available") from None
     except PermissionError as exc:
@@ -101,18 +107,28 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
         raise MnistEdgeError(f"{path}: unreadable image ({describe(exc)})") from None
 
 
-def header_pixels(data: bytes) -> int:
-    """How many pixels encoded image DATA says it has, from its header alone (nothing is decoded); 0 for what
-    Pillow cannot open. What decoding costs grows with this, not with the bytes: 2 KB of WebP can hold 64 MP."""
+@contextmanager
+def _guarded() -> Iterator[None]:
+    """Pillow's warnings as they should be taken here: a size over MAX_PIXELS (DecompressionBombWarning) an
+    error, raised before anything is decoded; odd metadata (EXIF, TIFF tags) ignored, as noise beside the one
+    line a bad image gets."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def header_pixels(data: bytes) -> int | None:
+    """How many pixels encoded image DATA says it has, from its header alone (nothing is decoded); None when
+    that cannot be told without decoding (a format not in HEADER_ONLY_FORMATS, or not an image). What
+    decoding costs grows with the pixels, not with the bytes: 2 KB of WebP can hold 64 MP."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                return img.width * img.height
-    except Image.DecompressionBombError:
+        with _guarded(), Image.open(io.BytesIO(data), formats=HEADER_ONLY_FORMATS) as img:
+            return img.width * img.height
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return MAX_PIXELS + 1
-    except Exception:  # not an image, or a corrupt header: preprocess names the problem wherever it runs
-        return 0
+    except Exception:  # not one of those formats, or a corrupt header: preprocess names the problem in a worker
+        return None
 
 
 def _open_regular(path: Path, label: str) -> BinaryIO:

@@ -51,7 +51,7 @@ PREPARE_HERE_PIXELS = WORK_SIZE * WORK_SIZE
 
 def _cheap(data: bytes) -> bool:
     """Whether the image DATA is small enough, in bytes and in the pixels its header claims, to prepare between HTTP work."""
-    return len(data) <= PREPARE_HERE_BYTES and header_pixels(data) <= PREPARE_HERE_PIXELS
+    return len(data) <= PREPARE_HERE_BYTES and (pixels := header_pixels(data)) is not None and pixels <= PREPARE_HERE_PIXELS
 
 
 class WorkerDied(MnistEdgeError):
