@@ -150,3 +150,11 @@ def test_closed_standard_output_is_an_error_not_silence(args):
     run = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", sys.executable, "-m", "mnist_edge", *args],
                          capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60)
     assert run.returncode != 0 and run.stderr.count("error:") == 1 and "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], []])
+def test_writing_outside_any_command_to_a_full_disk_is_one_line(args):
+    """--help and --version are written by click before any command runs, outside the commands' error handling."""
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert run.returncode == 1 and run.stderr == "error: No space left on device (ENOSPC)\n", run.stderr

@@ -355,3 +355,15 @@ def test_ctrl_c_stops_a_model_that_never_finishes(tmp_path):
         run.communicate()
         pytest.fail("still running 10 s after SIGINT")
     assert run.returncode in (-signal.SIGINT, 130) and "Traceback" not in err, err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tiny_onnx, tmp_path):
+    """`predict BIG_FOLDER | head -1`: the worker pool of an unfinished run was shut down by Python's exit,
+    from the wrong thread, with a traceback ("cannot join current thread")."""
+    from mnist_edge.edge.predict import PARALLEL_MIN
+
+    for i in range(4 * PARALLEL_MIN):
+        shutil.copy(MNIST_SAMPLES[i % len(MNIST_SAMPLES)], tmp_path / f"{i:04d}.png")
+    command = f"{sys.executable} -m mnist_edge predict --model {tiny_onnx[1]} {tmp_path} | head -1"
+    run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.stdout.startswith("model: ") and "Traceback" not in run.stderr and "Exception" not in run.stderr, run.stderr

@@ -6,9 +6,11 @@ the base install (no torch) runs it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -399,16 +401,17 @@ def predict(
     if not json_output:
         typer.echo(f"model: {printable(str(model_path))}")  # which model answered: the shipped default changes with releases
     rows, failed = [], 0
-    for result in results:
-        if isinstance(result, Failure):
-            failed += 1
-            typer.echo(f"error: {one_line(result.error)}", err=True)
-        if json_output:
-            rows.append(result.as_dict())
-        elif not isinstance(result, Failure):
-            ranked = ", ".join(f"{digit} {p:.1%}" for digit, p in result.top[1:])
-            line = f"{printable(result.file)}: {result.digit} ({result.probability:.1%})"  # one line per image, whatever its name
-            typer.echo(line + (f"  then {ranked}" if ranked else ""))
+    with contextlib.closing(results):  # an early end (`| head -1`) stops its worker processes now, not in Python's exit
+        for result in results:
+            if isinstance(result, Failure):
+                failed += 1
+                typer.echo(f"error: {one_line(result.error)}", err=True)
+            if json_output:
+                rows.append(result.as_dict())
+            elif not isinstance(result, Failure):
+                ranked = ", ".join(f"{digit} {p:.1%}" for digit, p in result.top[1:])
+                line = f"{printable(result.file)}: {result.digit} ({result.probability:.1%})"  # one line per image, whatever its name
+                typer.echo(line + (f"  then {ranked}" if ranked else ""))
     if json_output:  # every input has an entry, in order: a prediction or its error; never a bare NaN
         typer.echo(json.dumps(rows, indent=2, allow_nan=False))
     if failed:
@@ -657,4 +660,25 @@ def main() -> None:
         if sys.stderr is not None:
             print("error: standard output is closed: nowhere to print the results", file=sys.stderr)
         sys.exit(1)
-    app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
+    try:
+        try:
+            app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
+        finally:
+            sys.stdout.flush()  # what is still buffered fails here, where it is caught, not in Python's exit
+    except SystemExit as done:
+        status = done.code
+    except Exception as exc:  # outside any command: --help or --version written to a full disk or a closed pipe
+        status = _outside_commands(exc)
+    sys.exit(status)
+
+
+def _outside_commands(exc: Exception) -> int:
+    """The exit status for EXC raised outside any command, said in one line as a command's error would be."""
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`--help | head -1`): quiet, as click is
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail again
+        return 1
+    try:
+        _fail(exc)
+    except typer.Exit as stop:
+        return stop.exit_code
+    raise AssertionError("_fail always exits")  # unreachable: for the type checker

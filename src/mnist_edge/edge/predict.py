@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -210,7 +210,7 @@ def predict_paths(
     batch_size: int = BATCH_SIZE,
     workers: int | None = None,
     log: Callable[[str], None] = lambda _: None,
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     """A Prediction or a Failure for every image PATHS name, in order, inferred in batches. LOG gets notes
     (an image's preprocessed copy saved under another name because its own was taken). A folder SAVE_DIR
     that cannot be made fails here, before anything is predicted."""
@@ -227,7 +227,7 @@ def predict_paths(
 
 def _predict(
     model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None, log: Callable[[str], None]
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     """The results of JOBS in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
         for _, x in batch:
