@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import datetime
 import gzip
 import io
 import os
 import pickle
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -69,6 +72,8 @@ CRAFTED = {
     "recipe augment not a bool": (lambda p: p["meta"]["recipe"].update(augment="yes"), "recipe augment 'yes'"),
     "weight of the wrong shape": (lambda p: p["state_dict"].update({"net.fc.weight": torch.zeros(3, 3)}), r"weight net.fc.weight is torch.float32 \[3, 3\]"),
     "weight of the wrong dtype": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10, dtype=torch.int64)}), "weight net.fc.bias is torch.int64"),
+    "weight on the meta device": (lambda p: p["state_dict"].update({"net.fc.bias": torch.empty(10, device="meta")}), r"net.fc.bias is torch.float32 \[10\] on meta"),
+    "weight sparse": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10).to_sparse()}), r"net.fc.bias is torch.float32 \[10\] torch.sparse_coo"),
     "weight not a tensor": (lambda p: p["state_dict"].update({"net.fc.bias": [0.0] * 10}), "weight net.fc.bias is list"),
     "weight with NaN": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("nan")), "net.fc.bias holds NaN"),
     "weight missing": (_del("state_dict", "net.fc.bias"), r"missing \['net.fc.bias'\]"),
@@ -178,6 +183,29 @@ def test_foreign_files_say_what_they_are(name, tmp_path):
     assert str(raised.value).startswith(f"{path}: ")
     result = CliRunner().invoke(app, ["train", "--resume", str(path)])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [f"error: {raised.value}"]
+
+
+NOT_REGULAR = {"fifo": (os.mkfifo, "is a pipe"), "dev-zero": (lambda p: os.symlink("/dev/zero", p), "is a device")}
+LOADS = "[['train', '--resume', P], ['export', P, '--out', P + '-x'], ['benchmark', P, '--runs', '10'], ['evaluate', P], ['verify', P, '--checkpoint', P]]"
+
+
+@pytest.mark.parametrize("kind", list(NOT_REGULAR))
+def test_a_path_that_is_no_regular_file_is_named_by_every_loader(kind, tmp_path):
+    """A FIFO blocks a reader forever, /dev/zero never ends: every command that takes a model file stats it first.
+    In a subprocess with a time limit, so a loader that reads it fails the test instead of hanging or eating memory."""
+    make, message = NOT_REGULAR[kind]
+    path = tmp_path / "model.pt"
+    make(path)
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from cli_runner import cli_runner; "
+            f"from mnist_edge.cli import app; P = {str(path)!r}\n"
+            f"for args in {LOADS}:\n    r = cli_runner().invoke(app, args); print(r.exit_code, repr(r.stderr))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 5, done.stdout + done.stderr
+    for line in lines:
+        status, stderr = line.split(" ", 1)
+        stderr = ast.literal_eval(stderr)
+        assert status == "1" and stderr.startswith(f"error: {path}: {message}") and stderr.count("\n") == 1, line
 
 
 def _relocated(path, location: bytes) -> bytes:

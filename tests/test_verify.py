@@ -180,9 +180,12 @@ def _one_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("name", ["model.pt", "model.onnx", "model.bin", "model"])
 @pytest.mark.parametrize("command", ["evaluate", "verify"])
-def test_torchscript_is_refused_as_code_unless_trusted(evil, tiny, mnist_dir, command):
+def test_torchscript_is_refused_as_code_unless_trusted(evil, tiny, mnist_dir, command, name):
+    """Whatever its name (.onnx, .bin, none): what the file holds decides whether it is code."""
     victim, archive = evil
+    archive = archive.rename(archive.with_name(name))
     args = [command, str(archive), "--data-dir", str(mnist_dir), "--limit", "100"]
     args += ["--checkpoint", str(tiny / "tiny.pt")] if command == "verify" else []
     line = _one_line(runner.invoke(app, args))

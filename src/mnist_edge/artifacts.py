@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, require_file
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
@@ -38,22 +38,26 @@ class LoadedArtifact:
 
 
 def model_format(path: Path) -> str:
-    """What kind of model file PATH is: ONNX by suffix; TorchScript and checkpoints (both .pt zips) by content."""
+    """What kind of model file PATH is. A zip is TorchScript or a checkpoint by its content, whatever its name
+    (a TorchScript archive renamed .onnx or .bin is still code); anything else is ONNX if named .onnx."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = []  # load_checkpoint says what is wrong with it
+        return TORCHSCRIPT if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else CHECKPOINT
     if path.suffix == ".onnx":
         return ONNX
     if path.suffix in (".pt", ".pth"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                torchscript = any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
-        except (zipfile.BadZipFile, OSError):
-            torchscript = False  # load_checkpoint says what is wrong with it
-        return TORCHSCRIPT if torchscript else CHECKPOINT
+        return CHECKPOINT  # load_checkpoint says what it is instead
     raise MnistEdgeError(f"{path}: not a model file (expected .onnx, a TorchScript .pt or a checkpoint .pt)")
 
 
 def require_checkpoint(path: Path) -> None:
     """A MnistEdgeError saying what PATH is when it is a model file but not a training checkpoint."""
-    fmt = model_format(path) if path.suffix in (".onnx", ".pt", ".pth") else CHECKPOINT
+    require_file(path, "checkpoint")
+    fmt = model_format(path) if zipfile.is_zipfile(path) or path.suffix == ".onnx" else CHECKPOINT
     if fmt != CHECKPOINT:
         raise MnistEdgeError(
             f"{path}: an exported {FORMAT_NAMES[fmt]} file, not a training checkpoint (`mnist-edge train` writes those)"
@@ -74,8 +78,7 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
     Wrong files and wrong interfaces are MnistEdgeErrors.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MnistEdgeError(f"{path}: no such file")
+    require_file(path, "model file")
     fmt = fmt or model_format(path)
     if fmt == ONNX:
         from mnist_edge.edge.runtime import OnnxModel

@@ -22,7 +22,7 @@ import torch
 
 from mnist_edge.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, require_file
 from mnist_edge.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
@@ -171,7 +171,9 @@ def _history(v: Any) -> bool:
 
 
 def _tensor(dtype: torch.dtype, ndim: int | None = None) -> Check:
-    return lambda v: isinstance(v, torch.Tensor) and v.layout == torch.strided and v.dtype == dtype and ndim in (None, v.dim())
+    # on the CPU: torch.load(map_location="cpu") leaves a crafted meta-device tensor (no data) on the meta device
+    return lambda v: (isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type == "cpu"
+                      and v.dtype == dtype and ndim in (None, v.dim()))
 
 
 def _rng_states(v: Any) -> bool:
@@ -239,17 +241,24 @@ def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) ->
     for name, want in expected.items():
         got = state[name]
         if not _tensor(want.dtype)(got) or got.shape != want.shape:
-            found = f"{got.dtype} {list(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+            found = _tensor_kind(got)
             raise MnistEdgeError(f"{path}: weight {name} is {found}, architecture {arch!r} needs {want.dtype} {list(want.shape)}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise MnistEdgeError(f"{path}: weight {name} holds NaN or inf")
 
 
+def _tensor_kind(value: Any) -> str:
+    """'torch.float32 [8, 1, 3, 3]', with its layout and device when they are not a plain CPU tensor's."""
+    if not isinstance(value, torch.Tensor):
+        return type(value).__name__
+    unusual = [str(value.layout)] * (value.layout != torch.strided) + [f"on {value.device}"] * (value.device.type != "cpu")
+    return " ".join([str(value.dtype), str(list(value.shape)), *unusual])
+
+
 def load_checkpoint(path: Path | str) -> Checkpoint:
     """The checkpoint at PATH, every field checked; anything else is one MnistEdgeError saying what it is."""
     path = Path(path)
-    if not path.is_file():
-        raise MnistEdgeError(f"{path}: no such checkpoint")
+    require_file(path, "checkpoint")
     kind = sniff(path)
     if kind is not None:
         raise MnistEdgeError(f"{path}: is {kind}, {NOT_A_CHECKPOINT}")

@@ -4,6 +4,8 @@ exception is told in one line."""
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 # Long enough for ONNX Runtime's longest useful causes (its opset notice is ~330 characters), short
 # enough that a hostile message (a file name, a decoder's dump) cannot flood a terminal or a JSON field.
@@ -42,3 +44,17 @@ def bug(what: str, exc: BaseException) -> str:
 def debugging() -> bool:
     """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
     return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")
+
+
+def require_file(path: Path, what: str = "file") -> None:
+    """One line unless PATH is a regular file (a symlink to one counts): missing, a folder, a device or a FIFO
+    is named as such, as reading one could block forever (a FIFO) or never end (/dev/zero)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MnistEdgeError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise MnistEdgeError(f"{path}: is {kind}, not a {what}")
