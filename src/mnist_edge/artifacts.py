@@ -78,7 +78,7 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
     Wrong files and wrong interfaces are MnistEdgeErrors.
     """
     path = Path(path)
-    require_file(path, "model file")
+    require_file(path, "file")
     fmt = fmt or model_format(path)
     if fmt == ONNX:
         from mnist_edge.edge.runtime import OnnxModel
