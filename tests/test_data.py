@@ -1,4 +1,5 @@
 import gzip
+import os
 import subprocess
 import sys
 import time
@@ -150,3 +151,14 @@ def test_verifying_refuses_a_header_that_is_not_mnists_before_reading(tmp_path):
     _bomb(tmp_path / "train-images-idx3-ubyte.gz", header, 1)  # under the 1 GiB cap, but not MNIST: refused unread
     with pytest.raises(MnistEdgeError, match="header promises 1,300,000 items"):
         load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("kind, make", [("a device", lambda p: p.symlink_to("/dev/zero")), ("a pipe \\(FIFO\\)", os.mkfifo), ("a folder", os.mkdir)])
+def test_an_idx_name_that_is_no_regular_file_is_named_as_such(tmp_path, kind, make):
+    """/dev/zero, a FIFO or a folder under an IDX file's name (.gz or raw) is said to be what it is, never read."""
+    for name in ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte"):
+        folder = write_dataset(tmp_path / name, gz=name.endswith(".gz"))
+        (folder / name).unlink()
+        make(folder / name)
+        with pytest.raises(MnistEdgeError, match=f"{name}: is {kind}, not an IDX file"):
+            load_mnist(folder, verify=False)

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, require_file
 from mnist_edge.spec import IMAGE_SIZE
 
 # SHA-256 of the decompressed bytes: a recompressed .gz still verifies.
@@ -49,6 +49,8 @@ def _find(data_dir: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (data_dir / name).is_file():
             return data_dir / name
+        if os.path.lexists(data_dir / name):  # a folder, FIFO or device under the name: said so, never read
+            require_file(data_dir / name, "IDX file")
     raise MnistEdgeError(f"{data_dir / (stem + '.gz')}: missing (neither {stem}.gz nor {stem} is in {data_dir})")
 
 

@@ -57,4 +57,5 @@ def require_file(path: Path, what: str = "file") -> None:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise MnistEdgeError(f"{path}: is {kind}, not a {what}")
+        article = "an" if what[0] in "AEIOUaeiou" else "a"
+        raise MnistEdgeError(f"{path}: is {kind}, not {article} {what}")
