@@ -76,6 +76,9 @@ def test_cli_table_and_markdown_show_the_same_figures(tiny, mnist_dir, tmp_path)
     assert [c.strip() for c in terminal_row.strip("│ ").split("│")] == onnx_cells
     assert "10 timed runs per format" in result.stdout and "ORT_ENABLE_ALL" in result.stdout
     assert any("intra-op threads 1" in line and "chunks at once" in line for line in lines)
+    refused = CliRunner().invoke(app, [*args, "--markdown", str(table)])  # the file is there now: never replaced unasked
+    assert refused.exit_code == 1 and refused.output.strip() == f"error: {table}: exists; give --overwrite to replace it, or choose another path"
+    assert table.read_text().splitlines() == lines
 
 
 def test_format_and_quantize_name_the_rows_as_export_names_the_files(tiny, mnist_dir):

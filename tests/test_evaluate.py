@@ -1,4 +1,5 @@
 import json
+import os
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -170,3 +171,18 @@ def test_evaluate_limit_means_the_first_n_test_images(mnist_dir):
     d = json.loads(result.output)
     assert d["images"] == 7 and d["accuracy"] == 100.0
     assert d["per_class_accuracy"]["3"] is None  # no 3 among the first 7 (7 2 1 0 4 1 4): no figure, not NaN (invalid JSON)
+
+
+@pytest.mark.torch  # a training checkpoint
+@pytest.mark.parametrize("make", [lambda p: p.write_bytes(b"mine"), lambda p: p.symlink_to(p.parent / "elsewhere")])
+def test_the_report_never_replaces_a_file_of_the_users_without_overwrite(untrained_checkpoint, mnist_dir, tmp_path, make):
+    report = tmp_path / "pictures"
+    report.mkdir()
+    mine = report / "confusion_matrix.png"
+    make(mine)
+    args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--limit", "16", "--report", str(report)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.output.strip() == f"error: {mine}: exists; give --overwrite to replace it, or choose another path"
+    assert os.path.lexists(mine) and sorted(p.name for p in report.iterdir()) == ["confusion_matrix.png"]
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+    _assert_png(mine)

@@ -130,3 +130,11 @@ def probe_writable(path: Path | str, size: int = 0, what: str = "file") -> None:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def refuse_existing(paths: list[Path], flag: str = "--overwrite") -> None:
+    """One line if any of PATHS already exists (a symlink included) and the user did not give FLAG: a file the
+    user made is never replaced without asking. Called before the work, so the refusal costs nothing."""
+    for path in paths:
+        if os.path.lexists(path):
+            raise MnistEdgeError(f"{path}: exists; give {flag} to replace it, or choose another path")

@@ -144,6 +144,9 @@ TrustTorchScript = Annotated[
 ]
 
 
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files of the same name that are already there.")]
+
+
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Register FN as a subcommand whose errors print one `error:` line, never a traceback: user errors
     (MnistEdgeError) and the system's (no permission, disk full, no memory, a broken install) exit 1; anything
@@ -351,9 +354,15 @@ def evaluate(
         typer.Option("--report", help="Write confusion_matrix.png and misclassified.png into DIR.", file_okay=False),
     ] = None,
     trust_torchscript: TrustTorchScript = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
     from mnist_edge.artifacts import open_artifact
+    from mnist_edge.atomic import refuse_existing
+    from mnist_edge.report import REPORT_FILES
+
+    if report is not None and not overwrite:
+        refuse_existing([report / name for name in REPORT_FILES])
     from mnist_edge.data import load_mnist
     from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
 
@@ -623,18 +632,21 @@ def benchmark(
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side.
 
     Without --format/--quantize: TorchScript fp32 and ONNX fp32, dynamic int8 and static int8. With either, the
     files `export` would write with the same flags (--format defaults to all here)."""
-    from mnist_edge.atomic import write_text
+    from mnist_edge.atomic import refuse_existing, write_text
     from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
     from mnist_edge.formats import variants
     from mnist_edge.benchmark_table import markdown as to_markdown, print_table
 
     if checkpoint is not None and arch is not None:
         raise MnistEdgeError("pass CHECKPOINT or --arch, not both")
+    if markdown is not None and not overwrite:
+        refuse_existing([markdown])
     if arch is not None:
         from mnist_edge.architectures import arch_info
 

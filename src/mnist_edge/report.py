@@ -96,13 +96,16 @@ def mistakes_png(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray
     return _png(image, legend), legend
 
 
+REPORT_FILES = ("confusion_matrix.png", "misclassified.png")
+
+
 def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out_dir: Path) -> dict[Path, str]:
     """Write confusion_matrix.png and misclassified.png into OUT_DIR, both or neither (each under a temporary
     name until both are complete); returns each path with what it shows."""
     mistakes, legend = mistakes_png(images, labels, result.predictions)
     pictures = {
-        out_dir / "confusion_matrix.png": (confusion_png(result.confusion), "rows true, columns predicted"),
-        out_dir / "misclassified.png": (mistakes, legend),
+        out_dir / REPORT_FILES[0]: (confusion_png(result.confusion), "rows true, columns predicted"),
+        out_dir / REPORT_FILES[1]: (mistakes, legend),
     }
     try:
         with ExitStack() as stack:  # leaving it renames every file into place; an error in it removes them all
