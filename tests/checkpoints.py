@@ -9,6 +9,7 @@ import torch
 
 from mnist_edge.architectures import create_model
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.train import TrainConfig, TrainResult, train
 
 
 def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, logit_scale: float = 1.0, **meta: Any) -> Path:
@@ -35,3 +36,8 @@ def same_weights(a: Path, b: Path) -> bool:
     """Whether two checkpoint files hold bit-identical weights."""
     wa, wb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def train_quietly(**config: Any) -> TrainResult:
+    """train() with TrainConfig(**CONFIG), its log lines dropped: for tests that check the result, not the output."""
+    return train(TrainConfig(**config), log=lambda _line: None)

@@ -9,10 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from checkpoints import same_weights
+from checkpoints import same_weights, train_quietly
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.cli import app
-from mnist_edge.train import TrainConfig, train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,14 +20,10 @@ pytestmark = [
 QUICK = dict(arch="tiny", recipe="annealed", limit=1024, batch_size=64, device="cuda", progress=False)
 
 
-def _quiet(_line: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def cuda_trained(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "tiny.pt"
-    result = train(TrainConfig(epochs=2, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
+    result = train_quietly(epochs=2, data_dir=mnist_dir, out=out, **QUICK)
     return result, out
 
 
@@ -43,16 +38,16 @@ def test_a_short_cuda_run_learns_and_loads_on_the_cpu(cuda_trained):
 def test_a_cuda_run_resumes_exactly(cuda_trained, mnist_dir, tmp_path):
     _, straight = cuda_trained
     out = tmp_path / "resumed.pt"
-    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
-    train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cuda", progress=False), log=_quiet)
+    train_quietly(epochs=1, data_dir=mnist_dir, out=out, **QUICK)
+    train_quietly(resume=out, epochs=2, data_dir=mnist_dir, device="cuda", progress=False)
     assert same_weights(straight, out)  # cuDNN's deterministic algorithms: the same seed, the same run
 
 
 def test_a_cuda_checkpoint_resumes_on_the_cpu(cuda_trained, mnist_dir, tmp_path):
     _, straight = cuda_trained
     out = tmp_path / "cpu.pt"
-    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
-    result = train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", threads=1, progress=False), log=_quiet)
+    train_quietly(epochs=1, data_dir=mnist_dir, out=out, **QUICK)
+    result = train_quietly(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", threads=1, progress=False)
     assert result.epochs_done == 2 and load_checkpoint(out).meta["device"] == "cpu"
 
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from checkpoints import same_weights
+from checkpoints import same_weights, train_quietly
 from cli_runner import cli_runner
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
@@ -27,10 +27,6 @@ META_KEYS = {
 }  # fmt: skip
 
 
-def _quiet(_line: str) -> None:
-    pass
-
-
 def _untimed(history: list[dict]) -> list[dict]:
     """Per-epoch records without the wall-clock fields, which differ from run to run."""
     return [{k: v for k, v in record.items() if k not in ("seconds", "images_per_s")} for record in history]
@@ -39,7 +35,7 @@ def _untimed(history: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def two_epochs(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "basic.pt"
-    result = train(TrainConfig(epochs=2, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
+    result = train_quietly(epochs=2, data_dir=mnist_dir, out=out, **QUICK)
     return result, out
 
 
@@ -60,19 +56,19 @@ def test_short_run_beats_chance_and_writes_the_meta_contract(two_epochs):
 def test_same_seed_gives_identical_weights(two_epochs, mnist_dir, tmp_path):
     _, out = two_epochs
     again = tmp_path / "again.pt"
-    train(TrainConfig(epochs=2, data_dir=mnist_dir, out=again, **QUICK), log=_quiet)
+    train_quietly(epochs=2, data_dir=mnist_dir, out=again, **QUICK)
     assert same_weights(out, again)
     other = tmp_path / "other.pt"
-    train(TrainConfig(epochs=1, seed=2, data_dir=mnist_dir, out=other, **QUICK), log=_quiet)
+    train_quietly(epochs=1, seed=2, data_dir=mnist_dir, out=other, **QUICK)
     assert not same_weights(out, other)
 
 
 def test_resume_after_an_epoch_continues_exactly(two_epochs, mnist_dir, tmp_path):
     _, straight = two_epochs
     out = tmp_path / "resumed.pt"
-    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=out, **QUICK), log=_quiet)
+    train_quietly(epochs=1, data_dir=mnist_dir, out=out, **QUICK)
     assert load_checkpoint(out).meta["epochs_done"] == 1
-    result = train(TrainConfig(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", progress=False, threads=1), log=_quiet)
+    result = train_quietly(resume=out, epochs=2, data_dir=mnist_dir, device="cpu", progress=False, threads=1)
     assert result.epochs_done == 2
     assert same_weights(straight, out)
     assert _untimed(load_checkpoint(out).meta["history"]) == _untimed(load_checkpoint(straight).meta["history"])
@@ -90,7 +86,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(two_epochs, mn
     assert result.interrupted and result.epochs_done == 0
     training = torch.load(out, weights_only=True)["training"]
     assert training["epoch"] == 0 and training["step"] == 1
-    result = train(TrainConfig(resume=out, data_dir=mnist_dir, device="cpu", progress=False, threads=1), log=_quiet)
+    result = train_quietly(resume=out, data_dir=mnist_dir, device="cpu", progress=False, threads=1)
     assert result.epochs_done == 2 and not result.interrupted
     assert same_weights(straight, out)
 
@@ -98,9 +94,9 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(two_epochs, mn
 def test_resume_refuses_another_recipe_or_nothing_left_to_train(two_epochs, mnist_dir):
     _, out = two_epochs
     with pytest.raises(MnistEdgeError, match="cannot change lr"):
-        train(TrainConfig(resume=out, lr=0.1, data_dir=mnist_dir, progress=False), log=_quiet)
+        train_quietly(resume=out, lr=0.1, data_dir=mnist_dir, progress=False)
     with pytest.raises(MnistEdgeError, match="already trained 2 of 2 epochs"):
-        train(TrainConfig(resume=out, data_dir=mnist_dir, progress=False), log=_quiet)
+        train_quietly(resume=out, data_dir=mnist_dir, progress=False)
 
 
 def test_checkpoint_round_trip(tmp_path, two_epochs):
@@ -281,7 +277,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(two_epochs, mn
 def test_resume_with_augmentation_continues_exactly(mnist_dir, tmp_path):
     quick = dict(arch="tiny", recipe="annealed", limit=256, batch_size=32, device="cpu", progress=False, threads=1, data_dir=mnist_dir)
     straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
-    train(TrainConfig(epochs=2, out=straight, **quick), log=_quiet)
+    train_quietly(epochs=2, out=straight, **quick)
     assert load_checkpoint(straight).meta["recipe"]["augment"]
 
     def press_ctrl_c(line: str) -> None:
@@ -291,7 +287,7 @@ def test_resume_with_augmentation_continues_exactly(mnist_dir, tmp_path):
     config = TrainConfig(epochs=2, out=resumed, progress_every_s=0, **{**quick, "progress": True})
     assert train(config, log=press_ctrl_c).interrupted
     assert torch.load(resumed, weights_only=True)["training"]["step"] == 3
-    train(TrainConfig(resume=resumed, data_dir=mnist_dir, device="cpu", progress=False, threads=1), log=_quiet)
+    train_quietly(resume=resumed, data_dir=mnist_dir, device="cpu", progress=False, threads=1)
     assert same_weights(straight, resumed)
     assert _untimed(load_checkpoint(resumed).meta["history"]) == _untimed(load_checkpoint(straight).meta["history"])
 
