@@ -2,7 +2,8 @@
 
 Both are timed as whole processes (start-up, data loading, one training epoch, the test pass):
   notebook:   torchvision MNIST + per-sample PIL RandomAffine/ColorJitter/ToTensor/Normalize + DataLoader
-              (num_workers=0, as the notebook runs on a CPU), the same network, SGD, batch 128
+              (num_workers=0, as the notebook runs on a CPU), the same network with torch's own dropout layers
+              (the notebook's; mnist-edge draws dropout masks with numpy, see src/mnist_edge/dropout.py), SGD, batch 128
   mnist-edge: `mnist-edge train --arch tiny --epochs 1 --device cpu`
 Usage: python tools/bench_train.py [--images N] [--repeat R] [--threads T] [--data-dir DIR]
 --threads sets OMP_NUM_THREADS for both: on a machine busy with other work, torch's default (one thread per
@@ -31,6 +32,7 @@ def notebook_epoch(data_dir: Path, images: int) -> None:
     from torchvision import datasets, transforms
 
     from mnist_edge.architectures import arch_info, create_model
+    from mnist_edge.dropout import Dropout
     from mnist_edge.spec import MNIST_MEAN, MNIST_STD
 
     recipe = arch_info(ARCH).recipe
@@ -55,6 +57,10 @@ def notebook_epoch(data_dir: Path, images: int) -> None:
         train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True)
         test_loader = DataLoader(test_set, batch_size=1000)
         net = create_model(ARCH).net  # the bare network: Normalize is in the transforms, as in the notebook
+        for module in list(net.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, Dropout):
+                    setattr(module, name, torch.nn.Dropout(child.p))  # the notebook's layer
         optimizer = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum)
         net.train()
         for x, y in train_loader:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_edge.dropout import Dropout, dropout
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD
 
@@ -270,9 +271,9 @@ class WideNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(x.flatten(1)))
-        x = F.dropout(x, training=self.training)
+        x = dropout(x, training=self.training)
         x = F.relu(self.fc2(x))
-        x = F.dropout(x, training=self.training)
+        x = dropout(x, training=self.training)
         return self.fc3(x)
 
 
@@ -351,17 +352,17 @@ class TinyNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(8)
-        self.dropout1 = nn.Dropout(0.1)
+        self.dropout1 = Dropout(0.1)
         self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(8)
-        self.dropout2 = nn.Dropout(0.1)
+        self.dropout2 = Dropout(0.1)
         self.pool1 = nn.MaxPool2d(2, 2)
         self.conv3 = nn.Conv2d(8, 16, 3, padding=1, bias=False)
         self.bn3 = nn.BatchNorm2d(16)
-        self.dropout3 = nn.Dropout(0.1)
+        self.dropout3 = Dropout(0.1)
         self.conv4 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
         self.bn4 = nn.BatchNorm2d(16)
-        self.dropout4 = nn.Dropout(0.1)
+        self.dropout4 = Dropout(0.1)
         self.pool2 = nn.MaxPool2d(2, 2)
         self.conv5 = nn.Conv2d(16, 16, 3, bias=False)
         self.bn5 = nn.BatchNorm2d(16)
