@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models, min_train_batch
 from mnist_edge.errors import MnistEdgeError
 
 EXPECTED_PARAMS = {
@@ -110,12 +110,14 @@ def test_edgenet_is_small_and_int8_friendly():
     assert count_params(model) <= 20_000 and count_macs(model) < 2.5 * count_macs(create_model("tiny"))
     layers = list(model.net)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)][:-1]  # the last is the 1x1 classifier
-    for i in convs:  # conv -> BN -> ReLU: the BN folds into the conv, the ReLU fuses into it
-        assert isinstance(layers[i + 1], nn.BatchNorm2d) and isinstance(layers[i + 2], nn.ReLU)
-        assert layers[i].bias is None
+    for i in convs:  # every conv but the classifier is followed by a BN that folds into it
+        assert isinstance(layers[i + 1], nn.BatchNorm2d) and layers[i].bias is None
+        # a 3x3 conv's ReLU fuses into it; the head's depthwise conv pools the whole 7x7 map to 1x1
+        assert isinstance(layers[i + 2], nn.ReLU) if layers[i].kernel_size == (3, 3) else layers[i].groups == layers[i].in_channels
     assert all(layers[i].out_channels >= 16 for i in convs)
-    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
+    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     assert all(isinstance(m, allowed) for m in layers)
+    assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_edgenet_has_only_its_robust_recipe():
@@ -140,3 +142,14 @@ def test_every_registered_recipe_passes_the_training_checks():
         for recipe in arch_info(name).recipes.values():
             assert check_recipe(recipe) is recipe
             assert recipe_from_dict(recipe.as_dict(), name) == recipe
+
+
+def test_min_train_batch_probes_without_side_effects():
+    # edgenet's BatchNorm after the global depthwise conv sees a 1x1 map: one image gives it no batch statistics
+    model, tiny = create_model("edgenet"), create_model("tiny")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    rng = torch.get_rng_state()
+    assert min_train_batch(model) == 2 and min_train_batch(tiny) == 1
+    assert torch.equal(torch.get_rng_state(), rng)  # tiny's dropout in the probe did not use up seeded draws
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # running statistics untouched

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_edge import __version__, augment, distributed, robust_augment
-from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model
+from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model, min_train_batch
 from mnist_edge.atomic import probe_writable
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.data import load_mnist
@@ -324,12 +324,17 @@ class Run:
         return len(self.labels)
 
 
-def steps_per_epoch(n: int, recipe: Recipe, world_size: int) -> int:
-    """Batches per epoch. A last partial batch too small to give every rank an image is dropped."""
+def steps_per_epoch(n: int, recipe: Recipe, world_size: int, min_per_rank: int = 1) -> int:
+    """Batches per epoch. A last partial batch too small to give every rank MIN_PER_RANK images is dropped."""
     if recipe.batch_size < world_size:
         raise MnistEdgeError(f"--batch-size {recipe.batch_size} leaves some of the {world_size} processes without images")
+    if recipe.batch_size < world_size * min_per_rank:
+        raise MnistEdgeError(
+            f"--batch-size {recipe.batch_size} is too small: this network's BatchNorm over pooled features needs "
+            f"at least {min_per_rank} images per process and step"
+        )
     tail = n % recipe.batch_size
-    if recipe.drop_last or 0 < tail < world_size:
+    if recipe.drop_last or 0 < tail < world_size * min_per_rank:
         return n // recipe.batch_size
     return math.ceil(n / recipe.batch_size)
 
@@ -340,7 +345,9 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
     train_x, train_y = data.train_images[:n], data.train_labels[:n]
     test_x, test_y = data.test_images[: plan.limit], data.test_labels[: plan.limit]
     recipe = plan.recipe
-    steps = steps_per_epoch(len(train_x), recipe, world.size)
+    torch.manual_seed(recipe.seed)  # the initial weights
+    model = plan.resumed.model if plan.resumed is not None else create_model(plan.arch)
+    steps = steps_per_epoch(len(train_x), recipe, world.size, min_train_batch(model))
     if steps == 0:
         raise MnistEdgeError(f"{len(train_x)} training images make no full batch of {recipe.batch_size}")
     if device.type == "cuda":
@@ -348,8 +355,6 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
 
-    torch.manual_seed(recipe.seed)  # the initial weights
-    model = plan.resumed.model if plan.resumed is not None else create_model(plan.arch)
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)  # oneDNN's convolutions are faster on NHWC here
