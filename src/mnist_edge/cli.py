@@ -314,9 +314,12 @@ def train(
     """Train an architecture with its notebook's recipe; writes a checkpoint after every epoch and on Ctrl-C."""
     import os
 
-    # OpenMP threads that find no work sleep instead of spinning: on a shared machine spinning threads take the
-    # cores other processes (and our own other threads) need. Set before torch loads OpenMP.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads that find no work spin only briefly (about 10k polls, microseconds), then sleep: a long spin
+    # takes the cores other processes (and our own other threads) need on a shared machine, and sleeping at once
+    # (OMP_WAIT_POLICY=PASSIVE) costs a wake-up between every two small ops of a step. Set before torch loads
+    # OpenMP; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     from mnist_edge.train import TrainConfig, train as run_training
 
     config = TrainConfig(
