@@ -26,9 +26,10 @@ from mnist_edge.export import IR_VERSION, OPSET, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 
 # Parity on 200 test digits, int8 calibrated on 64 training digits. Random weights give near-tied logits,
-# where int8 noise flips a few top-1 digits: quantized files are held to 95% agreement here (the assertions
-# below still hold fp32 files to the default 1e-4 / 100%); test_verify.py covers the default gate itself.
-QUICK = dict(limit=200, calibration_size=64, tolerance_overrides={"min_agreement": 95.0})
+# where int8 noise flips a few top-1 digits: quantized files are held to 95% agreement here, and (each flip of a
+# chance-level model's digit moves its accuracy by 0.5 points) to 2.5 points of accuracy (the assertions below
+# still hold fp32 files to the default 1e-4 / 100%); test_verify.py covers the default gate itself.
+QUICK = dict(limit=200, calibration_size=64, tolerance_overrides={"min_agreement": 95.0, "max_accuracy_drop": 2.5})
 METADATA_KEYS = {"arch", "labels", "input_spec", "test_accuracy", "checkpoint_sha256", "versions", "quantization"}
 
 

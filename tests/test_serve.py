@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mnist_edge.edge.manifest import default_model_path, file_sha256
+from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
 from serve_helpers import SAMPLES, Server, multipart, samples
 
@@ -72,7 +72,8 @@ def test_healthz_and_model(server):
     model = server.get("/model").json()
     path = default_model_path()
     assert model["file"] == path.name and model["sha256"] == file_sha256(path)
-    assert model["arch"] == "tiny" and model["quantization"] == "static"
+    entry = next(a for a in read_manifest(path.parent)["artifacts"] if a["file"] == path.name)
+    assert model["arch"] == entry["arch"] and model["quantization"] == entry["quantization"] == "static"
     assert 99 < model["test_accuracy"] <= 100
     assert "[N,1,28,28]" in model["input"] and model["labels"] == list(range(10))
 
