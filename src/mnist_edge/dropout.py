@@ -4,9 +4,10 @@ torch's CPU dropout draws its Bernoulli mask element by element from a Mersenne 
 single cost of a `tiny` training step (four dropout layers at 28x28 and 14x14, forward and backward). Here the
 mask comes from numpy's PCG64 as 16-bit integers in one vectorized call, seeded by one draw from torch's
 generator, so `torch.manual_seed` and a checkpoint's RNG state still reproduce every mask. An element is
-dropped with probability round(p * 65536) / 65536 (within 1e-5 of p; p above 0.9 goes to torch) and the kept ones are scaled by the exact
+dropped with probability round(p * 65536) / 65536, within 1e-5 of p, and the kept ones are scaled by the exact
 inverse of the keep probability, so the layer stays unbiased. Off the CPU (CUDA's own dropout is fast), in eval
-mode, and for a tensor in neither contiguous layout, it is torch's dropout.
+mode, for a tensor in neither contiguous layout, and for p near 1 (above about 0.92, where 1e-5 is no longer
+small against 1 - p), it is torch's dropout.
 """
 
 from __future__ import annotations
