@@ -1,7 +1,7 @@
 """Dropout with the mask drawn fast on the CPU: the same layer as torch's, a cheaper random source.
 
-torch's CPU dropout draws its Bernoulli mask element by element from a Mersenne Twister, which was the largest
-single cost of a `tiny` training step (four dropout layers at 28x28 and 14x14, forward and backward). Here the
+torch's CPU dropout draws its Bernoulli mask element by element from a Mersenne Twister, slow next to the small
+convolutions of `tiny`, whose four dropout layers cover its whole 28x28 and 14x14 activation maps. Here the
 mask comes from numpy's PCG64 as 16-bit integers in one vectorized call, seeded by one draw from torch's
 generator, so `torch.manual_seed` and a checkpoint's RNG state still reproduce every mask. An element is
 dropped with probability round(p * 65536) / 65536, within 1e-5 of p, and the kept ones are scaled by the exact
