@@ -1,6 +1,7 @@
 import errno
 import importlib.metadata
 import json
+import os
 import re
 import subprocess
 import sys
@@ -152,9 +153,15 @@ def test_closed_standard_output_is_an_error_not_silence(args):
     assert run.returncode != 0 and run.stderr.count("error:") == 1 and "Traceback" not in run.stderr, run.stderr
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], []])
-def test_writing_outside_any_command_to_a_full_disk_is_one_line(args):
-    """--help and --version are written by click before any command runs, outside the commands' error handling."""
+SAMPLE = str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], [], ["models"], ["predict", SAMPLE], ["predict", "--json", SAMPLE]])
+@pytest.mark.parametrize("buffered", [True, False])
+def test_writing_to_a_full_disk_is_one_line(args, buffered):
+    """--help and --version are written by click before any command runs, outside the commands' error handling; a
+    command's output may fail when written or only when flushed at the end. Buffered is a fresh shell's default."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({} if buffered else {"PYTHONUNBUFFERED": "1"})
     with open("/dev/full", "w") as full:
-        run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+        run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, env=env)
     assert run.returncode == 1 and run.stderr == "error: No space left on device (ENOSPC)\n", run.stderr

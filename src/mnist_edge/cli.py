@@ -676,21 +676,30 @@ def main() -> None:
             print("error: standard output is closed: nowhere to print the results", file=sys.stderr)
         sys.exit(1)
     try:
-        try:
-            app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
-        finally:
-            sys.stdout.flush()  # what is still buffered fails here, where it is caught, not in Python's exit
+        app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
     except SystemExit as done:
         status = done.code
     except Exception as exc:  # outside any command: --help or --version written to a full disk or a closed pipe
         status = _outside_commands(exc)
+    try:
+        sys.stdout.flush()  # what is still buffered fails here, where it is caught, not in Python's exit
+    except Exception as exc:
+        if status:  # the command failed and said so already: its unwritten output is not a second error
+            _discard_stdout()
+        else:
+            status = _outside_commands(exc)
     sys.exit(status)
+
+
+def _discard_stdout() -> None:
+    # what a failed write left buffered would fail again in Python's own flush at exit (a second message, exit 120)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _outside_commands(exc: Exception) -> int:
     """The exit status for EXC raised outside any command, said in one line as a command's error would be."""
+    _discard_stdout()
     if isinstance(exc, BrokenPipeError):  # the reader went away (`--help | head -1`): quiet, as click is
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail again
         return 1
     try:
         _fail(exc)
