@@ -156,7 +156,7 @@ def test_closed_standard_output_is_an_error_not_silence(args):
 SAMPLE = str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], [], ["models"], ["predict", SAMPLE], ["predict", "--json", SAMPLE]])
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], [], pytest.param(["models"], marks=pytest.mark.torch), ["predict", SAMPLE], ["predict", "--json", SAMPLE]])
 @pytest.mark.parametrize("buffered", [True, False])
 def test_writing_to_a_full_disk_is_one_line(args, buffered):
     """--help and --version are written by click before any command runs, outside the commands' error handling; a
