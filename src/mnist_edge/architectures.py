@@ -19,7 +19,7 @@ from torch import nn
 
 from mnist_edge.dropout import Dropout, dropout
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD
+from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD, NUM_CLASSES, OPEN_SET_CLASSES
 
 
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -46,6 +46,11 @@ class Recipe:
     nesterov: bool = False
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    # Open-set architectures only: training digits kept out of training to calibrate on (the last ones), and
+    # generated printed digits and non-digits added to the training set (synthetic.py)
+    holdout: int = 0
+    printed: int = 0
+    non_digits: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +74,7 @@ class ArchInfo:
     reported_accuracy: float | None  # percent, as the notebook reported it
     recipes: dict[str, Recipe]  # "notebook" is the notebook's own; the first is the default
     normalize: tuple[float, float] | None  # (mean, std) on [0, 1] pixels, or None
+    open_set: bool = False  # the network has an eleventh output, "not a digit"
 
     @property
     def recipe(self) -> Recipe:
@@ -95,6 +101,7 @@ def register_model(
     recipe: Recipe | None,
     normalize: tuple[float, float] | None = None,
     default_recipe: tuple[str, Recipe] | None = None,
+    open_set: bool = False,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Register an architecture with its notebook's RECIPE; DEFAULT_RECIPE (name, recipe) replaces it as the
     default where the notebook's recipe does not reproduce the notebook's accuracy here, and is the only
@@ -103,7 +110,7 @@ def register_model(
     def register(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         name = build.__name__
         recipes = dict([default_recipe] if default_recipe else []) | ({"notebook": recipe} if recipe else {})
-        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipes, normalize)
+        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipes, normalize, open_set)
         return build
 
     return register
@@ -121,21 +128,50 @@ def arch_info(name: str) -> ArchInfo:
 
 
 class MnistClassifier(nn.Module):
-    """A notebook network behind the shared interface: [N,1,28,28] pixels in [0,1] -> logits [N,10]."""
+    """A notebook network behind the shared interface: [N,1,28,28] pixels in [0,1] -> logits [N,10].
 
-    def __init__(self, arch: str, net: nn.Module, normalize: tuple[float, float] | None) -> None:
+    `forward` gives what the network trains on: [N,10], or [N,11] for an open-set network (the eleventh is
+    "not a digit"). `deploy` gives what every exported file computes (see Deployed)."""
+
+    def __init__(self, arch: str, net: nn.Module, normalize: tuple[float, float] | None, open_set: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.net = net
         self.normalized = normalize is not None
+        self.open_set = open_set
         mean, std = normalize or (0.0, 1.0)
         self.register_buffer("mean", torch.tensor(mean), persistent=False)
         self.register_buffer("std", torch.tensor(std), persistent=False)
+        if open_set:  # fitted after training (calibrate.py) and saved with the weights, so they travel together
+            self.register_buffer("temperature", torch.tensor(1.0))
+            self.register_buffer("not_digit_threshold", torch.tensor(1.0))  # 1.0: refuses only a certain non-digit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalized:
             x = (x - self.mean) / self.std
         return self.net(x)
+
+    def deploy(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Calibrated digit logits [N,10] and, for an open-set network, the probability [N] of "not a digit"."""
+        raw = self(x)
+        if not self.open_set:
+            return raw, None
+        digits = raw[:, :NUM_CLASSES]
+        # softmax over all eleven outputs, taken at the eleventh: sigmoid(z_10 - logsumexp(z_0..9))
+        not_digit = torch.sigmoid(raw[:, NUM_CLASSES] - torch.logsumexp(digits, dim=1))
+        return digits / self.temperature, not_digit
+
+
+class Deployed(nn.Module):
+    """What an exported file computes: `logits`, and `not_digit` for an open-set network (spec.py)."""
+
+    def __init__(self, model: MnistClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits, not_digit = self.model.deploy(x)
+        return logits if not_digit is None else (logits, not_digit)
 
 
 def min_train_batch(model: nn.Module) -> int:
@@ -151,7 +187,7 @@ def min_train_batch(model: nn.Module) -> int:
 
 def create_model(name: str) -> MnistClassifier:
     info = arch_info(name)
-    return MnistClassifier(name, info.build(), info.normalize)
+    return MnistClassifier(name, info.build(), info.normalize, info.open_set)
 
 
 def count_params(model: nn.Module) -> int:
@@ -421,7 +457,8 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 @register_model(
     notebook="-",
-    description="edge CNN (<20k params): five conv-BN-ReLU 3x3 (16 | 16, 24 | 24, 30), global depthwise 7x7 conv, 1x1 conv",
+    description="edge CNN (<20k params): five conv-BN-ReLU 3x3 (16 | 16, 24 | 24, 30), global depthwise 7x7 conv, "
+    "1x1 conv; says \"not a digit\"",
     reported_accuracy=None,
     recipe=None,
     # SGD with Nesterov momentum, a one-cycle LR (warm-up, then cosine to zero), weight decay and label
@@ -439,8 +476,12 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
         augmentation="robust",
         schedule="onecycle",
         warmup=0.15,
+        holdout=3000,
+        printed=6000,
+        non_digits=8000,
     )),
     normalize=(MNIST_MEAN, MNIST_STD),
+    open_set=True,
 )
 def edgenet() -> nn.Module:
     # Every conv has >= 16 outputs (ONNX Runtime's int8 kernels fill 16 channels at a time); the only one at
@@ -457,7 +498,7 @@ def edgenet() -> nn.Module:
         *_conv_bn_relu(24, 30),
         nn.Conv2d(30, 30, 7, groups=30, bias=False),  # global depthwise conv: a learned, position-aware pooling
         nn.BatchNorm2d(30),
-        nn.Conv2d(30, 10, 1),  # the classifier as a 1x1 conv: no Linear layer, whose dynamic int8 file was larger
+        nn.Conv2d(30, OPEN_SET_CLASSES, 1),  # the classifier as a 1x1 conv: no Linear layer, whose dynamic int8 file was larger
         nn.Flatten(),
     )
 

@@ -199,6 +199,7 @@ META: dict[str, Check] = {
     "versions": _str_map,
     "dataset_sha256": _str_map,
     "history": _history,
+    "calibration": lambda v: isinstance(v, dict) and len(v) < 64 and all(_str(k) and _num()(x) for k, x in v.items()),
 }
 TRAINING: dict[str, Check] = {
     "epoch": _int(0, MAX_EPOCHS),
@@ -212,6 +213,8 @@ TRAINING: dict[str, Check] = {
     "seen": _int(),
     "limit": _int(1),
 }
+# An open-set model's calibration (calibrate.py), saved as buffers beside its weights.
+CALIBRATION_RANGES = {"temperature": (1e-3, 1e3), "not_digit_threshold": (0.0, 1.0)}
 PAYLOAD_KEYS = {"format", "version", "arch", "state_dict", "meta", "training"}
 
 
@@ -245,6 +248,8 @@ def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) ->
             raise MnistEdgeError(f"{path}: weight {name} is {found}, architecture {arch!r} needs {want.dtype} {list(want.shape)}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise MnistEdgeError(f"{path}: weight {name} holds NaN or inf")
+        if name in CALIBRATION_RANGES and not CALIBRATION_RANGES[name][0] <= float(got) <= CALIBRATION_RANGES[name][1]:
+            raise MnistEdgeError(f"{path}: {name} {float(got):g} is outside {list(CALIBRATION_RANGES[name])}")
 
 
 def _tensor_kind(value: Any) -> str:

@@ -28,18 +28,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_edge import __version__, augment, distributed, robust_augment
+from mnist_edge import __version__, augment, distributed, robust_augment, synthetic
 from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model, min_train_batch
 from mnist_edge.atomic import probe_writable
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.spec import NUM_CLASSES
 from mnist_edge.evaluate import evaluate, torch_logits_fn
 from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
 
 Log = Callable[[str], None]
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # architectures.AUGMENTATIONS: each a sample_params + apply_params
+MNIST_TRAIN_IMAGES = 60_000  # what a recipe's image counts (holdout, printed, non_digits) are written for
+CALIBRATION_IMAGES = 2000  # printed digits and non-digits generated (each) in calibration fonts
 PROGRESS_EVERY_S = 10.0  # a progress line this often when the output is not a terminal (a pipe, a log file)
 
 
@@ -310,6 +313,7 @@ class Run:
     generator: torch.Generator  # permutations and augmentation, on the CPU
     images: torch.Tensor  # uint8 [N,1,28,28] on the device, converted per batch
     labels: torch.Tensor
+    holdout: tuple[np.ndarray, np.ndarray]  # training digits kept out to calibrate on (open-set recipes)
     test_x: np.ndarray
     test_y: np.ndarray
     steps: int  # per epoch
@@ -318,6 +322,7 @@ class Run:
     history: list[dict[str, Any]]
     threads: int  # CPU threads, recorded in the checkpoint
     started: float  # perf_counter when the run began, checkpoint and data loading included
+    calibration: dict[str, float] = field(default_factory=dict)  # calibrate.py's figures, once fitted
 
     @property
     def n(self) -> int:
@@ -339,12 +344,33 @@ def steps_per_epoch(n: int, recipe: Recipe, world_size: int, min_per_rank: int =
     return math.ceil(n / recipe.batch_size)
 
 
+def scaled(count: int, n: int) -> int:
+    """COUNT of a recipe written for MNIST's 60,000 training digits, scaled to a run on N of them (--limit)."""
+    return round(count * n / MNIST_TRAIN_IMAGES)
+
+
+def training_set(recipe: Recipe, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The images and labels a recipe trains on, and the held-out digits it calibrates on: MNIST's training digits
+    less the last `holdout`, plus generated printed digits (labels 0-9) and non-digits (label 10)."""
+    n = len(x)
+    holdout = scaled(recipe.holdout, n)
+    holdout_x, holdout_y = x[n - holdout :], y[n - holdout :]
+    x, y = x[: n - holdout], y[: n - holdout]
+    if recipe.printed or recipe.non_digits:
+        fonts = synthetic.fonts_for("train")
+        printed_x, printed_y = synthetic.printed_digits(scaled(recipe.printed, n), recipe.seed, fonts)
+        others, _ = synthetic.non_digits(scaled(recipe.non_digits, n), recipe.seed, fonts)
+        x = np.concatenate([x, printed_x, others])
+        y = np.concatenate([y, printed_y.astype(y.dtype), np.full(len(others), NUM_CLASSES, y.dtype)])
+    return x, y, holdout_x, holdout_y
+
+
 def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None, threads: int, started: float) -> Run:
     data = load_mnist(data_dir)
     n = plan.limit or len(data.train_images)
-    train_x, train_y = data.train_images[:n], data.train_labels[:n]
-    test_x, test_y = data.test_images[: plan.limit], data.test_labels[: plan.limit]
     recipe = plan.recipe
+    train_x, train_y, holdout_x, holdout_y = training_set(recipe, data.train_images[:n], data.train_labels[:n])
+    test_x, test_y = data.test_images[: plan.limit], data.test_labels[: plan.limit]
     torch.manual_seed(recipe.seed)  # the initial weights
     model = plan.resumed.model if plan.resumed is not None else create_model(plan.arch)
     steps = steps_per_epoch(len(train_x), recipe, world.size, min_train_batch(model))
@@ -372,7 +398,10 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)
     labels = torch.from_numpy(train_y).to(device)
-    return Run(plan, device, world, model, net, optimizer, generator, images, labels, test_x, test_y, steps, data.sha256, start, history, threads, started)
+    return Run(
+        plan, device, world, model, net, optimizer, generator, images, labels, (holdout_x, holdout_y),
+        test_x, test_y, steps, data.sha256, start, history, threads, started,
+    )
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, where: str) -> None:
@@ -553,6 +582,8 @@ def save(run: Run, epochs_done: int, position: Position) -> None:
         "dataset_sha256": run.dataset_sha256,
         "history": run.history,
     }
+    if run.calibration:
+        meta["calibration"] = run.calibration
     save_checkpoint(plan.out, run.model, meta, training)
 
 
@@ -603,6 +634,8 @@ def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
                     f"epoch {epoch + 1}/{recipe.epochs}: train loss {record['train_loss']:.4f}, test loss {record['test_loss']:.4f}, "
                     f"test accuracy {record['test_accuracy']:.2f}% | {record['images_per_s']:,.0f} img/s, {record['seconds']:.1f}s"
                 )
+            if epoch + 1 == recipe.epochs and run.model.open_set and world.is_main:
+                _calibrate(run, log)
             save(run, epoch + 1, Position(epoch + 1))
             if stop_requested():
                 interrupted = epoch + 1 < recipe.epochs
@@ -615,6 +648,25 @@ def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
     if world.is_main and not interrupted:
         log(f"done: {plan.arch}, {done} epochs, test accuracy {accuracy:.2f}%, {took:.1f}s; checkpoint {out}")
     return TrainResult(out, done, accuracy, interrupted, run.history, plan.arch, recipe.as_dict(), took)
+
+
+def _calibrate(run: Run, log: Log) -> None:
+    """Fit the open-set model's temperature and "not a digit" threshold on what training left out (calibrate.py)."""
+    from mnist_edge.calibrate import calibrate
+
+    recipe, (holdout_x, holdout_y) = run.plan.recipe, run.holdout
+    if not len(holdout_y):
+        log("no held-out digits (recipe holdout 0): temperature 1, and nothing is refused")
+        return
+    generated = scaled(CALIBRATION_IMAGES, run.plan.limit or MNIST_TRAIN_IMAGES)
+    result = calibrate(run.model, holdout_x, holdout_y, recipe.seed, generated, generated)
+    run.calibration = result.figures
+    f = result.figures
+    log(
+        f"calibrated on {len(holdout_y):,} held-out digits: temperature {result.temperature:.3f}, not-a-digit threshold "
+        f"{result.threshold:.4f} (answers {f['holdout_answered']:.2f}% of them, {f['shifted_answered']:.2f}% shifted, "
+        f"{f['printed_answered']:.2f}% printed; refuses {f['non_digits_refused']:.2f}% of calibration non-digits)"
+    )
 
 
 def _describe(recipe: Recipe) -> str:
