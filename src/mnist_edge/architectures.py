@@ -156,10 +156,13 @@ class MnistClassifier(nn.Module):
         raw = self(x)
         if not self.open_set:
             return raw, None
-        digits = raw[:, :NUM_CLASSES]
-        # softmax over all eleven outputs, taken at the eleventh: sigmoid(z_10 - logsumexp(z_0..9))
-        not_digit = torch.sigmoid(raw[:, NUM_CLASSES] - torch.logsumexp(digits, dim=1))
-        return digits / self.temperature, not_digit
+        return raw[:, :NUM_CLASSES] / self.temperature, not_digit_score(raw)
+
+
+def not_digit_score(raw: torch.Tensor) -> torch.Tensor:
+    """The probability [N] of "not a digit" from an open-set network's raw outputs [N,11]: the softmax over all
+    eleven, at the eleventh (one Softmax op, which every runtime and quantizer handles)."""
+    return torch.softmax(raw, dim=1)[:, NUM_CLASSES]
 
 
 class Deployed(nn.Module):

@@ -9,11 +9,13 @@ only when the caller says it trusts it (`--trust-torchscript` on the command lin
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from mnist_edge.errors import MnistEdgeError, require_file
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
+
+if TYPE_CHECKING:
+    from mnist_edge.edge.runtime import OnnxModel
 
 TORCHSCRIPT_METADATA = "mnist_edge.json"  # the _extra_files entry of a TorchScript file that holds its metadata
 TRUST_FLAG = "--trust-torchscript"
@@ -84,7 +89,7 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
         from mnist_edge.edge.runtime import OnnxModel
 
         model = OnnxModel(path)
-        return LoadedArtifact(ONNX, model.metadata, model.run)
+        return LoadedArtifact(ONNX, model.metadata, functools.partial(_joined, model))
     if fmt == CHECKPOINT:
         from mnist_edge.checkpoint import load_checkpoint
 
@@ -93,6 +98,12 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
     if not trust_torchscript:
         raise untrusted_torchscript(path)
     return _open_torchscript(path)
+
+
+def _joined(model: OnnxModel, images: np.ndarray) -> np.ndarray:
+    """MODEL's outputs as one array, a logits_fn's form (evaluate.py): logits, then not_digit as a column."""
+    logits, not_digit = model.outputs(images)
+    return logits if not_digit is None else np.concatenate([logits, not_digit[:, None]], axis=1)
 
 
 def _open_torchscript(path: Path) -> LoadedArtifact:
@@ -119,7 +130,7 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
         shape = tuple(np.asarray(logits_fn(probe)).shape)
     except Exception as exc:  # noqa: BLE001 - a foreign module can raise anything
         raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({first_line(exc)})") from None
-    if shape != (2, NUM_CLASSES):
+    if shape not in ((2, NUM_CLASSES), (2, NUM_CLASSES + 1)):
         raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
     return LoadedArtifact(TORCHSCRIPT, {str(k): str(v) for k, v in metadata.items()}, logits_fn)
 

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from mnist_edge import robust_augment, synthetic
-from mnist_edge.architectures import MnistClassifier
+from mnist_edge.architectures import MnistClassifier, not_digit_score
 from mnist_edge.evaluate import to_pixels
+from mnist_edge.spec import NUM_CLASSES
 
 ANSWER_RATE = 0.995  # of real digits, per pool: the operating point
 # Temperatures searched (log-spaced); the fit is a convex 1-D problem, so a fine grid finds its minimum.
@@ -57,9 +58,8 @@ def _outputs(model: MnistClassifier, images: torch.Tensor) -> tuple[np.ndarray, 
     with torch.inference_mode():
         for start in range(0, len(images), 1000):
             raw = model(images[start : start + 1000])
-            digits = raw[:, :10]
-            logits.append(digits.float().cpu().numpy())
-            scores.append(torch.sigmoid(raw[:, 10] - torch.logsumexp(digits, 1)).float().cpu().numpy())
+            logits.append(raw[:, :NUM_CLASSES].float().cpu().numpy())
+            scores.append(not_digit_score(raw).float().cpu().numpy())
     return np.concatenate(logits), np.concatenate(scores)
 
 

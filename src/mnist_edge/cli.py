@@ -130,6 +130,9 @@ DataDir = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AlwaysDigitFlag = Annotated[
+    bool, typer.Option("--always-digit", help="Answer a digit for every image, even one the model says is not a digit.")
+]
 MNIST_TEST_IMAGES = 10_000
 Limit = Annotated[
     int | None,
@@ -399,8 +402,10 @@ def predict(
     save_preprocessed: Annotated[
         Path | None, typer.Option("--save-preprocessed", help="Write each 28x28 image the model saw into this folder.", file_okay=False)
     ] = None,
+    always_digit: AlwaysDigitFlag = False,
 ) -> None:
-    """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made."""
+    """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made.
+    An image the model says is no digit at all is answered "not a digit" (exit status 0)."""
     from mnist_edge.edge.manifest import default_model_path
     from mnist_edge.edge.predict import Failure, predict_paths
     from mnist_edge.edge.runtime import OnnxModel
@@ -408,7 +413,8 @@ def predict(
     model_path = model or default_model_path()
     onnx_model = OnnxModel(model_path)
     results = predict_paths(
-        onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=lambda note: typer.echo(printable(note), err=True)
+        onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=lambda note: typer.echo(printable(note), err=True),
+        refuse=not always_digit,
     )
     if not json_output:
         typer.echo(f"model: {printable(str(model_path))}")  # which model answered: the shipped default changes with releases
@@ -421,9 +427,7 @@ def predict(
             if json_output:
                 rows.append(result.as_dict())
             elif not isinstance(result, Failure):
-                ranked = ", ".join(f"{digit} {p:.1%}" for digit, p in result.top[1:])
-                line = f"{printable(result.file)}: {result.digit} ({result.probability:.1%})"  # one line per image, whatever its name
-                typer.echo(line + (f"  then {ranked}" if ranked else ""))
+                typer.echo(result.line(printable(result.file)))  # one line per image, whatever its name
     if json_output:  # every input has an entry, in order: a prediction or its error; never a bare NaN
         typer.echo(json.dumps(rows, indent=2, allow_nan=False))
     if failed:
@@ -453,6 +457,7 @@ def serve(
         int, typer.Option("--max-connections", callback=bounded(1, 100_000), help="Connections served at once; more get 503.")
     ] = 128,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    always_digit: AlwaysDigitFlag = False,
 ) -> None:
     """Keep the model loaded and serve predictions over HTTP, with a drawing page at /. Needs the serve extra."""
     from mnist_edge.edge.manifest import default_model_path
@@ -469,6 +474,7 @@ def serve(
         request_timeout=timeout,
         max_connections=max_connections,
         access_log=access_log,
+        always_digit=always_digit,
     )
     run_server(config, echo=typer.echo)
 

@@ -36,7 +36,17 @@ from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manif
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
-from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
+from mnist_edge.architectures import Deployed, MnistClassifier
+from mnist_edge.spec import (
+    INPUT_NAME,
+    INPUT_SHAPE,
+    INPUT_SPEC,
+    LABELS,
+    NOT_DIGIT_NAME,
+    OUTPUT_NAME,
+    TEMPERATURE_KEY,
+    THRESHOLD_KEY,
+)
 from mnist_edge.verify import (
     Parity,
     ParityData,
@@ -45,7 +55,9 @@ from mnist_edge.verify import (
     check_artifact,
     default_tolerances,
     find_mnist,
+    model_threshold,
     parity_data,
+    parity_non_digits,
     tolerances_for,
 )
 
@@ -67,13 +79,22 @@ def artifact_metadata(ckpt: Checkpoint, checkpoint_sha256: str, quantization: st
         import onnxruntime
 
         versions["onnxruntime"] = onnxruntime.__version__
+    model = ckpt.model
+    open_set = {
+        THRESHOLD_KEY: repr(float(model.not_digit_threshold)),
+        TEMPERATURE_KEY: repr(float(model.temperature)),
+        "not_digit_spec": f"{NOT_DIGIT_NAME}: float32 [N], probability the image is not a digit; "
+        f"refused when >= {THRESHOLD_KEY}",
+    } if model.open_set else {}
     return {
         "arch": ckpt.arch,
         "labels": json.dumps(list(LABELS)),
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "input_spec": INPUT_SPEC,
-        "output_spec": f"{OUTPUT_NAME}: float32 [N,{len(LABELS)}], raw logits (argmax is the digit)",
+        "output_spec": f"{OUTPUT_NAME}: float32 [N,{len(LABELS)}], logits (argmax is the digit"
+        + ("; calibrated: their softmax is the digit's probability)" if model.open_set else ")"),
+        **open_set,
         "checkpoint_sha256": checkpoint_sha256,
         "quantization": quantization,
         "versions": json.dumps(versions),
@@ -92,13 +113,24 @@ def _example_input(batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
 
 
+def deployable(model: nn.Module) -> nn.Module:
+    """What a file holds of MODEL: a MnistClassifier as Deployed (calibrated logits, and not_digit where it has it)."""
+    return Deployed(model) if isinstance(model, MnistClassifier) else model
+
+
+def output_names(model: nn.Module) -> list[str]:
+    open_set = isinstance(model, MnistClassifier) and model.open_set
+    return [OUTPUT_NAME, NOT_DIGIT_NAME] if open_set else [OUTPUT_NAME]
+
+
 def onnx_proto(model: nn.Module) -> onnx.ModelProto:
     """Export MODEL (in eval mode) with the torch.export-based exporter, the default since torch 2.9.
 
     It traces through torch.export (no Python control flow lost), constant-folds and simplifies
     with onnxscript's optimizer, and keeps every weight inside the proto.
     """
-    model.eval()
+    names = output_names(model)
+    model = deployable(model).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter about its own internals, not about our model
         program = torch.onnx.export(
@@ -106,7 +138,7 @@ def onnx_proto(model: nn.Module) -> onnx.ModelProto:
             (_example_input(),),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=names,
             dynamic_shapes=({0: torch.export.Dim("N")},),
             opset_version=OPSET,
             external_data=False,
@@ -148,7 +180,7 @@ def export_torchscript(model: nn.Module, path: Path | str, metadata: dict[str, s
 
     Tracing is exact here: in eval mode the models have no data-dependent control flow.
     """
-    model.eval()
+    model = deployable(model).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream: we ship it as legacy
         # A torch-quantized model's scales and zero points become constants, which is what they are.
@@ -198,6 +230,7 @@ def _onnx_variant(fp32: onnx.ModelProto, mode: str, calibration: np.ndarray | No
 
 
 def _torch_variant(model: nn.Module, mode: str, calibration: np.ndarray | None) -> nn.Module | None:
+    model = deployable(model)
     if mode == "dynamic":
         return quantize.torch_dynamic(model)
     if mode == "static":
@@ -252,7 +285,8 @@ def export_artifact(
     path = stage(name)
     write(path=path)
     result.size_bytes = path.stat().st_size  # a refused file's size is reported too
-    result.parity = check_artifact(path, reference, data, tolerances or default_tolerances(quantization), fmt)
+    tolerances = tolerances or default_tolerances(quantization)
+    result.parity = check_artifact(path, reference, data, tolerances, fmt, model_threshold(ckpt.model))
     if result.parity.passed:
         # Its accuracy is known only now that it ran: stamp it (metadata only; the graph is the one verified).
         write(path=path, metadata={**metadata, **measured_accuracy(result.parity)})
@@ -339,7 +373,7 @@ def export_checkpoint(
         if mnist is None:
             raise MnistEdgeError(f"static quantization calibrates on MNIST training digits: pass --data-dir DIR ({missing})")
         calibration = calibration_images(mnist, calibration_size)
-    data = parity_data(mnist, limit, missing)
+    data = parity_data(mnist, limit, missing, parity_non_digits(ckpt.model))
     reference = batched(torch_logits_fn(ckpt.model), data.images)
     report = ExportReport(out_dir, data, [])
     staged_paths: dict[str, Path] = {}

@@ -11,24 +11,29 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mnist_edge.artifacts import open_artifact, require_checkpoint
 from mnist_edge.data import DATA_ENV, MNIST, download_mnist, load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import LogitsFn, percent, to_pixels, torch_logits_fn
-from mnist_edge.spec import INPUT_SHAPE
+from mnist_edge.evaluate import LogitsFn, percent, split_outputs, to_pixels, torch_logits_fn
+from mnist_edge.spec import INPUT_SHAPE, THRESHOLD_KEY
+
+if TYPE_CHECKING:
+    from mnist_edge.architectures import MnistClassifier
 
 BATCH = 1000
 SYNTHETIC_IMAGES = 512
+# Generated non-digits added to the parity images of an open-set model, so that its refusals are compared too
+PARITY_NON_DIGITS = 500
 
 
 @dataclass(frozen=True)
 class Tolerances:
     max_abs_diff: float | None  # None: not checked (quantized logits legitimately move)
-    min_agreement: float  # percent of images whose top-1 digit matches the PyTorch model's
+    min_agreement: float  # percent of images whose top-1 digit matches the PyTorch model's; also of "not a digit"
     max_accuracy_drop: float | None  # percentage points below the PyTorch model's accuracy
 
 
@@ -47,9 +52,14 @@ def tolerances_for(quantization: str, overrides: dict[str, float] | None = None)
 
 @dataclass(frozen=True)
 class ParityData:
-    images: np.ndarray  # float32 [N,1,28,28] in [0,1]
-    labels: np.ndarray | None  # None for the synthetic batch
+    images: np.ndarray  # float32 [N,1,28,28] in [0,1]: the digits, then any generated non-digits
+    labels: np.ndarray | None  # of the first len(labels) images; None for the synthetic batch
     source: str
+    non_digits: int = 0  # the last images: generated non-digits, whose top digit means nothing
+
+    @property
+    def digits(self) -> int:
+        return len(self.images) - self.non_digits
 
 
 @dataclass
@@ -61,6 +71,7 @@ class Parity:
     reference_accuracy: float | None  # percent; None without labels
     artifact_accuracy: float | None
     failures: list[str] = field(default_factory=list)
+    refusal_agreement: float | None = None  # percent of images both refuse or both answer (open-set models)
 
     @property
     def passed(self) -> bool:
@@ -72,6 +83,8 @@ class Parity:
 
     def summary(self) -> str:
         text = f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement {self.agreement:.2f}%"
+        if self.refusal_agreement is not None:
+            text += f", not-a-digit agreement {self.refusal_agreement:.2f}%"
         if self.reference_accuracy is not None:
             text += f", accuracy {self.reference_accuracy:.2f}% (torch) vs {self.artifact_accuracy:.2f}%"
         return text
@@ -94,35 +107,56 @@ def find_mnist(data_dir: Path | str | None) -> tuple[MNIST | None, str]:
     return load_mnist(folder), ""
 
 
-def parity_data(mnist: MNIST | None, limit: int | None = None, missing: str = "") -> ParityData:
-    """The MNIST test set (its first LIMIT images), or a seeded synthetic batch without MNIST."""
+def parity_data(mnist: MNIST | None, limit: int | None = None, missing: str = "", non_digits: int = 0) -> ParityData:
+    """The MNIST test set (its first LIMIT images), or a seeded synthetic batch without MNIST; then NON_DIGITS
+    generated non-digits (seeded), for a model that can refuse them."""
     if mnist is None:
         rng = np.random.default_rng(0)
         images = rng.random((limit or SYNTHETIC_IMAGES, *INPUT_SHAPE), dtype=np.float32)
-        return ParityData(images, None, f"synthetic seeded batch, no MNIST found ({missing}); accuracy not checked")
-    images, labels = mnist.test_images[:limit], mnist.test_labels[:limit]
-    return ParityData(to_pixels(images), labels, "MNIST test set" if limit is None else f"first {len(images)} MNIST test images")
+        data = ParityData(images, None, f"synthetic seeded batch, no MNIST found ({missing}); accuracy not checked")
+    else:
+        digits, labels = mnist.test_images[:limit], mnist.test_labels[:limit]
+        source = "MNIST test set" if limit is None else f"first {len(digits)} MNIST test images"
+        data = ParityData(to_pixels(digits), labels, source)
+    if not non_digits:
+        return data
+    from mnist_edge import synthetic
+
+    others, _ = synthetic.non_digits(non_digits, 0, synthetic.fonts_for("held-out"))
+    images = np.concatenate([data.images, to_pixels(others)])
+    return ParityData(images, data.labels, f"{data.source} + {non_digits} generated non-digits", non_digits)
+
+
+def parity_non_digits(model: MnistClassifier) -> int:
+    """How many generated non-digits the parity images of MODEL include: only a model that refuses needs them."""
+    return PARITY_NON_DIGITS if model.open_set else 0
 
 
 def batched(fn: LogitsFn, images: np.ndarray) -> np.ndarray:
     return np.concatenate([fn(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, tolerances: Tolerances) -> Parity:
-    """Parity figures of LOGITS against the PyTorch model's REFERENCE logits, and the checks they fail."""
-    if logits.shape != reference.shape:
-        raise MnistEdgeError(f"artifact returned logits of shape {list(logits.shape)}, expected {list(reference.shape)}")
-    diff = float(np.abs(logits.astype(np.float64) - reference).max()) if len(logits) else 0.0
+def compare(
+    reference: np.ndarray, outputs: np.ndarray, data: ParityData, tolerances: Tolerances, threshold: float | None = None
+) -> Parity:
+    """Parity figures of OUTPUTS against the PyTorch model's REFERENCE outputs (logits, and an open-set model's
+    not_digit column: evaluate.split_outputs), and the checks they fail. With a THRESHOLD, the two must also
+    refuse the same images."""
+    if outputs.shape != reference.shape:
+        raise MnistEdgeError(f"artifact returned outputs of shape {list(outputs.shape)}, expected {list(reference.shape)}")
+    diff = float(np.abs(outputs.astype(np.float64) - reference).max()) if len(outputs) else 0.0
     if not np.isfinite(diff):
         diff = float("inf")
-    ref_top, art_top = reference.argmax(1), logits.argmax(1)
+    (ref_logits, ref_nd), (logits, nd) = split_outputs(reference), split_outputs(outputs)
+    ref_top, art_top = ref_logits[: data.digits].argmax(1), logits[: data.digits].argmax(1)
     agreement = percent(ref_top == art_top)
     ref_acc = art_acc = None
     if data.labels is not None:
-        ref_acc, art_acc = percent(ref_top == data.labels), percent(art_top == data.labels)
+        n = len(data.labels)
+        ref_acc, art_acc = percent(ref_top[:n] == data.labels), percent(art_top[:n] == data.labels)
     failures = []
     if tolerances.max_abs_diff is not None and not diff <= tolerances.max_abs_diff:
-        failures.append(f"max abs logit diff {diff:.3g} > {tolerances.max_abs_diff:g}")
+        failures.append(f"max abs output diff {diff:.3g} > {tolerances.max_abs_diff:g}")
     if agreement < tolerances.min_agreement:
         disagree = int((ref_top != art_top).sum())
         failures.append(f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)")
@@ -130,7 +164,21 @@ def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, toleran
         failures.append(
             f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > {tolerances.max_accuracy_drop:g}"
         )
-    return Parity(len(logits), data.source, diff, agreement, ref_acc, art_acc, failures)
+    refusal = None
+    if threshold is not None and ref_nd is not None and nd is not None:
+        same = (ref_nd >= threshold) == (nd >= threshold)
+        refusal = percent(same)
+        if refusal < tolerances.min_agreement:
+            failures.append(
+                f"not-a-digit agreement {refusal:.2f}% < {tolerances.min_agreement:g}% ({int((~same).sum())} images: "
+                "one refuses what the other answers)"
+            )
+    return Parity(len(outputs), data.source, diff, agreement, ref_acc, art_acc, failures, refusal)
+
+
+def model_threshold(model: MnistClassifier) -> float | None:
+    """MODEL's "not a digit" threshold, None for a model that cannot refuse."""
+    return float(model.not_digit_threshold) if model.open_set else None
 
 
 def check_artifact(
@@ -139,13 +187,15 @@ def check_artifact(
     data: ParityData,
     tolerances: Tolerances | None = None,
     fmt: str | None = None,
+    threshold: float | None = None,
 ) -> Parity:
-    """Run the file at PATH on DATA and compare it with REFERENCE (the PyTorch model's logits on DATA).
+    """Run the file at PATH on DATA and compare it with REFERENCE (the PyTorch model's outputs on DATA), refusals
+    at THRESHOLD included.
 
     Only for files this process wrote itself (export, benchmark): a TorchScript file is trusted."""
     artifact = open_artifact(path, fmt, trust_torchscript=True)
     tolerances = tolerances or default_tolerances(artifact.quantization)
-    return compare(reference, batched(artifact.logits_fn, data.images), data, tolerances)
+    return compare(reference, batched(artifact.logits_fn, data.images), data, tolerances, threshold)
 
 
 def verify_artifact(
@@ -166,10 +216,14 @@ def verify_artifact(
     ckpt = load_checkpoint(checkpoint_path)
     tolerances = tolerances_for(artifact.quantization, overrides)
     mnist, missing = find_mnist(data_dir)
-    data = parity_data(mnist, limit, missing)
+    data = parity_data(mnist, limit, missing, parity_non_digits(ckpt.model))
     reference = batched(torch_logits_fn(ckpt.model), data.images)
-    parity = compare(reference, batched(artifact.logits_fn, data.images), data, tolerances)
+    threshold = model_threshold(ckpt.model)
+    parity = compare(reference, batched(artifact.logits_fn, data.images), data, tolerances, threshold)
     claimed = artifact.metadata.get("checkpoint_sha256")
     if claimed and claimed != file_sha256(checkpoint_path):
         parity.failures.insert(0, f"artifact was exported from checkpoint sha256 {claimed[:12]}..., not from {checkpoint_path}")
+    stated = artifact.metadata.get(THRESHOLD_KEY)
+    if threshold is not None and stated != repr(threshold):
+        parity.failures.append(f"artifact states {THRESHOLD_KEY} {stated!r}, the checkpoint's is {threshold!r}")
     return parity

@@ -22,6 +22,7 @@ from mnist_edge.errors import MnistEdgeError, bug, debugging
 from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
 from mnist_edge.edge.preprocess import preprocess, save_png
 from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.spec import refuses
 
 # What a folder is searched for; files named explicitly are tried whatever their suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
@@ -57,21 +58,34 @@ def collect_images(paths: Iterable[str]) -> Iterator[Path | Failure]:
                 yield image
 
 
-def results_from_logits(files: Sequence[str], logits: np.ndarray, top: int, model: str) -> list[Result]:
+def results_from_logits(
+    files: Sequence[str],
+    logits: np.ndarray,
+    top: int,
+    model: str,
+    not_digit: np.ndarray | None = None,
+    threshold: float | None = None,
+) -> list[Result]:
     """A Prediction per row of LOGITS [N,10] (softmax, the TOP most likely digits), or a Failure naming MODEL
-    for a row holding NaN or infinity: a probability computed from it would be meaningless."""
+    for a row holding NaN or infinity: a probability computed from it would be meaningless. With an open-set
+    model's NOT_DIGIT scores [N], a row scoring THRESHOLD or more is "not a digit" (no THRESHOLD: never)."""
     logits = np.asarray(logits, dtype=np.float64)  # float64: exp never overflows after the max is taken off
-    finite = np.isfinite(logits).all(axis=1)
+    scores = np.full(len(logits), np.nan) if not_digit is None else np.asarray(not_digit, dtype=np.float64)
+    finite = np.isfinite(logits).all(axis=1) & (np.isfinite(scores) if not_digit is not None else True)
     safe = np.where(finite[:, None], logits, 0.0)
     exp = np.exp(safe - safe.max(axis=1, keepdims=True))
     probs = exp / exp.sum(axis=1, keepdims=True)
     results: list[Result] = []
-    for file, ok, p in zip(files, finite, probs):
+    for file, ok, p, score in zip(files, finite, probs, scores):
         if not ok:
-            results.append(Failure(file, f"{file}: the model {model} returned a non-finite logit (NaN or infinity) for this image"))
+            results.append(Failure(file, f"{file}: the model {model} returned a non-finite output (NaN or infinity) for this image"))
             continue
         ranked = [(int(k), float(p[k])) for k in np.argsort(-p, kind="stable")[:top]]
-        results.append(Prediction(file, ranked[0][0], ranked[0][1], ranked))
+        stated = None if not_digit is None else float(score)
+        if stated is not None and threshold is not None and refuses(stated, threshold):
+            results.append(Prediction(file, None, None, ranked, stated))
+        else:
+            results.append(Prediction(file, ranked[0][0], ranked[0][1], ranked, stated))
     return results
 
 
@@ -189,16 +203,20 @@ def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
             return Failure(str(path), f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)")
 
 
-def infer(model: OnnxModel, files: Sequence[str], images: Sequence[np.ndarray], top: int) -> list[Result]:
+def infer(
+    model: OnnxModel, files: Sequence[str], images: Sequence[np.ndarray], top: int, refuse: bool = True
+) -> list[Result]:
     """Results for a batch of preprocessed IMAGES named FILES (here and by the server); when the model fails on
-    the batch, each image is run alone, so only those it fails on fail."""
+    the batch, each image is run alone, so only those it fails on fail. REFUSE False: always a digit, even for
+    what the model says is not one."""
     try:
-        logits = model.run(np.stack(images)[:, None])
+        logits, not_digit = model.outputs(np.stack(images)[:, None])
     except MnistEdgeError as exc:
         if len(images) == 1:
             return [Failure(files[0], f"{files[0]}: {exc}")]
-        return [result for file, image in zip(files, images) for result in infer(model, [file], [image], top)]
-    return results_from_logits(files, logits, top, str(model.path))
+        return [result for file, image in zip(files, images) for result in infer(model, [file], [image], top, refuse)]
+    threshold = model.threshold if refuse else None
+    return results_from_logits(files, logits, top, str(model.path), not_digit, threshold)
 
 
 def predict_paths(
@@ -210,10 +228,12 @@ def predict_paths(
     batch_size: int = BATCH_SIZE,
     workers: int | None = None,
     log: Callable[[str], None] = lambda _: None,
+    refuse: bool = True,
 ) -> Generator[Result, None, None]:
     """A Prediction or a Failure for every image PATHS name, in order, inferred in batches. LOG gets notes
     (an image's preprocessed copy saved under another name because its own was taken). A folder SAVE_DIR
-    that cannot be made fails here, before anything is predicted."""
+    that cannot be made fails here, before anything is predicted. REFUSE False: a digit even for what the
+    model says is not one."""
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -222,11 +242,17 @@ def predict_paths(
     images = list(collect_images(paths))
     targets = _choose_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
     jobs = [item if isinstance(item, Failure) else _Job(item, raw, target) for item, target in zip(images, targets)]
-    return _predict(model, jobs, top, batch_size, workers, log)
+    return _predict(model, jobs, top, batch_size, workers, log, refuse)
 
 
 def _predict(
-    model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None, log: Callable[[str], None]
+    model: OnnxModel,
+    jobs: list[_Job | Failure],
+    top: int,
+    batch_size: int,
+    workers: int | None,
+    log: Callable[[str], None],
+    refuse: bool,
 ) -> Generator[Result, None, None]:
     """The results of JOBS in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
@@ -234,6 +260,6 @@ def _predict(
             if isinstance(x, _Prepared) and x.note is not None:
                 log(x.note)
         good = [(str(job.path), x.image) for job, x in batch if isinstance(x, _Prepared) and isinstance(job, _Job)]
-        inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top) if good else [])
+        inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top, refuse) if good else [])
         for _, x in batch:
             yield x if isinstance(x, Failure) else next(inferred)

@@ -9,6 +9,7 @@ than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
@@ -22,7 +23,7 @@ import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
 from mnist_edge.edge.common import usable_cpus
-from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
+from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NOT_DIGIT_NAME, NUM_CLASSES, OUTPUT_NAME, THRESHOLD_KEY
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -87,15 +88,29 @@ def _describe(arg: ort.NodeArg) -> str:
 def _interface_problem(session: ort.InferenceSession) -> str | None:
     """What is wrong with the session's inputs/outputs compared with spec.py, or None."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        return f"expected 1 input and 1 output, found {len(inputs)} inputs and {len(outputs)} outputs"
+    if len(inputs) != 1 or len(outputs) not in (1, 2):
+        return f"expected 1 input and 1 or 2 outputs, found {len(inputs)} inputs and {len(outputs)} outputs"
     inp, out = inputs[0], outputs[0]
     batch_dynamic = bool(inp.shape) and not isinstance(inp.shape[0], int)
     if inp.name != INPUT_NAME or inp.type != "tensor(float)" or list(inp.shape[1:]) != list(INPUT_SHAPE) or not batch_dynamic:
         return f"input is {_describe(inp)}, expected {INPUT_SPEC}"
     if out.name != OUTPUT_NAME or out.type != "tensor(float)" or len(out.shape) != 2 or out.shape[1] != NUM_CLASSES:
         return f"output is {_describe(out)}, expected {OUTPUT_NAME!r} tensor(float) [N,{NUM_CLASSES}]"
+    if len(outputs) == 2 and (outputs[1].name != NOT_DIGIT_NAME or outputs[1].type != "tensor(float)" or len(outputs[1].shape) != 1):
+        return f"second output is {_describe(outputs[1])}, expected {NOT_DIGIT_NAME!r} tensor(float) [N]"
     return None
+
+
+def not_digit_threshold(metadata: dict[str, str], where: str) -> float:
+    """The "not a digit" threshold an open-set model's METADATA carries: a number in [0, 1]."""
+    text = metadata.get(THRESHOLD_KEY)
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise MnistEdgeError(f"{where}: has a {NOT_DIGIT_NAME!r} output but no usable {THRESHOLD_KEY!r} in its metadata ({text!r})")
+    return value
 
 
 @contextmanager
@@ -137,21 +152,30 @@ class OnnxModel:
         if problem:
             raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        # An open-set model's refusal threshold; None: the model cannot say "not a digit"
+        self.threshold = not_digit_threshold(self.metadata, str(self.path)) if len(self.output_names) == 2 else None
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        """Logits [N,10] float32 for float32 pixels [N,1,28,28] in [0,1], white digit on black.
+        """Logits [N,10] float32 for float32 pixels [N,1,28,28] in [0,1], white digit on black."""
+        return self.outputs(images)[0]
 
-        A model that fails inside ONNX Runtime, or returns anything but float32 [N,10], is a MnistEdgeError
-        naming the file. The logits are returned as computed: they may hold NaN or inf (see predict)."""
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits [N,10] float32 and, for an open-set model, not_digit [N] float32 (else None), for float32
+        pixels [N,1,28,28] in [0,1], white digit on black.
+
+        A model that fails inside ONNX Runtime, or returns anything but those, is a MnistEdgeError naming the
+        file. The outputs are returned as computed: they may hold NaN or inf (see predict)."""
         if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
             raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]")
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
-            return np.zeros((0, NUM_CLASSES), np.float32)
+            return np.zeros((0, NUM_CLASSES), np.float32), None if self.threshold is None else np.zeros(0, np.float32)
         with _ctrl_c_ends_the_process():
-            return self._run_chunks(images)
+            results = self._run_chunks(images)
+        return results[0], results[1] if len(results) > 1 else None
 
-    def _run_chunks(self, images: np.ndarray) -> np.ndarray:
+    def _run_chunks(self, images: np.ndarray) -> list[np.ndarray]:
         chunks = min(self.threads, len(images) // MIN_CHUNK)
         if chunks < 2:
             return self._run(images)
@@ -161,17 +185,18 @@ class OnnxModel:
             self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mnist-edge-onnx")
         first, *rest = np.array_split(images, chunks)
         pending = [self._pool.submit(self._run, chunk) for chunk in rest]  # ORT sessions may run concurrently
-        return np.concatenate([self._run(first), *(f.result() for f in pending)])
+        parts = [self._run(first), *(f.result() for f in pending)]
+        return [np.concatenate(output) for output in zip(*parts)]
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
+    def _run(self, images: np.ndarray) -> list[np.ndarray]:
         try:
-            logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+            results = self.session.run(self.output_names, {INPUT_NAME: images})
         except Exception as exc:  # the graph passed the interface check but fails on data: a bad index, a bad reshape
             raise MnistEdgeError(f"{self.path}: the model fails in ONNX Runtime ({ort_message(exc)})") from None
-        expected = (len(images), NUM_CLASSES)
-        if not isinstance(logits, np.ndarray) or logits.dtype != np.float32 or logits.shape != expected:
-            got = f"{logits.dtype} {list(logits.shape)}" if isinstance(logits, np.ndarray) else type(logits).__name__
-            raise MnistEdgeError(
-                f"{self.path}: the model returned {got} for {len(images)} images, expected float32 {list(expected)}"
-            )
-        return logits
+        for result, expected in zip(results, [(len(images), NUM_CLASSES), (len(images),)]):
+            if not isinstance(result, np.ndarray) or result.dtype != np.float32 or result.shape != expected:
+                got = f"{result.dtype} {list(result.shape)}" if isinstance(result, np.ndarray) else type(result).__name__
+                raise MnistEdgeError(
+                    f"{self.path}: the model returned {got} for {len(images)} images, expected float32 {list(expected)}"
+                )
+        return list(results)

@@ -139,8 +139,9 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
     raise RequestError(415, f"Content-Type {kind.decode('latin-1')[:60]!r} is not accepted: {USAGE}", close=True)
 
 
-def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
-    """The app for ENGINE, which is open (its model_info is known) for as long as the app serves."""
+def create_app(engine: Engine, max_body: int, max_files: int, always_digit: bool = False) -> Starlette:
+    """The app for ENGINE, which is open (its model_info is known) for as long as the app serves. ALWAYS_DIGIT:
+    answer a digit even for what the model says is not one, as every request's ?always_digit=1 asks."""
     static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in STATIC}
 
     async def page(request: Request) -> Response:
@@ -161,7 +162,8 @@ def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
     async def predict(request: Request) -> Response:
         params = request.query_params
         raw, preview, top = _flag(params, "raw"), _flag(params, "preview"), _top(params)
-        jobs = [Job(name, data, raw, top, preview) for name, data in await _uploads(request, max_files)]
+        refuse = not (always_digit or _flag(params, "always_digit"))
+        jobs = [Job(name, data, raw, top, preview, refuse) for name, data in await _uploads(request, max_files)]
         try:
             outcomes = await engine.predict(jobs)
         except WorkerDied as exc:

@@ -23,6 +23,7 @@ class Job:
     raw: bool = False
     top: int = 3
     preview: bool = False
+    refuse: bool = True  # False: a digit even for what the model says is not one (?always_digit=1, --always-digit)
     pixels: Any = None  # the [28,28] float32 array, when the server process has prepared it (data is then dropped)
     heavy: bool = False  # the server process found it too costly to prepare itself: a worker's to do
 

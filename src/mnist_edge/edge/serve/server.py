@@ -44,6 +44,7 @@ class ServeConfig:
     request_timeout: float = 15.0
     max_connections: int = 128
     access_log: bool = False
+    always_digit: bool = False  # answer a digit even for what the model says is not one
 
 
 def deadline_protocol(timeout: float) -> type[asyncio.Protocol]:
@@ -148,7 +149,7 @@ async def _serve(config: ServeConfig, sock: socket.socket, echo: Callable[[str],
         info = await engine.open()  # MnistEdgeError (one line for the CLI) for a model the workers cannot use
         server = _Server(
             uvicorn.Config(
-                create_app(engine, config.max_body, config.max_files),
+                create_app(engine, config.max_body, config.max_files, config.always_digit),
                 http=deadline_protocol(config.request_timeout),
                 lifespan="off",  # the engine is opened and closed around the server, here
                 access_log=config.access_log,

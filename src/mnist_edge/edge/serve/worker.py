@@ -91,7 +91,7 @@ def predict_batch(jobs: list[Job]) -> list[Outcome]:
         if isinstance(result, Failure):  # the model failed on this image, or gave non-finite scores: ours, not the client's
             outcomes.append(Outcome(500, result.as_dict()))
             continue
-        row = result.as_dict()
+        row = (result if job.refuse else result.as_digit()).as_dict()
         row["top"] = row["top"][: job.top]
         if job.preview:
             row["preview"] = "data:image/png;base64," + base64.b64encode(png_bytes(x)).decode("ascii")
