@@ -22,7 +22,7 @@ import numpy as np
 from mnist_edge.errors import MnistEdgeError, require_file
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
-from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
+from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, THRESHOLD_KEY
 
 if TYPE_CHECKING:
     from mnist_edge.edge.runtime import OnnxModel
@@ -94,7 +94,10 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
         from mnist_edge.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        return LoadedArtifact(CHECKPOINT, {"arch": ckpt.arch, "quantization": "none"}, torch_logits_fn(ckpt.model))
+        meta = {"arch": ckpt.arch, "quantization": "none"}
+        if ckpt.model.open_set:
+            meta[THRESHOLD_KEY] = repr(float(ckpt.model.not_digit_threshold))
+        return LoadedArtifact(CHECKPOINT, meta, torch_logits_fn(ckpt.model))
     if not trust_torchscript:
         raise untrusted_torchscript(path)
     return _open_torchscript(path)
@@ -133,6 +136,16 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
     if shape not in ((2, NUM_CLASSES), (2, NUM_CLASSES + 1)):
         raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
     return LoadedArtifact(TORCHSCRIPT, {str(k): str(v) for k, v in metadata.items()}, logits_fn)
+
+
+def threshold_of(artifact: LoadedArtifact) -> float | None:
+    """The "not a digit" threshold ARTIFACT carries; None for a model that cannot refuse (or says nothing)."""
+    text = artifact.metadata.get(THRESHOLD_KEY)
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 0.0 <= value <= 1.0 else None
 
 
 def first_line(exc: BaseException, width: int = 300) -> str:

@@ -357,13 +357,13 @@ def evaluate(
     json_output: JsonFlag = False,
     report: Annotated[
         Path | None,
-        typer.Option("--report", help="Write confusion_matrix.png and misclassified.png into DIR.", file_okay=False),
+        typer.Option("--report", help="Write confusion_matrix.png, misclassified.png and reliability.png into DIR.", file_okay=False),
     ] = None,
     trust_torchscript: TrustTorchScript = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
-    from mnist_edge.artifacts import open_artifact
+    from mnist_edge.artifacts import open_artifact, threshold_of
     from mnist_edge.atomic import refuse_existing
     from mnist_edge.report import REPORT_FILES
 
@@ -376,7 +376,7 @@ def evaluate(
     logits_fn, meta = opened.logits_fn, {"arch": "unknown architecture", **opened.metadata}
     data = load_mnist(data_dir)
     images, labels = data.test_images[:limit], data.test_labels[:limit]
-    result = run_evaluation(logits_fn, images, labels)
+    result = run_evaluation(logits_fn, images, labels, threshold=threshold_of(opened))
     written: dict[Path, str] = {}
     if report is not None:
         from mnist_edge.report import write_report

@@ -1,4 +1,5 @@
-"""Evaluation pictures drawn with Pillow: a confusion matrix and a grid of the misclassified digits."""
+"""Evaluation pictures drawn with Pillow: a confusion matrix, a grid of the misclassified digits and a reliability
+diagram (does the stated probability match the accuracy?)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from mnist_edge.atomic import atomic_path
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import Evaluation
+from mnist_edge.evaluate import ECE_BINS, Evaluation, expected_calibration_error
 from mnist_edge.spec import LABELS
 
 CELL = 44  # confusion-matrix cell, pixels
@@ -96,7 +97,36 @@ def mistakes_png(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray
     return _png(image, legend), legend
 
 
-REPORT_FILES = ("confusion_matrix.png", "misclassified.png")
+def reliability_png(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> tuple[bytes, str]:
+    """A reliability diagram: per confidence bin, a bar as high as the accuracy of the answers in it, against the
+    diagonal a calibrated model follows; each bar's width shows its share of the answers (on a log scale)."""
+    size, pad = 420, 48
+    image = Image.new("RGB", (size + 2 * pad, size + 2 * pad), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    width = size / bins
+    for b in range(bins):
+        inside = which == b
+        if not inside.any():
+            continue
+        share = np.log1p(inside.sum()) / np.log1p(len(confidence))
+        x0 = pad + b * width + width * (1 - share) / 2
+        top = pad + size * (1 - float(correct[inside].mean()))
+        draw.rectangle([x0, top, x0 + width * share, pad + size], fill=(120, 150, 230), outline=(40, 60, 140))
+    draw.line([(pad, pad + size), (pad + size, pad)], fill=(200, 40, 40), width=2)  # perfect calibration
+    draw.rectangle([pad, pad, pad + size, pad + size], outline="black")
+    for t in range(0, 11, 2):
+        draw.text((pad + size * t / 10, pad + size + 10), f"{t / 10:.1f}", fill="black", font=font, anchor="mm")
+        draw.text((pad - 16, pad + size * (1 - t / 10)), f"{t / 10:.1f}", fill="black", font=font, anchor="mm")
+    draw.text((pad + size / 2, pad + size + 28), "stated probability of the top digit", fill="black", font=font, anchor="mm")
+    draw.text((pad, pad - 30), "accuracy", fill="black", font=font)
+    title = f"ECE {expected_calibration_error(confidence, correct, bins):.2f}% over {len(confidence)} images, {bins} bins"
+    draw.text((pad + size / 2, pad - 12), title, fill="black", font=font, anchor="mm")
+    return _png(image, f"reliability diagram: {title}; red diagonal = calibrated"), title
+
+
+REPORT_FILES = ("confusion_matrix.png", "misclassified.png", "reliability.png")
 
 
 def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out_dir: Path) -> dict[Path, str]:
@@ -106,6 +136,7 @@ def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out
     pictures = {
         out_dir / REPORT_FILES[0]: (confusion_png(result.confusion), "rows true, columns predicted"),
         out_dir / REPORT_FILES[1]: (mistakes, legend),
+        out_dir / REPORT_FILES[2]: reliability_png(result.confidence, result.correct),
     }
     try:
         with ExitStack() as stack:  # leaving it renames every file into place; an error in it removes them all
