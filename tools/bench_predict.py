@@ -52,7 +52,8 @@ from PIL import Image
 model = torch.jit.load(sys.argv[2]).eval()
 x = np.asarray(Image.open(sys.argv[1]).convert("L").resize((28, 28)), np.float32)[None, None] / 255
 with torch.no_grad():
-    print(int(model(torch.from_numpy(x)).argmax()))
+    out = model(torch.from_numpy(x))
+    print(int((out[0] if isinstance(out, tuple) else out).argmax()))
 """
 
 

@@ -34,7 +34,7 @@ from mnist_edge.architectures import create_model, list_models
 from mnist_edge.benchmark import interleaved
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.data import load_mnist
-from mnist_edge.evaluate import to_pixels, torch_logits_fn
+from mnist_edge.evaluate import split_outputs, to_pixels, torch_logits_fn
 from mnist_edge.export import onnx_proto
 from mnist_edge.edge.common import usable_cpus
 from mnist_edge.edge.runtime import OnnxModel, session_options
@@ -105,7 +105,7 @@ def main() -> None:
         f"single-threaded runs at once, as `predict` runs it; intra-op: ONNX Runtime's pool splitting each op"
     )
     for source, model in models(args):
-        torch_acc = 100 * float((batched(torch_logits_fn(model), test).argmax(1) == labels).mean())
+        torch_acc = 100 * float((split_outputs(batched(torch_logits_fn(model), test))[0].argmax(1) == labels).mean())
         fp32 = onnx_proto(model)
         variants = {"fp32": fp32, "dynamic": quantize.onnx_dynamic(fp32), "static": quantize.onnx_static(fp32, calib)}
         print(f"\n{model.arch} ({source}), torch accuracy {torch_acc:.2f}%")

@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import to_pixels
+from mnist_edge.evaluate import split_outputs, to_pixels
 
 SEED = 2026
 ROTATE_DEGREES = 15.0
@@ -254,7 +254,10 @@ def score_models(
     from mnist_edge.verify import batched
 
     def score(pixels: np.ndarray, truth: np.ndarray) -> dict[str, Score]:
-        return {name: Score(int((batched(fn, pixels).argmax(1) == truth).sum()), len(truth)) for name, fn in models.items()}
+        def correct(fn: Callable[[np.ndarray], np.ndarray]) -> int:
+            return int((split_outputs(batched(fn, pixels))[0].argmax(1) == truth).sum())
+
+        return {name: Score(correct(fn), len(truth)) for name, fn in models.items()}
 
     table = {name: score(to_pixels(shifted(name, images)), labels) for name in shifts}
     if wild is not None:
