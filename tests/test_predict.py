@@ -113,7 +113,7 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_o
     bad = {
         "missing.png": "no such file or folder",
         "empty": "no images in this folder",
-        "notes.png": "not an image Pillow can read",
+        "notes.png": "not a supported image format",
         "cut.png": "unreadable image",
         str(bomb_png(tmp_path / "bomb.png", 100_000, 100_000).name): "decompression bomb",
         str(bomb_png(tmp_path / "big.png", 9_000, 8_000).name): "72,000,000 pixels is over",

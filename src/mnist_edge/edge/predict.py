@@ -20,11 +20,9 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug, debugging
 from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
-from mnist_edge.edge.preprocess import preprocess, save_png
+from mnist_edge.edge.preprocess import IMAGE_SUFFIXES, preprocess, save_png
 from mnist_edge.edge.runtime import OnnxModel
 
-# What a folder is searched for; files named explicitly are tried whatever their suffix.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 # ORT's per-call overhead is already negligible at 32 images; bigger batches only grow its arena
 # (measured on tiny: 74 MiB peak at 32, 142 MiB at 256).
 BATCH_SIZE = 64

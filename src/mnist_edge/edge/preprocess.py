@@ -22,6 +22,10 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import ExifTags, Image
+# The only decoders loaded: importing a plugin registers its format. Image.open is always given `formats=`, so
+# Pillow never goes on to load the rest (EPS hands the bytes to Ghostscript, an interpreter).
+from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin  # noqa: F401
+from PIL import WebPImagePlugin  # noqa: F401
 
 from mnist_edge.atomic import write_bytes
 from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
@@ -30,11 +34,18 @@ from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
 # image would need gigabytes to decode, more than a Raspberry Pi may have.
 MAX_PIXELS = 64_000_000
-# Pillow's own limit, set to ours and made an error (see _guarded): it applies to every image Pillow opens,
-# also one inside another (an ICO's PNG, which Pillow decodes in full while opening the ICO).
+# Pillow's own limit, set to ours and made an error (see _guarded): it applies to every image Pillow opens.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Formats whose opening reads a header only: the server process reads the size of these alone (header_pixels).
-HEADER_ONLY_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+# The formats a digit arrives in (photos, scans, screenshots, canvas drawings), by Pillow's name, and the file
+# suffixes a folder is searched for. No other format is ever read: not ICO (an icon holds no photo, and opening
+# one decodes the PNG inside in full), not EPS/PDF (PostScript), nor Pillow's dozens of rarer ones. Each of these
+# reads only a header when opened, which the server process relies on (header_pixels).
+IMAGE_FORMATS = {
+    "PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "GIF": (".gif",), "BMP": (".bmp",), "WEBP": (".webp",),
+    "TIFF": (".tif", ".tiff"), "PPM": (".pgm", ".ppm", ".pbm", ".pnm"),
+}
+IMAGE_SUFFIXES = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
+SUPPORTED = "supported: PNG, JPEG, GIF, BMP, WebP, TIFF, PPM/PGM/PBM"
 # Long side the image is reduced to before any per-pixel work: a digit spanning a tenth of the frame
 # still keeps ~50 px, more than the 20 px it ends as.
 WORK_SIZE = 512
@@ -75,7 +86,7 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     path = _label(source, name)
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else _open_regular(Path(source), path) as stream, _guarded():
-            img = Image.open(stream)  # reads the header only (mostly: see MAX_IMAGE_PIXELS above)
+            img = Image.open(stream, formats=tuple(IMAGE_FORMATS))  # reads the header only
             if img.width * img.height > MAX_PIXELS:
                 raise MnistEdgeError(
                     f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
@@ -94,7 +105,7 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     except IsADirectoryError:
         raise MnistEdgeError(f"{path}: is a folder, not an image") from None
     except Image.UnidentifiedImageError:
-        raise MnistEdgeError(f"{path}: not an image Pillow can read") from None
+        raise MnistEdgeError(f"{path}: not a supported image format ({SUPPORTED})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # refused inside open()
         size = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(size[1]):,} pixels" if size else "the image"
@@ -120,10 +131,10 @@ def _guarded() -> Iterator[None]:
 
 def header_pixels(data: bytes) -> int | None:
     """How many pixels encoded image DATA says it has, from its header alone (nothing is decoded); None when
-    that cannot be told without decoding (a format not in HEADER_ONLY_FORMATS, or not an image). What
+    that cannot be told without decoding (not an image in one of IMAGE_FORMATS). What
     decoding costs grows with the pixels, not with the bytes: 2 KB of WebP can hold 64 MP."""
     try:
-        with _guarded(), Image.open(io.BytesIO(data), formats=HEADER_ONLY_FORMATS) as img:
+        with _guarded(), Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as img:
             return img.width * img.height
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return MAX_PIXELS + 1

@@ -1,0 +1,87 @@
+"""The edge side against hostile input (issue 21): formats that run interpreters, killed runs, odd paths and
+names, and what a run leaves behind. Torch-free: the shipped model, `predict` and `serve` as processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mnist_edge.edge.preprocess import IMAGE_FORMATS, IMAGE_SUFFIXES
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
+UNSUPPORTED = "not a supported image format (supported: PNG, JPEG, GIF, BMP, WebP, TIFF, PPM/PGM/PBM)"
+# A real EPS: Pillow's EPS plugin would hand it to Ghostscript to be drawn.
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n%%EndComments\n0 setgray 10 4 moveto 10 24 lineto stroke\nshowpage\n"
+
+
+def run_predict(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_edge", "predict", *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+@pytest.fixture
+def fake_gs(tmp_path, monkeypatch) -> Path:
+    """A `gs` first on PATH that leaves a marker file when run; the marker's path."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "gs-ran"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return marker
+
+
+def other_formats(tmp_path: Path) -> dict[str, bytes]:
+    """Files in formats Pillow reads but a digit does not arrive in."""
+    found = {"x.eps": EPS, "x.pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"}
+    for fmt, suffix in (("ICO", ".ico"), ("TGA", ".tga"), ("PCX", ".pcx"), ("SGI", ".sgi")):
+        buffer = io.BytesIO()
+        Image.new("L", (28, 28), 0).save(buffer, format=fmt)
+        found[f"x{suffix}"] = buffer.getvalue()
+    return found
+
+
+def test_the_suffixes_searched_are_those_of_the_formats_read():
+    assert IMAGE_SUFFIXES == tuple(s for suffixes in IMAGE_FORMATS.values() for s in suffixes)
+    assert set(IMAGE_FORMATS) == {"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM"}
+
+
+def test_an_eps_or_other_format_is_one_line_and_never_runs_ghostscript(tmp_path, fake_gs):
+    files = other_formats(tmp_path)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    # In one process that also reports which Pillow plugins got loaded: the EPS one never may.
+    code = ("import sys\nfrom mnist_edge.cli import main\ntry:\n    main()\nfinally:\n"
+            "    print(sorted(m for m in sys.modules if m.startswith('PIL.') and m.endswith('ImagePlugin')), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, "predict", "--json", *files], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows == [{"file": name, "error": f"{name}: {UNSUPPORTED}"} for name in files]
+    *errors, plugins = result.stderr.splitlines()
+    assert errors == [f"error: {name}: {UNSUPPORTED}" for name in files]
+    assert not fake_gs.exists()
+    loaded = {name.removeprefix("PIL.").removesuffix("ImagePlugin").upper() for name in eval(plugins)}
+    assert loaded <= {"BMP", "GIF", "JPEG", "MPO", "PNG", "PPM", "TIFF", "WEBP"}, loaded
+
+
+def test_the_server_refuses_an_eps_upload_without_running_ghostscript(tmp_path, fake_gs):
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    from serve_helpers import Server
+
+    with Server(["--workers", "1"]) as server:
+        for name, data in other_formats(tmp_path).items():
+            reply = server.upload([(name, data)])
+            assert reply.status == 422, (name, reply.body)
+            assert reply.json()["error"] == f"{name}: {UNSUPPORTED}"
+            # The body on its own, as the page could send it, is read by the server process first.
+            reply = server.request("POST", "/predict", data, {"Content-Type": "image/x-eps"})
+            assert reply.status == 422 and UNSUPPORTED in reply.json()["error"], reply.body
+        log = server.log()
+    assert not fake_gs.exists() and "Traceback" not in log, log
