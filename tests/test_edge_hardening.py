@@ -3,16 +3,22 @@ names, and what a run leaves behind. Torch-free: the shipped model, `predict` an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from mnist_edge.edge import lifetime
+from mnist_edge.edge.predict import PARALLEL_MIN
 from mnist_edge.edge.preprocess import IMAGE_FORMATS, IMAGE_SUFFIXES
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
@@ -85,3 +91,105 @@ def test_the_server_refuses_an_eps_upload_without_running_ghostscript(tmp_path, 
             assert reply.status == 422 and UNSUPPORTED in reply.json()["error"], reply.body
         log = server.log()
     assert not fake_gs.exists() and "Traceback" not in log, log
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether PID runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def assert_all_die(pids: list[int], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # not to leave them running after a failure
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"orphans still running {within_s} s after their parent was killed: {left}"
+
+
+def wait_for(condition, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads process trees from /proc (Linux)")
+def test_the_workers_of_a_killed_predict_die_with_it(tmp_path):
+    """A run big enough for a worker pool, whose model never finishes: the workers wait for the parent, which
+    is then killed outright (SIGKILL runs no cleanup). Before, each worker lived on, orphaned, forever."""
+    onnx_graphs = pytest.importorskip("onnx_graphs", reason="builds the model with onnx")
+    model = onnx_graphs.endless(tmp_path / "endless.onnx")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for k in range(4 * PARALLEL_MIN):
+        (folder / f"{k}.png").symlink_to(SAMPLES / "mnist-7.png")
+    run = subprocess.Popen([sys.executable, "-m", "mnist_edge", "predict", "--model", str(model), str(folder)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = wait_for(lambda: children(run.pid))
+        time.sleep(0.5)  # every worker started
+        workers = children(run.pid)
+    finally:
+        run.kill()
+        run.wait()
+    assert workers
+    assert_all_die(workers)
+
+
+def upload_quietly(server, files) -> None:
+    with contextlib.suppress(OSError):  # the server is killed before it answers
+        server.upload(files)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads process trees from /proc (Linux)")
+def test_the_worker_of_a_killed_server_dies_with_it(tmp_path):
+    """A worker busy in a model that never finishes reads no closed pipe: it must die with the server."""
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    onnx_graphs = pytest.importorskip("onnx_graphs", reason="builds the model with onnx")
+    from serve_helpers import Server, samples
+
+    model = onnx_graphs.endless(tmp_path / "endless.onnx")
+    with Server(["--model", str(model), "--workers", "1"]) as server:
+        worker = server.pids()[1:]
+        threading.Thread(target=upload_quietly, args=(server, samples()[:1]), daemon=True).start()  # never answered
+        time.sleep(1.0)
+        server.stop(signal.SIGKILL)
+    assert worker
+    assert_all_die(worker)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_where_the_kernel_cannot_kill_orphans_a_watch_ends_them(tmp_path):
+    """The portable way (no prctl: macOS, BSD): a child whose parent is killed ends on its own."""
+    code = """if True:
+        import os, sys, time
+        from mnist_edge.edge import lifetime
+        lifetime._kernel_kills_orphan = lambda: False
+        parent = os.getpid()
+        child = os.fork()
+        if child == 0:
+            lifetime.die_with_parent(parent)
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        time.sleep(60)
+    """
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None
+        child = int(run.stdout.readline())
+        time.sleep(0.2)
+        assert alive(child)
+    finally:
+        run.kill()
+        run.wait()
+    assert_all_die([child], within_s=3 * lifetime.WATCH_INTERVAL_S + 1)

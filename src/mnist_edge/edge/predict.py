@@ -14,14 +14,18 @@ import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug, debugging
 from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
+from mnist_edge.edge.lifetime import die_with_parent
 from mnist_edge.edge.preprocess import IMAGE_SUFFIXES, preprocess, save_png
 from mnist_edge.edge.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 # ORT's per-call overhead is already negligible at 32 images; bigger batches only grow its arena
 # (measured on tiny: 74 MiB peak at 32, 142 MiB at 256).
@@ -152,14 +156,13 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_
         yield from map(_prepare, jobs)
         return
     import multiprocessing as mp  # here, not at the top: ~25 ms of start-up that one-image runs never need
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start in milliseconds with everything imported (spawn would re-import for ~0.2 s each).
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     done = 0
     while done < len(jobs):
-        pool = ProcessPoolExecutor(workers, mp_context=context)
+        pool = _pool(workers, context)
         try:
             chunk = max(1, min(64, (len(jobs) - done) // (8 * workers)))
             for result in pool.map(_prepare, jobs[done:], chunksize=chunk):
@@ -174,12 +177,18 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_
             pool.shutdown(cancel_futures=True)  # an early stop (error, Ctrl-C) must not wait for every queued image
 
 
+def _pool(workers: int, context: Any) -> ProcessPoolExecutor:
+    """WORKERS processes that die with this one, even when it is killed (SIGKILL, the OOM killer)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
     """_prepare of JOB in a process of its own: its result, or the Failure of a process that died on it."""
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(1, mp_context=context) as pool:
+    with _pool(1, context) as pool:
         try:
             return pool.submit(_prepare, job).result()
         except BrokenProcessPool:
