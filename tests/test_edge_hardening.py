@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mnist_edge.edge import lifetime
@@ -193,3 +196,68 @@ def test_where_the_kernel_cannot_kill_orphans_a_watch_ends_them(tmp_path):
         run.kill()
         run.wait()
     assert_all_die([child], within_s=3 * lifetime.WATCH_INTERVAL_S + 1)
+
+
+def raw_request(port: int, head: bytes) -> tuple[int, bytes]:
+    """Send HEAD (a request's start line and headers) as it is; the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def test_bad_numbers_in_a_query_or_a_header_are_400_not_500():
+    """str.isdigit() took '²' (int() refuses it) and int() parsed thousands of digits until Python's own limit."""
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    from serve_helpers import Server, samples
+
+    with Server(["--workers", "1"]) as server:
+        for top in ("%C2%B2", "%D9%A3", "9" * 4400, "0" * 4400 + "3", "-1", "+3", "3.0", "", "%203"):
+            reply = server.upload(samples()[:1], f"?top={top}")
+            assert reply.status == 400 and "?top= takes a whole number" in reply.json()["error"], (top[:20], reply.body)
+        assert server.upload(samples()[:1], "?top=0003").status == 200
+        # httptools refuses a length over 64 bits itself, but not 5,000 digits of leading zeros.
+        for length in (b"0" * 4999 + b"5", b"9" * 5000, "\u00b2".encode("utf-8"), b"12abc"):
+            status, body = raw_request(server.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                       b"Content-Length: " + length + b"\r\nConnection: close\r\n\r\n")
+            assert status == 400, (length[:20], status, body)
+        log = server.log()
+    assert "Traceback" not in log, log
+
+
+@given(st.text(max_size=60) | st.from_regex(r"[0-9]{1,5000}", fullmatch=True))
+@example("\u00b2").via("the superscript two: isdigit() but not int()")
+@example("\u0663").via("an Arabic-Indic three: int() reads it")
+@example("9" * 4400).via("over int()'s digit limit")
+@settings(max_examples=300, deadline=None)
+def test_top_is_a_small_whole_number_or_400(text):
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    from starlette.datastructures import QueryParams
+
+    from mnist_edge.edge.serve.app import RequestError, _top
+
+    small = text.isascii() and text.isdigit() and len(text) <= 20  # int() of it is safe
+    expected = int(text) if small and 1 <= int(text) <= 10 else None
+    try:
+        assert _top(QueryParams({"top": text})) == expected
+    except RequestError as exc:
+        assert exc.status == 400 and expected is None
+
+
+@given(st.binary(max_size=60) | st.from_regex(rb"[0-9]{1,5000}", fullmatch=True), st.integers(1, 2**40))
+@settings(max_examples=300, deadline=None)
+def test_a_content_length_is_read_or_refused_400_or_413(declared, max_body):
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    from mnist_edge.edge.serve.app import BodyLimit
+
+    refusal = BodyLimit(None, max_body).refusal(declared)  # type: ignore[arg-type]
+    digits = declared.isdigit() and len(declared) <= 20
+    if not digits:
+        assert refusal is not None and refusal[0] == 400
+    elif int(declared) > max_body:
+        assert refusal is not None and refusal[0] == 413
+    else:
+        assert refusal is None
