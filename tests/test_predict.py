@@ -196,7 +196,7 @@ def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(
     serial = list(predict_paths(model, [str(tmp_path)], workers=1))
     pooled = list(predict_paths(model, [str(tmp_path)], workers=2))
     assert pooled == serial and len(serial) == 2 * PARALLEL_MIN + 5
-    assert isinstance(pooled[7], Failure) and "0007.png: not an image" in pooled[7].error
+    assert isinstance(pooled[7], Failure) and "0007.png: not a supported image format" in pooled[7].error
 
 
 def two_tone(path: Path, shape: tuple[int, int], ink) -> Path:

@@ -149,7 +149,7 @@ def test_bad_images_are_422_naming_the_file(server):
     bomb = png_bytes(Image.new("1", (8200, 8200)))  # 67 million pixels in a few kilobytes
     assert len(bomb) < MAX_BODY
     cases = {
-        "notes.png": (b"not an image at all", "not an image"),
+        "notes.png": (b"not an image at all", "not a supported image format"),
         "cut.png": (digit[: len(digit) // 2], "unreadable image"),
         "bomb.png": (bomb, "decompression bomb"),
         "blank.png": (png_bytes(Image.new("L", (50, 50), 255)), "no digit found"),

@@ -102,7 +102,7 @@ def test_bad_upload_shows_the_servers_error(server, browser, tmp_path):
     (tmp_path / "notes.png").write_bytes(b"not an image")
     page.set_input_files("#file", str(tmp_path / "notes.png"))
     sync_api.expect(page.locator("#status")).to_have_class("error")
-    assert "notes.png: not an image" in page.locator("#status").text_content()
+    assert "notes.png: not a supported image format" in page.locator("#status").text_content()
     page.close()
 
 
