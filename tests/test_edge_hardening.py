@@ -261,3 +261,36 @@ def test_a_content_length_is_read_or_refused_400_or_413(declared, max_body):
         assert refusal is not None and refusal[0] == 413
     else:
         assert refusal is None
+
+
+def test_every_input_gets_its_own_answer_whatever_is_wrong_with_its_path(tmp_path):
+    """A name too long, a loop of links, an empty argument: each is its input's error, in order, beside the
+    good ones. A name too long aborted the whole run with no JSON; "" predicted the current folder."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "seven.png").symlink_to(SAMPLES / "mnist-7.png")  # in the current folder: "" must not find it
+    good = str(SAMPLES / "mnist-7.png")
+    bad = {"x" * 300 + ".png": "cannot read (File name too long)", "loop": "cannot read (Too many levels of symbolic links)",
+           "": "an empty argument names no file or folder", "loop/x.png": "cannot read (Too many levels of symbolic links)"}
+    args = [good, *bad, good.replace("mnist-7", "mnist-1")]
+    result = run_predict("--json", *args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["file"] for row in rows] == args
+    assert "digit" in rows[0] and "digit" in rows[-1]
+    for row, (name, problem) in zip(rows[1:], bad.items()):
+        assert set(row) == {"file", "error"} and row["error"].endswith(problem), row
+    assert result.stderr.count("\n") == len(bad) and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_an_unreadable_folder_is_its_own_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "seven.png").symlink_to(SAMPLES / "mnist-7.png")
+    locked.chmod(0)
+    try:
+        result = run_predict("--json", str(locked), str(SAMPLES / "mnist-7.png"))
+    finally:
+        locked.chmod(0o755)
+    rows = json.loads(result.stdout)
+    assert rows[0] == {"file": str(locked), "error": f"{locked}: cannot read (Permission denied)"} and "digit" in rows[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,27 +37,47 @@ PARALLEL_MIN = 64
 
 
 def collect_images(paths: Iterable[str]) -> Iterator[Path | Failure]:
-    """Each PATH's images: a file as given, a folder's images (sorted), a glob's matches; else a Failure."""
+    """Each PATH's images: a file as given, a folder's images (sorted), a glob's matches; else a Failure.
+    Whatever is wrong with one PATH (no such file, no permission, a name too long, a loop of links) is its own
+    Failure: the other paths are still collected."""
     seen: set[Path] = set()
     for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                yield Failure(name, f"{name}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-        elif path.exists():
-            found = [path]
-        elif glob.has_magic(name):  # a pattern the shell left unexpanded (quoted, or Windows)
-            found = sorted(Path(p) for p in glob.glob(name) if Path(p).is_file())
-            if not found:
-                yield Failure(name, f"{name}: no file matches this pattern")
-        else:
-            yield Failure(name, f"{name}: no such file or folder")
+        try:
+            found = _images_named(name)
+        except MnistEdgeError as exc:
+            yield Failure(name, str(exc))
+            continue
+        except OSError as exc:
+            yield Failure(name, f"{name}: cannot read ({exc.strerror or exc})")
             continue
         for image in found:
             if image not in seen:
                 seen.add(image)
                 yield image
+
+
+def _images_named(name: str) -> list[Path]:
+    """The images NAME stands for, or a MnistEdgeError (an OSError from the file system) saying why none."""
+    if not name:  # Path("") is the current folder: an empty argument (an unset shell variable) must not mean it
+        raise MnistEdgeError("'': an empty argument names no file or folder")
+    try:
+        mode = os.stat(name).st_mode
+    except ValueError:  # a NUL in the name, which no file name holds
+        raise MnistEdgeError(f"{name!r}: not a valid file name") from None
+    except FileNotFoundError:
+        if not glob.has_magic(name):
+            raise MnistEdgeError(f"{name}: no such file or folder") from None
+        # A pattern the shell left unexpanded (quoted, or Windows).
+        found = sorted(Path(p) for p in glob.glob(name) if Path(p).is_file())
+        if not found:
+            raise MnistEdgeError(f"{name}: no file matches this pattern") from None
+        return found
+    if not stat.S_ISDIR(mode):
+        return [Path(name)]  # tried whatever its suffix
+    found = sorted(p for p in Path(name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise MnistEdgeError(f"{name}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return found
 
 
 def results_from_logits(files: Sequence[str], logits: np.ndarray, top: int, model: str) -> list[Result]:
