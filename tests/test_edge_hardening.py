@@ -294,3 +294,51 @@ def test_an_unreadable_folder_is_its_own_error(tmp_path):
         locked.chmod(0o755)
     rows = json.loads(result.stdout)
     assert rows[0] == {"file": str(locked), "error": f"{locked}: cannot read (Permission denied)"} and "digit" in rows[1]
+
+
+def strictly_utf8(value) -> None:
+    """VALUE (parsed JSON) holds only text that encodes as UTF-8: what strict parsers (serde_json) accept."""
+    if isinstance(value, str):
+        value.encode("utf-8")  # a lone surrogate raises
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            strictly_utf8(key), strictly_utf8(item)
+    elif isinstance(value, list):
+        for item in value:
+            strictly_utf8(item)
+
+
+def test_a_file_name_that_is_not_utf8_is_valid_json_with_escaped_bytes(tmp_path):
+    good, bad = os.fsdecode(b"seven-\xff.png"), os.fsdecode(b"notes-\xfe.png")
+    (tmp_path / good).symlink_to(SAMPLES / "mnist-7.png")
+    (tmp_path / bad).write_bytes(b"not an image")
+    result = subprocess.run([sys.executable, "-m", "mnist_edge", "predict", "--json", good, bad],
+                            capture_output=True, cwd=tmp_path, timeout=120)
+    rows = json.loads(result.stdout.decode("utf-8", "strict"))
+    strictly_utf8(rows)
+    assert [row["file"] for row in rows] == ["seven-\\xff.png", "notes-\\xfe.png"]
+    assert rows[0]["digit"] == 7 and rows[1]["error"].startswith("notes-\\xfe.png: not a supported image format")
+
+
+def bad_output_name(tmp_path: Path) -> Path:
+    """A model whose output name, once the right one, holds a byte that is not UTF-8 (same length: still valid protobuf)."""
+    onnx_graphs = pytest.importorskip("onnx_graphs", reason="builds the model with onnx")
+    data = onnx_graphs.log_of_first_pixels(tmp_path / "model.onnx").read_bytes()
+    path = tmp_path / "bad-name.onnx"
+    path.write_bytes(data.replace(b"logits", b"logit\xff"))
+    return path
+
+
+def test_a_model_with_a_name_that_is_not_utf8_is_one_line(tmp_path):
+    model = bad_output_name(tmp_path)
+    result = run_predict("--model", str(model), str(SAMPLES / "mnist-7.png"))
+    assert result.returncode == 1 and result.stderr == f"error: {model}: not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)\n"
+
+
+def test_the_server_refuses_a_model_with_a_name_that_is_not_utf8_in_one_line(tmp_path):
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    model = bad_output_name(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "mnist_edge", "serve", "--port", "0", "--model", str(model)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].endswith("not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)")

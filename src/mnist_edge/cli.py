@@ -28,7 +28,7 @@ except ImportError:
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable
+from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable, valid_unicode
 from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
@@ -418,8 +418,8 @@ def predict(
             if isinstance(result, Failure):
                 failed += 1
                 typer.echo(f"error: {one_line(result.error)}", err=True)
-            if json_output:
-                rows.append(result.as_dict())
+            if json_output:  # names that are not UTF-8 as \xNN escapes: strict JSON parsers refuse lone surrogates
+                rows.append({k: valid_unicode(v) if isinstance(v, str) else v for k, v in result.as_dict().items()})
             elif not isinstance(result, Failure):
                 ranked = ", ".join(f"{digit} {p:.1%}" for digit, p in result.top[1:])
                 line = f"{printable(result.file)}: {result.digit} ({result.probability:.1%})"  # one line per image, whatever its name

@@ -28,6 +28,15 @@ def printable(text: str) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def valid_unicode(text: str) -> str:
+    """TEXT with what no UTF-8 encoder takes written as backslash escapes: the bytes of a file name that is not
+    UTF-8 (which Python carries as lone surrogates) become `\\xNN`, so JSON holding it is valid UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe(exc: BaseException) -> str:
     """What EXC says, on one line; its class name when it says nothing, or adds it when the text alone is cryptic."""
     text = one_line(str(exc))

@@ -133,10 +133,13 @@ class OnnxModel:
             )
         except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...) not rooted in one base
             raise MnistEdgeError(f"{self.path}: not a usable ONNX model ({ort_message(exc)})") from None
-        problem = _interface_problem(self.session)
+        try:
+            problem = _interface_problem(self.session)
+            self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError:  # ONNX Runtime decodes every name as UTF-8 when Python asks for it
+            raise MnistEdgeError(f"{self.path}: not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)") from None
         if problem:
             raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """Logits [N,10] float32 for float32 pixels [N,1,28,28] in [0,1], white digit on black.

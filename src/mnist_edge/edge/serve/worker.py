@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, bug
+from mnist_edge.errors import MnistEdgeError, bug, valid_unicode
 from mnist_edge.edge.lifetime import die_with_parent
 from mnist_edge.edge.manifest import file_sha256
 from mnist_edge.edge.predict import Failure, infer
@@ -62,7 +62,7 @@ def model_facts() -> dict:
     model = _loaded()
     meta = model.metadata
     return {
-        "file": model.path.name,  # the name only: the server's folder layout is nobody's business
+        "file": valid_unicode(model.path.name),  # the name only: the server's folder layout is nobody's business
         "sha256": file_sha256(model.path),
         "size_bytes": model.path.stat().st_size,
         "arch": meta.get("arch"),
