@@ -342,3 +342,38 @@ def test_the_server_refuses_a_model_with_a_name_that_is_not_utf8_in_one_line(tmp
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1].endswith("not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)")
+
+
+def empty_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A home folder that does not exist yet, and the XDG folders in an empty one: an environment for a run."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    env = {**os.environ, "HOME": str(outside / "home")}
+    env.update({var: str(outside / var.lower()) for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")})
+    env.pop("ORT_DISABLE_TELEMETRY", None)  # this process set it, importing mnist_edge: the run must set it itself
+    return outside, env
+
+
+def test_predict_writes_nothing_outside_what_it_was_asked_to(tmp_path):
+    """ONNX Runtime wrote a telemetry database into ~/.cache/Microsoft on every run (creating a missing home)."""
+    outside, env = empty_home(tmp_path)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for k in range(2 * PARALLEL_MIN + 1):  # worker processes too
+        (folder / f"{k}.png").symlink_to(SAMPLES / "mnist-7.png")
+    result = run_predict("--json", str(folder), env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(outside.rglob("*")) == []
+
+
+def test_serve_writes_nothing_outside_what_it_was_asked_to(tmp_path, monkeypatch):
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    from serve_helpers import Server, samples
+
+    outside, env = empty_home(tmp_path)
+    for name, value in env.items():  # the server process and its workers inherit it
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ORT_DISABLE_TELEMETRY", raising=False)
+    with Server(["--workers", "2"]) as server:
+        assert server.upload(samples()).status == 200
+    assert list(outside.rglob("*")) == []

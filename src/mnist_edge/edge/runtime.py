@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
+# Telemetry events off too, for a caller that imported ONNX Runtime before mnist_edge (see mnist_edge/__init__.py).
+ort.disable_telemetry_events()
 # Largest model file opened. MNIST models are kilobytes to a few MB; ONNX Runtime holds about twice a file's
 # size while it loads, so a file of gigabytes would take down a Pi (the OOM killer prints no error line).
 MAX_MODEL_BYTES = 256 * 1024 * 1024
