@@ -377,3 +377,31 @@ def test_serve_writes_nothing_outside_what_it_was_asked_to(tmp_path, monkeypatch
     with Server(["--workers", "2"]) as server:
         assert server.upload(samples()).status == 200
     assert list(outside.rglob("*")) == []
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_saved_copies_go_through_atomic_temporary_names_and_a_killed_runs_are_removed(tmp_path, monkeypatch):
+    """--save-preprocessed wrote through `.NAME.<hex>.tmp`, which no run ever removed once a run was killed."""
+    from mnist_edge.atomic import TMP_MARK
+    from mnist_edge.edge.preprocess import preprocess, save_png
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".mnist-7.png{TMP_MARK}{dead_pid()}-0123abcd"
+    stale.write_bytes(b"half a png")
+    running = out / f".mnist-7.png{TMP_MARK}{os.getppid()}-0123abcd"  # a live writer's: kept
+    running.write_bytes(b"being written")
+    result = run_predict("--save-preprocessed", str(out), str(SAMPLES / "mnist-7.png"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([running.name, "mnist-7.png"])
+
+    linked = []
+    real_link = os.link
+    monkeypatch.setattr(os, "link", lambda src, dst: (linked.append(Path(src).name), real_link(src, dst)))
+    assert save_png(preprocess(SAMPLES / "mnist-1.png"), iter([out / "one.png"])) == out / "one.png"
+    assert len(linked) == 1 and linked[0].startswith(f".one.png{TMP_MARK}{os.getpid()}-"), linked

@@ -138,3 +138,10 @@ def refuse_existing(paths: list[Path], flag: str = "--overwrite") -> None:
     for path in paths:
         if os.path.lexists(path):
             raise MnistEdgeError(f"{path}: exists; give {flag} to replace it, or choose another path")
+
+
+def fresh_temp(path: Path) -> Path:
+    """A new, empty temporary file beside PATH, named as above, once the stale ones of PATH are removed: for a
+    writer that publishes it in its own way (a hard link, which unlike a rename never replaces PATH)."""
+    remove_stale_temps(path)
+    return _create_temp(path)

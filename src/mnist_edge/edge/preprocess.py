@@ -11,7 +11,6 @@ import io
 import itertools
 import os
 import re
-import secrets
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
@@ -27,7 +26,7 @@ from PIL import ExifTags, Image
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin  # noqa: F401
 from PIL import WebPImagePlugin  # noqa: F401
 
-from mnist_edge.atomic import write_bytes
+from mnist_edge.atomic import fresh_temp
 from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 
@@ -367,10 +366,9 @@ def save_png(image: np.ndarray, names: Iterable[Path]) -> Path:
 def _write_new(first: Path, others: Iterator[Path], data: bytes) -> Path:
     """Write DATA as a new file, all or nothing: written beside FIRST, then hard-linked to FIRST or else each of
     OTHERS in turn. A link (unlike a rename) fails when the name exists, even if it was taken a moment ago."""
-    tmp = first.with_name(f".{first.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask decides, as for any new file
+    tmp = fresh_temp(first)  # atomic.py's name: a killed run's temporary file is removed by the next one
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
