@@ -405,3 +405,16 @@ def test_saved_copies_go_through_atomic_temporary_names_and_a_killed_runs_are_re
     monkeypatch.setattr(os, "link", lambda src, dst: (linked.append(Path(src).name), real_link(src, dst)))
     assert save_png(preprocess(SAMPLES / "mnist-1.png"), iter([out / "one.png"])) == out / "one.png"
     assert len(linked) == 1 and linked[0].startswith(f".one.png{TMP_MARK}{os.getpid()}-"), linked
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running If node. Name:'branch' Status Message: "
+     "[ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid model. Error: Duplicate definition of name (y).",
+     "If node 'branch': This is an invalid model. Error: Duplicate definition of name (y)."),
+    ("[ONNXRuntimeError] : 1 : FAIL : Load model from /m.onnx failed: [ONNXRuntimeError] : 10 : INVALID_GRAPH : bad graph",
+     "bad graph"),
+])
+def test_onnx_runtime_error_prefixes_are_stripped_wherever_they_are(text, expected):
+    from mnist_edge.edge.runtime import ort_message
+
+    assert ort_message(RuntimeError(text)) == expected

@@ -51,8 +51,9 @@ def session_options() -> ort.SessionOptions:
 
 
 # ORT's exception text: "[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:" then often its
-# source location and a C++ signature, before the cause a user needs (IR version, opset, op, shape).
-_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
+# source location and a C++ signature, before the cause a user needs (IR version, opset, op, shape). A failure
+# inside a subgraph or a nested load carries another such prefix in the middle of the text.
+_ORT_PREFIX = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
 _SOURCE_LOCATION = re.compile(r"\S+\.(?:cc|cpp|cu|h|hpp):\d+ ")
 _FUNCTION_NAME = re.compile(r"[\w:<>,*&~ ]*::~?\w+")
 _NODE_STATUS = re.compile(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: ")
