@@ -418,3 +418,58 @@ def test_onnx_runtime_error_prefixes_are_stripped_wherever_they_are(text, expect
     from mnist_edge.edge.runtime import ort_message
 
     assert ort_message(RuntimeError(text)) == expected
+
+
+def external_model(path: Path, tensors: list[dict[str, str]], dims: int = 10) -> Path:
+    """A model whose weights, added to the first 10 pixels, are TENSORS: each with these external-data entries."""
+    onnx_graphs = pytest.importorskip("onnx_graphs", reason="builds the model with onnx")
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Add", ["picked", "w0"], [f"s{0}"])]
+    nodes += [helper.make_node("Add", [f"s{k - 1}", f"w{k}"], [f"s{k}"]) for k in range(1, len(tensors))]
+    nodes.append(helper.make_node("Identity", [f"s{len(tensors) - 1}"], ["logits"]))
+    model = onnx.load_from_string(onnx_graphs.pixels_model(path, list(range(10)), nodes).read_bytes())
+    for k, entries in enumerate(tensors):
+        tensor = TensorProto(name=f"w{k}", data_type=TensorProto.FLOAT, dims=[dims])
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in entries.items():
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        model.graph.initializer.append(tensor)
+    path.write_bytes(model.SerializeToString())  # onnx.save would read the external data
+    return path
+
+
+def test_external_data_counts_against_the_model_size_limit(tmp_path):
+    """A 31 KB model with a 400 MB file beside it made ONNX Runtime take 848 MB (the OOM killer on a Pi)."""
+    from mnist_edge.edge.external_data import external_bytes
+    from mnist_edge.edge.runtime import MAX_MODEL_BYTES
+
+    with open(tmp_path / "pad.bin", "wb") as pad:  # sparse: no disk used
+        pad.truncate(MAX_MODEL_BYTES + 1)
+    whole = external_model(tmp_path / "whole.onnx", [{"location": "pad.bin"}])
+    declared = external_model(tmp_path / "declared.onnx", [{"location": "pad.bin", "length": str(MAX_MODEL_BYTES)}],
+                              dims=MAX_MODEL_BYTES // 4)
+    many = external_model(tmp_path / "many.onnx", [{"location": "pad.bin", "offset": "0", "length": str(2**26)}] * 4,
+                          dims=2**24)  # the same 64 MiB four times: loaded four times
+    small = external_model(tmp_path / "small.onnx", [{"location": "pad.bin", "offset": "64", "length": "40"}])
+    assert external_bytes(whole) == MAX_MODEL_BYTES + 1 and external_bytes(many) == 2**28 and external_bytes(small) == 40
+    for model in (whole, declared, many):
+        result = run_predict("--model", str(model), str(SAMPLES / "mnist-7.png"))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"error: {model}: ") and "with its external data is over the" in result.stderr, result.stderr
+    result = run_predict("--model", str(small), str(SAMPLES / "mnist-7.png"))
+    assert result.returncode == 0, result.stderr  # a small slice of a big file is fine
+
+
+def test_the_external_data_scan_never_fails_on_a_broken_file(tmp_path):
+    from mnist_edge.edge.external_data import external_bytes
+
+    model = external_model(tmp_path / "m.onnx", [{"location": "w.bin", "length": "40"}])
+    (tmp_path / "w.bin").write_bytes(bytes(40))
+    data = model.read_bytes()
+    assert external_bytes(model) == 40
+    for cut in range(0, len(data), 7):
+        (tmp_path / "cut.onnx").write_bytes(data[:cut] + b"location")
+        assert external_bytes(tmp_path / "cut.onnx") >= 0

@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
 from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.external_data import external_bytes
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 MIN_CHUNK = 16
 # Telemetry events off too, for a caller that imported ONNX Runtime before mnist_edge (see mnist_edge/__init__.py).
 ort.disable_telemetry_events()
-# Largest model file opened. MNIST models are kilobytes to a few MB; ONNX Runtime holds about twice a file's
-# size while it loads, so a file of gigabytes would take down a Pi (the OOM killer prints no error line).
+# Largest model opened, its external data included. MNIST models are kilobytes to a few MB; ONNX Runtime holds
+# about twice a file's size while it loads, so gigabytes would take down a Pi (the OOM killer prints no error line).
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
@@ -130,6 +131,10 @@ class OnnxModel:
             raise MnistEdgeError(f"{self.path}: {what}")
         if (size := self.path.stat().st_size) > MAX_MODEL_BYTES:
             raise MnistEdgeError(f"{self.path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
+        if (size := size + external_bytes(self.path)) > MAX_MODEL_BYTES:  # what ORT would load besides the file
+            raise MnistEdgeError(
+                f"{self.path}: {size:,} bytes with its external data is over the {MAX_MODEL_BYTES:,}-byte limit for a model (not an MNIST model)"
+            )
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
