@@ -23,11 +23,13 @@ from PIL import Image
 from mnist_edge.edge import lifetime
 from mnist_edge.edge.predict import PARALLEL_MIN
 from mnist_edge.edge.preprocess import IMAGE_FORMATS, IMAGE_SUFFIXES
+from mnist_edge.edge.runtime import NOT_UTF8
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
 UNSUPPORTED = "not a supported image format (supported: PNG, JPEG, GIF, BMP, WebP, TIFF, PPM/PGM/PBM)"
 # A real EPS: Pillow's EPS plugin would hand it to Ghostscript to be drawn.
-EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n%%EndComments\n0 setgray 10 4 moveto 10 24 lineto stroke\nshowpage\n"
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n%%EndComments\n"
+       b"0 setgray 10 4 moveto 10 24 lineto stroke\nshowpage\n")
 
 
 def run_predict(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -67,7 +69,8 @@ def test_an_eps_or_other_format_is_one_line_and_never_runs_ghostscript(tmp_path,
         (tmp_path / name).write_bytes(data)
     # In one process that also reports which Pillow plugins got loaded: the EPS one never may.
     code = ("import sys\nfrom mnist_edge.cli import main\ntry:\n    main()\nfinally:\n"
-            "    print(sorted(m for m in sys.modules if m.startswith('PIL.') and m.endswith('ImagePlugin')), file=sys.stderr)")
+            "    print(sorted(m for m in sys.modules if m.startswith('PIL.') and m.endswith('ImagePlugin')),"
+            " file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, "predict", "--json", *files], capture_output=True, text=True,
                             cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stderr
@@ -269,8 +272,9 @@ def test_every_input_gets_its_own_answer_whatever_is_wrong_with_its_path(tmp_pat
     (tmp_path / "loop").symlink_to("loop")
     (tmp_path / "seven.png").symlink_to(SAMPLES / "mnist-7.png")  # in the current folder: "" must not find it
     good = str(SAMPLES / "mnist-7.png")
-    bad = {"x" * 300 + ".png": "cannot read (File name too long)", "loop": "cannot read (Too many levels of symbolic links)",
-           "": "an empty argument names no file or folder", "loop/x.png": "cannot read (Too many levels of symbolic links)"}
+    loop = "cannot read (Too many levels of symbolic links)"
+    bad = {"x" * 300 + ".png": "cannot read (File name too long)", "loop": loop,
+           "": "an empty argument names no file or folder", "loop/x.png": loop}
     args = [good, *bad, good.replace("mnist-7", "mnist-1")]
     result = run_predict("--json", *args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
@@ -293,7 +297,8 @@ def test_an_unreadable_folder_is_its_own_error(tmp_path):
     finally:
         locked.chmod(0o755)
     rows = json.loads(result.stdout)
-    assert rows[0] == {"file": str(locked), "error": f"{locked}: cannot read (Permission denied)"} and "digit" in rows[1]
+    assert rows[0] == {"file": str(locked), "error": f"{locked}: cannot read (Permission denied)"}
+    assert "digit" in rows[1]
 
 
 def strictly_utf8(value) -> None:
@@ -321,7 +326,7 @@ def test_a_file_name_that_is_not_utf8_is_valid_json_with_escaped_bytes(tmp_path)
 
 
 def bad_output_name(tmp_path: Path) -> Path:
-    """A model whose output name, once the right one, holds a byte that is not UTF-8 (same length: still valid protobuf)."""
+    """A model whose output name holds a byte that is not UTF-8 (replaced in place: still valid protobuf)."""
     onnx_graphs = pytest.importorskip("onnx_graphs", reason="builds the model with onnx")
     data = onnx_graphs.log_of_first_pixels(tmp_path / "model.onnx").read_bytes()
     path = tmp_path / "bad-name.onnx"
@@ -332,7 +337,7 @@ def bad_output_name(tmp_path: Path) -> Path:
 def test_a_model_with_a_name_that_is_not_utf8_is_one_line(tmp_path):
     model = bad_output_name(tmp_path)
     result = run_predict("--model", str(model), str(SAMPLES / "mnist-7.png"))
-    assert result.returncode == 1 and result.stderr == f"error: {model}: not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)\n"
+    assert result.returncode == 1 and result.stderr == f"error: {model}: not a usable ONNX model ({NOT_UTF8})\n"
 
 
 def test_the_server_refuses_a_model_with_a_name_that_is_not_utf8_in_one_line(tmp_path):
@@ -341,7 +346,7 @@ def test_the_server_refuses_a_model_with_a_name_that_is_not_utf8_in_one_line(tmp
     result = subprocess.run([sys.executable, "-m", "mnist_edge", "serve", "--port", "0", "--model", str(model)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.splitlines()[-1].endswith("not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)")
+    assert result.stderr.splitlines()[-1].endswith(f"not a usable ONNX model ({NOT_UTF8})")
 
 
 def empty_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -349,7 +354,8 @@ def empty_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     outside = tmp_path / "outside"
     outside.mkdir()
     env = {**os.environ, "HOME": str(outside / "home")}
-    env.update({var: str(outside / var.lower()) for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")})
+    for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        env[var] = str(outside / var.lower())
     env.pop("ORT_DISABLE_TELEMETRY", None)  # this process set it, importing mnist_edge: the run must set it itself
     return outside, env
 
@@ -408,10 +414,12 @@ def test_saved_copies_go_through_atomic_temporary_names_and_a_killed_runs_are_re
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running If node. Name:'branch' Status Message: "
-     "[ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid model. Error: Duplicate definition of name (y).",
+    ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running If node. Name:'branch' "
+     "Status Message: [ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid model. "
+     "Error: Duplicate definition of name (y).",
      "If node 'branch': This is an invalid model. Error: Duplicate definition of name (y)."),
-    ("[ONNXRuntimeError] : 1 : FAIL : Load model from /m.onnx failed: [ONNXRuntimeError] : 10 : INVALID_GRAPH : bad graph",
+    ("[ONNXRuntimeError] : 1 : FAIL : Load model from /m.onnx failed: "
+     "[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad graph",
      "bad graph"),
 ])
 def test_onnx_runtime_error_prefixes_are_stripped_wherever_they_are(text, expected):
@@ -454,11 +462,13 @@ def test_external_data_counts_against_the_model_size_limit(tmp_path):
     many = external_model(tmp_path / "many.onnx", [{"location": "pad.bin", "offset": "0", "length": str(2**26)}] * 4,
                           dims=2**24)  # the same 64 MiB four times: loaded four times
     small = external_model(tmp_path / "small.onnx", [{"location": "pad.bin", "offset": "64", "length": "40"}])
-    assert external_bytes(whole) == MAX_MODEL_BYTES + 1 and external_bytes(many) == 2**28 and external_bytes(small) == 40
+    assert external_bytes(whole) == MAX_MODEL_BYTES + 1 and external_bytes(many) == 2**28
+    assert external_bytes(small) == 40
     for model in (whole, declared, many):
         result = run_predict("--model", str(model), str(SAMPLES / "mnist-7.png"))
         assert result.returncode == 1, result.stderr
-        assert result.stderr.startswith(f"error: {model}: ") and "with its external data is over the" in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: {model}: "), result.stderr
+        assert "with its external data is over the" in result.stderr, result.stderr
     result = run_predict("--model", str(small), str(SAMPLES / "mnist-7.png"))
     assert result.returncode == 0, result.stderr  # a small slice of a big file is fine
 

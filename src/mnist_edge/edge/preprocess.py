@@ -23,8 +23,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import ExifTags, Image
 # The only decoders loaded: importing a plugin registers its format. Image.open is always given `formats=`, so
 # Pillow never goes on to load the rest (EPS hands the bytes to Ghostscript, an interpreter).
-from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin  # noqa: F401
-from PIL import WebPImagePlugin  # noqa: F401
+from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin  # noqa: F401
+from PIL import PpmImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from mnist_edge.atomic import fresh_temp
 from mnist_edge.errors import MnistEdgeError, bug, debugging, describe

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
+NOT_UTF8 = "a name or metadata entry in it is not valid UTF-8"
 # Telemetry events off too, for a caller that imported ONNX Runtime before mnist_edge (see mnist_edge/__init__.py).
 ort.disable_telemetry_events()
 # Largest model opened, its external data included. MNIST models are kilobytes to a few MB; ONNX Runtime holds
@@ -132,9 +133,8 @@ class OnnxModel:
         if (size := self.path.stat().st_size) > MAX_MODEL_BYTES:
             raise MnistEdgeError(f"{self.path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
         if (size := size + external_bytes(self.path)) > MAX_MODEL_BYTES:  # what ORT would load besides the file
-            raise MnistEdgeError(
-                f"{self.path}: {size:,} bytes with its external data is over the {MAX_MODEL_BYTES:,}-byte limit for a model (not an MNIST model)"
-            )
+            raise MnistEdgeError(f"{self.path}: {size:,} bytes with its external data is over the "
+                                 f"{MAX_MODEL_BYTES:,}-byte limit for a model (not an MNIST model)")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
@@ -145,7 +145,7 @@ class OnnxModel:
             problem = _interface_problem(self.session)
             self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         except UnicodeDecodeError:  # ONNX Runtime decodes every name as UTF-8 when Python asks for it
-            raise MnistEdgeError(f"{self.path}: not a usable ONNX model (a name or metadata entry in it is not valid UTF-8)") from None
+            raise MnistEdgeError(f"{self.path}: not a usable ONNX model ({NOT_UTF8})") from None
         if problem:
             raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
 
