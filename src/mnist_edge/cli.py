@@ -275,6 +275,7 @@ class Schedule(str, Enum):  # architectures.SCHEDULES; a test keeps the two equa
 
 @command
 def train(
+    ctx: typer.Context,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
     recipe: Annotated[
         str | None, typer.Option("--recipe", help="A named recipe: 'notebook' is the notebook's own (see `mnist-edge models`). Default: the architecture's default.")
@@ -322,23 +323,26 @@ def train(
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     from mnist_edge.train import TrainConfig, train as run_training
 
-    config = TrainConfig(
-        arch=arch,
-        recipe=recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        augment=False if no_augment else None,
-        schedule=schedule.value if schedule else None,
-        device=device.value,
-        data_dir=data_dir,
-        out=out,
-        resume=resume,
-        limit=limit,
-        threads=threads,
-        overwrite=overwrite,
-    )
+    try:
+        config = TrainConfig(
+            arch=arch,
+            recipe=recipe,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            augment=False if no_augment else None,
+            schedule=schedule.value if schedule else None,
+            device=device.value,
+            data_dir=data_dir,
+            out=out,
+            resume=resume,
+            limit=limit,
+            threads=threads,
+            overwrite=overwrite,
+        )
+    except MnistEdgeError as exc:  # TrainConfig checks every flag's range: a bad one is a usage error, as elsewhere
+        raise UsageError(str(exc), ctx) from None
     result = run_training(config, log=functools.partial(typer.echo, err=json_output))
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
