@@ -365,11 +365,11 @@ def evaluate(
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
     from mnist_edge.artifacts import open_artifact
-    from mnist_edge.atomic import refuse_existing
+    from mnist_edge.atomic import check_destinations
     from mnist_edge.report import REPORT_FILES
 
-    if report is not None and not overwrite:
-        refuse_existing([report / name for name in REPORT_FILES])
+    if report is not None:
+        check_destinations([report / name for name in REPORT_FILES], overwrite)
     from mnist_edge.data import load_mnist
     from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
 
@@ -645,15 +645,15 @@ def benchmark(
 
     Without --format/--quantize: TorchScript fp32 and ONNX fp32, dynamic int8 and static int8. With either, the
     files `export` would write with the same flags (--format defaults to all here)."""
-    from mnist_edge.atomic import refuse_existing, write_text
+    from mnist_edge.atomic import check_destinations, write_text
     from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
     from mnist_edge.formats import variants
     from mnist_edge.benchmark_table import markdown as to_markdown, print_table
 
     if checkpoint is not None and arch is not None:
         raise MnistEdgeError("pass CHECKPOINT or --arch, not both")
-    if markdown is not None and not overwrite:
-        refuse_existing([markdown])
+    if markdown is not None:
+        check_destinations([markdown], overwrite)
     if arch is not None:
         from mnist_edge.architectures import arch_info
 

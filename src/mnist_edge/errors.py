@@ -56,6 +56,10 @@ def require_file(path: Path, what: str = "file") -> None:
     except OSError as exc:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         article = "an" if what[0] in "AEIOUaeiou" else "a"
-        raise MnistEdgeError(f"{path}: is {kind}, not {article} {what}")
+        raise MnistEdgeError(f"{path}: is {mode_kind(mode)}, not {article} {what}")
+
+
+def mode_kind(mode: int) -> str:
+    """What a file of MODE (os.stat's st_mode) is, when not a regular file: a folder, a FIFO, a socket or a device."""
+    return "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
