@@ -1,7 +1,9 @@
+import contextlib
 import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -383,3 +385,55 @@ def test_any_training_number_is_accepted_in_range_or_one_error(field, value):
         return
     accepted = getattr(config, field)
     assert accepted is None or (not isinstance(accepted, (bool, str)) and math.isfinite(accepted) and accepted >= 0)
+
+
+def _train_process(out: Path, data: Path, *extra: str, **popen: object) -> list[str]:
+    return [sys.executable, "-m", "mnist_edge", "train", "--arch", "basic", "--recipe", "notebook", "--limit", "64",
+            "--batch-size", "32", "--device", "cpu", "--threads", "1", "--out", str(out), "--data-dir", str(data), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_out_that_is_a_fifo_or_a_device_is_refused_before_any_work(kind, overwrite, tmp_path):
+    out = tmp_path / "x.pt"
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif os.geteuid() == 0:
+        os.mknod(out, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own: root would replace it
+    else:
+        out = Path("/dev/null")
+    run = subprocess.run([*_train_process(out, tmp_path / "no-data"), *overwrite], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.startswith(f"error: {out}: is a ") and run.stderr.count("\n") == 1, run.stderr
+    assert not stat.S_ISREG(os.lstat(out).st_mode)  # still the FIFO or the device
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".x.pt")) == []
+
+
+def _lock_holder(lock: Path, timeout: float = 120.0) -> str:
+    """The pid a lock file names once its holder wrote it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if (text := lock.read_text().strip()).isdigit():
+                return text
+        time.sleep(0.1)
+    raise AssertionError(f"{lock} never named its holder")
+
+
+def test_a_second_run_on_the_same_out_fails_at_once_and_a_killed_holder_blocks_nothing(tmp_path, mnist_dir):
+    out = tmp_path / "basic.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([*_train_process(out, mnist_dir, "--epochs", "100000")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert _lock_holder(tmp_path / ".basic.pt.lock") == str(first.pid)
+        second = subprocess.run([*_train_process(out, mnist_dir, "--epochs", "1", "--overwrite")], capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith(f"error: {out}: process {first.pid} is writing it"), second.stderr
+    finally:
+        first.kill()  # SIGKILL: no cleanup runs, the lock file stays
+        first.wait()
+    assert (tmp_path / ".basic.pt.lock").exists()
+    third = subprocess.run([*_train_process(out, mnist_dir, "--epochs", "1", "--overwrite")], capture_output=True, text=True, env=env, timeout=300)
+    assert third.returncode == 0, third.stderr  # the kernel released the dead run's lock
+    assert load_checkpoint(out).meta["epochs_done"] == 1 and not (tmp_path / ".basic.pt.lock").exists()

@@ -244,3 +244,58 @@ def check_destinations(paths: list[Path], overwrite: bool, flag: str = "--overwr
         require_replaceable(path)
     if not overwrite:
         refuse_existing(paths, flag)
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def holding(path: Path | str) -> Iterator[None]:
+    """Hold PATH for this process's writes for the whole block: a second run writing the same file fails at once,
+    with one line naming this process, instead of both finishing and the file holding only the last one.
+
+    An exclusive flock on `.NAME.lock` beside PATH, which holds the holder's pid. The kernel releases it when the
+    holder dies (SIGKILL included), so a dead run's lock file never blocks the next. The holder removes the file while
+    still holding it; a run that opened it just before tries the new one.
+    """
+    import fcntl  # POSIX only, as the training side is
+
+    path = Path(path)
+    lock = lock_path(path)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise MnistEdgeError(f"{lock}: cannot create the lock file ({_reason(exc)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd) if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+            os.close(fd)
+            if holder is None:
+                raise MnistEdgeError(f"{lock}: cannot lock ({_reason(exc)})") from None
+            raise MnistEdgeError(f"{path}: {holder} is writing it; wait for it to end, or choose another path") from None
+        if _same_file(fd, lock):
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock open as FD, as its file says: "process PID", or "another process" before it wrote."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
