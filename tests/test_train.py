@@ -437,3 +437,40 @@ def test_a_second_run_on_the_same_out_fails_at_once_and_a_killed_holder_blocks_n
     third = subprocess.run([*_train_process(out, mnist_dir, "--epochs", "1", "--overwrite")], capture_output=True, text=True, env=env, timeout=300)
     assert third.returncode == 0, third.stderr  # the kernel released the dead run's lock
     assert load_checkpoint(out).meta["epochs_done"] == 1 and not (tmp_path / ".basic.pt.lock").exists()
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import mnist_edge.train  # torch and the training code load before the limit
+from mnist_edge.cli import main
+
+data = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmData:"))
+limit = data + 400 * 2**20  # enough for MNIST, far too little for a batch of 8192 through `basic`
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+sys.argv = ["mnist-edge", "train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_running_out_of_memory_is_one_line_exit_1_and_keeps_the_last_checkpoint(tmp_path, mnist_dir):
+    out = tmp_path / "basic.pt"
+    train_quietly(epochs=1, data_dir=mnist_dir, out=out, **QUICK)
+    before = out.read_bytes()
+    args = ["--arch", "basic", "--recipe", "notebook", "--batch-size", "8192", "--limit", "8192", "--epochs", "1",
+            "--device", "cpu", "--threads", "1", "--out", str(out), "--data-dir", str(mnist_dir), "--overwrite"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr  # the system's limit, not a bug (70)
+    assert run.stderr.startswith("error: out of memory on cpu; stopped, ") and f"{out} keeps the last checkpoint" in run.stderr
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["basic.pt"]
+
+
+@pytest.mark.parametrize("exc", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError(),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 822083584 bytes. Error code 12"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes."),
+])  # fmt: skip
+def test_every_way_torch_says_out_of_memory_is_the_systems_error(exc):
+    from mnist_edge.errors import out_of_memory
+
+    assert out_of_memory(exc) and not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

@@ -28,7 +28,7 @@ except ImportError:
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable
+from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, out_of_memory, printable
 from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
@@ -181,7 +181,7 @@ def _fail(exc: Exception) -> NoReturn:
         where = f"{exc.filename}: " if exc.filename is not None else ""
         code = f" ({errno_name})" if (errno_name := _errno_name(exc.errno)) else ""
         message = f"{where}{exc.strerror or describe(exc)}{code}"
-    elif isinstance(exc, MemoryError):
+    elif out_of_memory(exc):
         message = "out of memory: try fewer or smaller inputs"
     else:
         status = EXIT_BUG

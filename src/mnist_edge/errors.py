@@ -41,6 +41,19 @@ def bug(what: str, exc: BaseException) -> str:
     return f"{what} ({describe(exc)}; this is a bug, please report it)"
 
 
+# How an allocation failure reads when torch raises it as a plain RuntimeError: its CPU allocator (DefaultCPUAllocator,
+# "can't allocate memory"), oneDNN and other kernels ("not enough memory"), CUDA paths older than torch.OutOfMemoryError.
+OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether EXC is the system running out of memory, not a bug: MemoryError, torch.OutOfMemoryError (CUDA; its
+    class is matched by name, so this module needs no torch) or a RuntimeError that says so."""
+    if isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXTS)
+
+
 def debugging() -> bool:
     """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
     return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")

@@ -34,7 +34,7 @@ from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_in
 from mnist_edge.atomic import holding, probe_writable, require_replaceable
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.data import load_mnist
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, out_of_memory
 from mnist_edge.evaluate import evaluate, torch_logits_fn
 from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
 
@@ -582,6 +582,11 @@ def train(config: TrainConfig, log: Log = _print) -> TrainResult:
             with cpu_threads(config.threads, world.size) as threads:
                 run = set_up(plan, device, world, config.data_dir, threads, started)
                 return _train(config, run, log if world.is_main else lambda _line: None)
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            kept = f"{plan.out} keeps the last checkpoint written" if plan.out.is_file() else "no checkpoint was written"
+            raise MnistEdgeError(f"out of memory on {device}; stopped, {kept}; try a smaller --batch-size") from None
         finally:
             distributed.leave(world)
 
