@@ -265,6 +265,18 @@ def test_force_with_a_folder_in_the_way_of_one_file_replaces_none(user_folder, m
     assert _listing_tree(out) == before  # the other file and the manifest as they were, no temp file
 
 
+@pytest.mark.parametrize("name", ["manifest.json", LOCK])
+def test_a_fifo_where_the_manifest_or_its_lock_goes_is_one_line_not_a_hang(name, tiny_export, tmp_path):
+    _, folder = tiny_export
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / name)  # opening it to write would wait for a reader forever
+    args = ["export", str(folder / "tiny.pt"), "--out", str(out), "--limit", "20"]
+    run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.startswith(f"error: {out / name}: ") and run.stderr.count("\n") == 1, run.stderr
+    assert os.listdir(out) == [name]
+
+
 def _listing_tree(folder: Path) -> dict[str, bytes | None]:
     return {p.name: p.read_bytes() if p.is_file() else None for p in sorted(folder.iterdir()) if p.name != LOCK}
 

@@ -474,3 +474,11 @@ def test_every_way_torch_says_out_of_memory_is_the_systems_error(exc):
     from mnist_edge.errors import out_of_memory
 
     assert out_of_memory(exc) and not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_a_fifo_where_the_lock_goes_is_one_line_not_a_hang(tmp_path):
+    out = tmp_path / "x.pt"
+    os.mkfifo(tmp_path / ".x.pt.lock")
+    run = subprocess.run([*_train_process(out, tmp_path / "no-data")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr == f"error: {tmp_path / '.x.pt.lock'}: is a pipe (FIFO), not a lock file; remove it\n"
+    assert sorted(os.listdir(tmp_path)) == [".x.pt.lock"]

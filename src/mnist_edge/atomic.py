@@ -264,10 +264,7 @@ def holding(path: Path | str) -> Iterator[None]:
     path = Path(path)
     lock = lock_path(path)
     while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise MnistEdgeError(f"{lock}: cannot create the lock file ({_reason(exc)})") from None
+        fd = open_lock_file(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -286,6 +283,22 @@ def holding(path: Path | str) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
+
+
+def open_lock_file(lock: Path) -> int:
+    """A descriptor of the lock file LOCK, created if need be; one line if something else is there: opening a FIFO
+    left there (by mistake or malice) for writing would block forever, and a link could point anywhere."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MnistEdgeError(f"{lock}: is a symbolic link, not a lock file; remove it") from None
+        raise MnistEdgeError(f"{lock}: cannot create the lock file ({_reason(exc)})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise MnistEdgeError(f"{lock}: is {mode_kind(mode)}, not a lock file; remove it")
+    return fd
 
 
 def _holder(fd: int) -> str:

@@ -32,7 +32,7 @@ from mnist_edge.artifacts import TORCHSCRIPT_METADATA, require_checkpoint
 from mnist_edge.atomic import Staged, require_replaceable, staging, write_bytes
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.data import MNIST
-from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
+from mnist_edge.edge.manifest import LOCK, MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
@@ -291,7 +291,7 @@ class ExportReport:
 def _existing(out_dir: Path, names: list[str], force: bool) -> list[str]:
     """NAMES already in OUT_DIR; an error unless FORCE allows replacing them, and always for something that is no
     regular file (a folder, a FIFO): --force replaces files, nothing else."""
-    for name in [*names, MANIFEST]:
+    for name in [*names, MANIFEST, LOCK]:
         require_replaceable(out_dir / name, "file")
     present = [n for n in names if os.path.lexists(out_dir / n)]
     if present and not force:
