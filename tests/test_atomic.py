@@ -95,7 +95,8 @@ def test_publish_checks_every_target_before_replacing_any(tmp_path):
         staged.path(tmp_path / "a.txt").write_text("new a")
         staged.path(tmp_path / "b.txt").write_text("new b")
         staged.publish()
-    assert (tmp_path / "a.txt").read_text() == "old a" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+    assert (tmp_path / "a.txt").read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])

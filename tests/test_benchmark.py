@@ -121,5 +121,6 @@ def test_a_markdown_path_that_is_a_fifo_is_refused_before_measuring(overwrite, t
     table = tmp_path / "table.md"
     os.mkfifo(table)  # writing the table there would block; replacing it would destroy the user's FIFO
     result = CliRunner().invoke(app, ["benchmark", "--arch", "tiny", "--markdown", str(table), *overwrite])
-    assert result.exit_code == 1 and result.output == f"error: {table}: is a pipe (FIFO), not a file; choose another path\n"
+    assert result.exit_code == 1
+    assert result.output == f"error: {table}: is a pipe (FIFO), not a file; choose another path\n"
     assert stat.S_ISFIFO(os.lstat(table).st_mode)

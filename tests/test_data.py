@@ -173,7 +173,8 @@ def test_a_data_folder_under_an_unknown_user_is_one_line(tmp_path):
     tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
     result = CliRunner().invoke(app, ["evaluate", str(tiny), "--data-dir", "~no-such-user-here/mnist"])
     assert result.exit_code == 1, result.output  # not a bug (70)
-    assert result.output == "error: ~no-such-user-here/mnist: no home folder for ~no-such-user-here (no user 'no-such-user-here')\n"
+    expected = "error: ~no-such-user-here/mnist: no home folder for ~no-such-user-here (no user 'no-such-user-here')\n"
+    assert result.output == expected
 
 
 def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
@@ -192,5 +193,5 @@ def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
     tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
     result = CliRunner().invoke(app, ["evaluate", str(tiny)])
     assert result.exit_code == 1, result.output  # not a bug (70)
-    assert result.output == ("error: ~/.cache/mnist-edge: no home folder for ~ (HOME is unset and this user has no passwd "
-                             "entry); set MNIST_EDGE_CACHE to a folder, or pass --data-dir DIR\n")
+    assert result.output == ("error: ~/.cache/mnist-edge: no home folder for ~ (HOME is unset and this user has no "
+                             "passwd entry); set MNIST_EDGE_CACHE to a folder, or pass --data-dir DIR\n")

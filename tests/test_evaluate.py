@@ -194,8 +194,9 @@ def test_overwrite_with_a_folder_in_the_way_of_one_picture_replaces_neither(untr
     report.mkdir()
     (report / "confusion_matrix.png").write_bytes(b"mine")
     (report / "misclassified.png").mkdir()
-    args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--limit", "16", "--report", str(report), "--overwrite"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and result.output.startswith(f"error: {report / 'misclassified.png'}: is a folder"), result.output
+    args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--limit", "16", "--overwrite"]
+    result = CliRunner().invoke(app, [*args, "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {report / 'misclassified.png'}: is a folder"), result.output
     assert (report / "confusion_matrix.png").read_bytes() == b"mine" and sorted(p.name for p in report.iterdir()) == [
         "confusion_matrix.png", "misclassified.png"]

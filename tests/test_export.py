@@ -273,7 +273,8 @@ def test_a_fifo_where_the_manifest_or_its_lock_goes_is_one_line_not_a_hang(name,
     os.mkfifo(out / name)  # opening it to write would wait for a reader forever
     args = ["export", str(folder / "tiny.pt"), "--out", str(out), "--limit", "20"]
     run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1 and run.stderr.startswith(f"error: {out / name}: ") and run.stderr.count("\n") == 1, run.stderr
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: {out / name}: ")
     assert os.listdir(out) == [name]
 
 

@@ -272,7 +272,8 @@ def holding(path: Path | str) -> Iterator[None]:
             os.close(fd)
             if holder is None:
                 raise MnistEdgeError(f"{lock}: cannot lock ({_reason(exc)})") from None
-            raise MnistEdgeError(f"{path}: {holder} is writing it; wait for it to end, or choose another path") from None
+            raise MnistEdgeError(f"{path}: {holder} is writing it; wait for it to end, or choose another path") \
+                from None
         if _same_file(fd, lock):
             break
         os.close(fd)

@@ -42,7 +42,8 @@ def bug(what: str, exc: BaseException) -> str:
 
 
 # How an allocation failure reads when torch raises it as a plain RuntimeError: its CPU allocator (DefaultCPUAllocator,
-# "can't allocate memory"), oneDNN and other kernels ("not enough memory"), CUDA paths older than torch.OutOfMemoryError.
+# "can't allocate memory"), oneDNN and other kernels ("not enough memory"), CUDA paths that predate
+# torch.OutOfMemoryError ("out of memory")
 OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "not enough memory", "out of memory")
 
 
@@ -75,4 +76,6 @@ def require_file(path: Path, what: str = "file") -> None:
 
 def mode_kind(mode: int) -> str:
     """What a file of MODE (os.stat's st_mode) is, when not a regular file: a folder, a FIFO, a socket or a device."""
-    return "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"

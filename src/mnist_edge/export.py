@@ -372,7 +372,9 @@ def export_checkpoint(
     return report
 
 
-def _publish(report: ExportReport, staged: Staged, ckpt: Checkpoint, command: str, make_default: bool, force: bool) -> None:
+def _publish(
+    report: ExportReport, staged: Staged, ckpt: Checkpoint, command: str, make_default: bool, force: bool
+) -> None:
     """Under the manifest lock: check the folder again (another process may have written meanwhile), stage the
     new manifest, then publish the files and the manifest, all or none."""
     out_dir = report.out_dir

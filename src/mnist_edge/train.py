@@ -585,7 +585,8 @@ def train(config: TrainConfig, log: Log = _print) -> TrainResult:
         except Exception as exc:
             if not out_of_memory(exc):
                 raise
-            kept = f"{plan.out} keeps the last checkpoint written" if plan.out.is_file() else "no checkpoint was written"
+            written = plan.out.is_file()
+            kept = f"{plan.out} keeps the last checkpoint written" if written else "no checkpoint was written"
             raise MnistEdgeError(f"out of memory on {device}; stopped, {kept}; try a smaller --batch-size") from None
         finally:
             distributed.leave(world)
