@@ -4,6 +4,9 @@ A temporary file beside the target takes the writes and replaces the target in o
 `.NAME.mnist-edge-tmp-PID-RANDOM`, says what it is and which process wrote it, so a temporary file left
 by a killed writer (SIGKILL runs no cleanup) is removed the next time the same target is written. Modes are
 what a plain open for writing gives: a new file's comes from the umask, a replaced file keeps its own.
+
+Several files published together (Staged) replace their targets all or none; the link kept to each replaced file
+while they are renamed has a temporary name too, so a killed publisher's leftovers go the same way.
 """
 
 from __future__ import annotations
