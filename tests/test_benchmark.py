@@ -111,3 +111,16 @@ def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_markdown_path_that_is_a_fifo_is_refused_before_measuring(overwrite, tmp_path):
+    import os
+    import stat
+
+    table = tmp_path / "table.md"
+    os.mkfifo(table)  # writing the table there would block; replacing it would destroy the user's FIFO
+    result = CliRunner().invoke(app, ["benchmark", "--arch", "tiny", "--markdown", str(table), *overwrite])
+    assert result.exit_code == 1
+    assert result.output == f"error: {table}: is a pipe (FIFO), not a file; choose another path\n"
+    assert stat.S_ISFIFO(os.lstat(table).st_mode)

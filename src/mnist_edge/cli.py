@@ -28,7 +28,7 @@ except ImportError:
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable, valid_unicode
+from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, out_of_memory, printable, valid_unicode
 from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
@@ -181,7 +181,7 @@ def _fail(exc: Exception) -> NoReturn:
         where = f"{exc.filename}: " if exc.filename is not None else ""
         code = f" ({errno_name})" if (errno_name := _errno_name(exc.errno)) else ""
         message = f"{where}{exc.strerror or describe(exc)}{code}"
-    elif isinstance(exc, MemoryError):
+    elif out_of_memory(exc):
         message = "out of memory: try fewer or smaller inputs"
     else:
         status = EXIT_BUG
@@ -275,6 +275,7 @@ class Schedule(str, Enum):  # architectures.SCHEDULES; a test keeps the two equa
 
 @command
 def train(
+    ctx: typer.Context,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
     recipe: Annotated[
         str | None, typer.Option("--recipe", help="A named recipe: 'notebook' is the notebook's own (see `mnist-edge models`). Default: the architecture's default.")
@@ -322,23 +323,26 @@ def train(
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     from mnist_edge.train import TrainConfig, train as run_training
 
-    config = TrainConfig(
-        arch=arch,
-        recipe=recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        augment=False if no_augment else None,
-        schedule=schedule.value if schedule else None,
-        device=device.value,
-        data_dir=data_dir,
-        out=out,
-        resume=resume,
-        limit=limit,
-        threads=threads,
-        overwrite=overwrite,
-    )
+    try:
+        config = TrainConfig(
+            arch=arch,
+            recipe=recipe,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            augment=False if no_augment else None,
+            schedule=schedule.value if schedule else None,
+            device=device.value,
+            data_dir=data_dir,
+            out=out,
+            resume=resume,
+            limit=limit,
+            threads=threads,
+            overwrite=overwrite,
+        )
+    except MnistEdgeError as exc:  # TrainConfig checks every flag's range: a bad one is a usage error, as elsewhere
+        raise UsageError(str(exc), ctx) from None
     result = run_training(config, log=functools.partial(typer.echo, err=json_output))
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
@@ -361,11 +365,11 @@ def evaluate(
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
     from mnist_edge.artifacts import open_artifact
-    from mnist_edge.atomic import refuse_existing
+    from mnist_edge.atomic import check_destinations
     from mnist_edge.report import REPORT_FILES
 
-    if report is not None and not overwrite:
-        refuse_existing([report / name for name in REPORT_FILES])
+    if report is not None:
+        check_destinations([report / name for name in REPORT_FILES], overwrite)
     from mnist_edge.data import load_mnist
     from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
 
@@ -641,15 +645,15 @@ def benchmark(
 
     Without --format/--quantize: TorchScript fp32 and ONNX fp32, dynamic int8 and static int8. With either, the
     files `export` would write with the same flags (--format defaults to all here)."""
-    from mnist_edge.atomic import refuse_existing, write_text
+    from mnist_edge.atomic import check_destinations, write_text
     from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
     from mnist_edge.formats import variants
     from mnist_edge.benchmark_table import markdown as to_markdown, print_table
 
     if checkpoint is not None and arch is not None:
         raise MnistEdgeError("pass CHECKPOINT or --arch, not both")
-    if markdown is not None and not overwrite:
-        refuse_existing([markdown])
+    if markdown is not None:
+        check_destinations([markdown], overwrite)
     if arch is not None:
         from mnist_edge.architectures import arch_info
 

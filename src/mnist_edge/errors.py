@@ -50,6 +50,20 @@ def bug(what: str, exc: BaseException) -> str:
     return f"{what} ({describe(exc)}; this is a bug, please report it)"
 
 
+# How an allocation failure reads when torch raises it as a plain RuntimeError: its CPU allocator (DefaultCPUAllocator,
+# "can't allocate memory"), oneDNN and other kernels ("not enough memory"), CUDA paths that predate
+# torch.OutOfMemoryError ("out of memory")
+OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether EXC is the system running out of memory, not a bug: MemoryError, torch.OutOfMemoryError (CUDA; its
+    class is matched by name, so this module needs no torch) or a RuntimeError that says so."""
+    if isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXTS)
+
+
 def debugging() -> bool:
     """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
     return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")
@@ -65,6 +79,12 @@ def require_file(path: Path, what: str = "file") -> None:
     except OSError as exc:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         article = "an" if what[0] in "AEIOUaeiou" else "a"
-        raise MnistEdgeError(f"{path}: is {kind}, not {article} {what}")
+        raise MnistEdgeError(f"{path}: is {mode_kind(mode)}, not {article} {what}")
+
+
+def mode_kind(mode: int) -> str:
+    """What a file of MODE (os.stat's st_mode) is, when not a regular file: a folder, a FIFO, a socket or a device."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
