@@ -52,7 +52,8 @@ def test_the_api_names_are_listed_and_an_unknown_one_is_an_attribute_error():
 
 def test_results_equal_predict_json_for_the_same_files(model):
     command = ["predict", "src/mnist_edge/samples", "missing.png", "--json", "--top", "4"]
-    cli = json.loads(subprocess.run([sys.executable, "-m", "mnist_edge", *command], capture_output=True, text=True, cwd=ROOT).stdout)
+    done = subprocess.run([sys.executable, "-m", "mnist_edge", *command], capture_output=True, text=True, cwd=ROOT)
+    cli = json.loads(done.stdout)
     results = model.predict_files("src/mnist_edge/samples", "missing.png", top=4)
     assert [r.as_dict() for r in results] == cli and len(cli) == 7
     assert isinstance(results[-1], mnist_edge.Failure) and "error" in cli[-1]
@@ -102,9 +103,9 @@ def test_top_out_of_range_is_refused(model, top):
 
 def test_a_model_that_is_not_there_or_not_onnx_is_one_clear_error(tmp_path):
     (tmp_path / "notes.onnx").write_text("hello")
-    for path, message in ((tmp_path / "nope.onnx", "no such model file"), (tmp_path / "notes.onnx", "not a usable ONNX")):
+    for name, message in (("nope.onnx", "no such model file"), ("notes.onnx", "not a usable ONNX")):
         with pytest.raises(mnist_edge.MnistEdgeError, match=message):
-            mnist_edge.load(path)
+            mnist_edge.load(tmp_path / name)
 
 
 @settings(max_examples=25, deadline=None)
