@@ -28,7 +28,7 @@ except ImportError:
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable
+from mnist_edge.errors import MnistEdgeError, debugging, describe, install_hint, one_line, printable
 from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
@@ -174,7 +174,7 @@ def _fail(exc: Exception) -> NoReturn:
     elif isinstance(exc, (ImportError, OSError)) and _during_import(exc) and (broken := _broken_dependency()):
         message = broken
     elif isinstance(exc, ModuleNotFoundError) and (extra := EXTRAS.get((exc.name or "").split(".")[0])):
-        message = f"this command needs {exc.name}: pip install 'mnist-edge[{extra}]'"
+        message = f"this command needs {exc.name}: {install_hint(extra)}"
     elif debugging():
         raise exc
     elif isinstance(exc, OSError):
@@ -254,10 +254,11 @@ def models(json_output: JsonFlag = False) -> None:
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'name':<10} {'params':>10} {'MACs/image':>12} {'notebook':<21} {'notebook acc':>12}  description")
+    typer.echo(f"{'name':<10} {'params':>10} {'MACs/image':>12}  {'notebook':<27} {'its acc':>7}  description")
     for r in rows:
         acc = f"{r['reported_accuracy']:.2f}%" if r["reported_accuracy"] is not None else "-"
-        typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,} {r['notebook']:<21} {acc:>12}  {r['description']}")
+        notebook = r["notebook_title"]
+        typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,}  {notebook:<27} {acc:>7}  {r['description']}")
 
 
 class Device(str, Enum):
