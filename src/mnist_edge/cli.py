@@ -647,6 +647,9 @@ def benchmark(
         Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
     ] = None,
     overwrite: Overwrite = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (parity, load, p99, speed-up), not only those 80 columns fit.")
+    ] = False,
 ) -> None:
     """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side.
 
@@ -672,7 +675,7 @@ def benchmark(
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        print_table(result)
+        print_table(result, wide=wide)
     if markdown is not None:  # after printing, so an unwritable FILE never costs the measurements
         try:
             write_text(markdown, to_markdown(result))
