@@ -120,7 +120,7 @@ def test_phone_layout_fits_and_draws(server, browser):
     context.close()
 
 
-SMALL_PHONE = {"viewport": {"width": 360, "height": 640}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+SMALL_PHONE = {**PHONE, "viewport": {"width": 360, "height": 640}, "device_scale_factor": 2}
 
 
 def _predict_requests(page) -> list[str]:
