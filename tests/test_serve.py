@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import ROOT
 from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
 from serve_helpers import SAMPLES, Server, multipart, samples
 
-pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]' in the checkout")
 
 # Small limits, so the tests reach them cheaply.
 MAX_BODY = 200_000
@@ -552,4 +553,5 @@ def test_without_the_serve_extra_it_says_what_to_install(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mnist_edge", "serve", "--port", "0"], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: this command needs uvicorn: pip install 'mnist-edge[serve]'"
+    hint = result.stderr.strip().removeprefix("error: this command needs uvicorn: ")
+    assert hint in (f"pip install -e '{ROOT}[serve]'", "pip install -e '.[serve]'", "pip install '.[serve]' in a checkout of mnist-edge")

@@ -28,7 +28,7 @@ except ImportError:
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, out_of_memory, printable, valid_unicode
+from mnist_edge.errors import MnistEdgeError, debugging, describe, install_hint, one_line, out_of_memory, printable, valid_unicode
 from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
@@ -174,7 +174,7 @@ def _fail(exc: Exception) -> NoReturn:
     elif isinstance(exc, (ImportError, OSError)) and _during_import(exc) and (broken := _broken_dependency()):
         message = broken
     elif isinstance(exc, ModuleNotFoundError) and (extra := EXTRAS.get((exc.name or "").split(".")[0])):
-        message = f"this command needs {exc.name}: pip install 'mnist-edge[{extra}]'"
+        message = f"this command needs {exc.name}: {install_hint(extra)}"
     elif debugging():
         raise exc
     elif isinstance(exc, OSError):
@@ -254,10 +254,11 @@ def models(json_output: JsonFlag = False) -> None:
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'name':<10} {'params':>10} {'MACs/image':>12} {'notebook':<21} {'notebook acc':>12}  description")
+    typer.echo(f"{'name':<10} {'params':>10} {'MACs/image':>12}  {'notebook':<27} {'its acc':>7}  description")
     for r in rows:
         acc = f"{r['reported_accuracy']:.2f}%" if r["reported_accuracy"] is not None else "-"
-        typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,} {r['notebook']:<21} {acc:>12}  {r['description']}")
+        notebook = r["notebook_title"]
+        typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,}  {notebook:<27} {acc:>7}  {r['description']}")
 
 
 class Device(str, Enum):
@@ -604,17 +605,27 @@ def verify(
     max_accuracy_drop: MaxAccuracyDrop = None,
     json_output: JsonFlag = False,
     trust_torchscript: TrustTorchScript = False,
+    synthetic: Annotated[
+        bool,
+        typer.Option("--synthetic", help="Compare on a seeded batch of random pixels, not MNIST: no accuracy, a quick check only."),
+    ] = False,
 ) -> None:
     """Check that an exported file computes what the checkpoint's PyTorch model computes, on the MNIST test set."""
     from mnist_edge.verify import verify_artifact
 
+    if synthetic and data_dir is not None:
+        raise MnistEdgeError("pass --data-dir or --synthetic, not both")
     overrides = _overrides(max_abs_diff, min_agreement, max_accuracy_drop)
-    parity = verify_artifact(artifact, checkpoint, data_dir, limit, overrides, trust_torchscript=trust_torchscript)
+    parity = verify_artifact(
+        artifact, checkpoint, data_dir, limit, overrides, trust_torchscript=trust_torchscript, synthetic=synthetic
+    )
     if json_output:
-        typer.echo(json.dumps({"file": str(artifact), "passed": parity.passed, **parity.as_dict()}, indent=2))
+        fields = {"file": str(artifact), "passed": parity.passed, "on_mnist": parity.on_mnist, **parity.as_dict()}
+        typer.echo(json.dumps(fields, indent=2))
     else:
         typer.echo(f"{artifact}: {parity.summary()}")
-        typer.echo("parity: ok" if parity.passed else "parity FAILED: " + "; ".join(parity.failures))
+        verdict = "parity: ok" + ("" if parity.on_mnist else " on a synthetic batch only, NOT checked on MNIST")
+        typer.echo(verdict if parity.passed else "parity FAILED: " + "; ".join(parity.failures))
     if not parity.passed:
         raise typer.Exit(1)
 
@@ -640,6 +651,9 @@ def benchmark(
         Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
     ] = None,
     overwrite: Overwrite = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (parity, load, p99, speed-up), not only those 80 columns fit.")
+    ] = False,
 ) -> None:
     """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side.
 
@@ -665,7 +679,7 @@ def benchmark(
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        print_table(result)
+        print_table(result, wide=wide)
     if markdown is not None:  # after printing, so an unwritable FILE never costs the measurements
         try:
             write_text(markdown, to_markdown(result))

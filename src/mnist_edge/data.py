@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, require_file
+from mnist_edge.errors import MnistEdgeError, install_hint, require_file
 from mnist_edge.spec import IMAGE_SIZE
 
 # SHA-256 of the decompressed bytes: a recompressed .gz still verifies.
@@ -163,7 +163,8 @@ def download_mnist() -> Path:
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
     except ImportError:
-        raise MnistEdgeError("downloading MNIST needs torchvision (pip install 'mnist-edge[train]'), or pass --data-dir DIR") from None
+        hint = install_hint("train")
+        raise MnistEdgeError(f"downloading MNIST needs torchvision ({hint}), or pass --data-dir DIR") from None
     try:
         TorchvisionMNIST(str(root), train=True, download=True)
         TorchvisionMNIST(str(root), train=False, download=True)

@@ -88,3 +88,13 @@ def mode_kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"
     return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs the optional EXTRA ("train", "serve") into this install. mnist-edge is not on
+    PyPI: an install from a checkout (editable) gets that checkout's path, any other the checkout's way."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "pyproject.toml").is_file():
+        return f"pip install '.[{extra}]' in a checkout of mnist-edge"
+    where = "." if checkout == Path.cwd().resolve() else str(checkout)
+    return f"pip install -e '{where}[{extra}]'"

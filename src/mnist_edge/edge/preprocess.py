@@ -327,7 +327,27 @@ def raw_mnist(gray: np.ndarray, path: str) -> np.ndarray:
 def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np.ndarray:
     """What the model sees for the image SOURCE (a path or encoded bytes): [28,28] float32, white digit on black."""
     path = _label(source, name)
-    gray = load_gray(source, path)
+    return _model_input(load_gray(source, path), raw, path)
+
+
+def preprocess_image(img: Image.Image, raw: bool = False, name: str = "<image>") -> np.ndarray:
+    """What the model sees for an image already decoded by Pillow (the Python API's PIL images and arrays)."""
+    if img.width * img.height > MAX_PIXELS:
+        raise MnistEdgeError(f"{name}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    if img.width * img.height == 0:
+        raise MnistEdgeError(f"{name}: the image has no pixels ({img.width}x{img.height})")
+    try:
+        with _guarded():
+            gray = _to_gray(img)
+    except MnistEdgeError as exc:
+        raise MnistEdgeError(f"{name}: {exc}") from None
+    except Exception as exc:  # a mode Pillow cannot convert to gray (complex layouts from fromarray)
+        raise MnistEdgeError(f"{name}: cannot read this image ({describe(exc)})") from None
+    return _model_input(gray, raw, name)
+
+
+def _model_input(gray: np.ndarray, raw: bool, path: str) -> np.ndarray:
+    """The [28,28] MNIST form of GRAY, named PATH in errors: as it is with RAW, else preprocessed."""
     if raw:
         return raw_mnist(gray, path)
     try:

@@ -10,8 +10,10 @@ than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +86,38 @@ def ort_message(exc: BaseException) -> str:
     return one_line(text) or describe(exc)
 
 
+# Leading bytes of files mistaken for an ONNX model, and what to say about each.
+_SIGNATURES = (
+    (0, b"\x89PNG", "an image, not a model: give images as PATH, the model with --model"),
+    (0, b"\xff\xd8\xff", "an image, not a model: give images as PATH, the model with --model"),
+    (4, b"TFL3", "a TensorFlow Lite model: mnist-edge runs ONNX files (mnist-edge export writes them)"),
+    (0, b"\x89HDF\r\n\x1a\n", "an HDF5 (Keras) file: mnist-edge runs ONNX files (mnist-edge export writes them)"),
+)
+# Pickle protocols 2-5 start with PROTO and the version: torch.save's legacy (pre-zip) format.
+_PICKLE = re.compile(rb"\x80[\x02-\x05]")
+
+
+def not_onnx(path: Path) -> str | None:
+    """What PATH is when ONNX Runtime cannot open it and it is a known other kind of file (by content, not by
+    name): a PyTorch checkpoint, a TorchScript archive, a TFLite or Keras model, an image. None: unknown."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        names = zipfile.ZipFile(path).namelist() if head.startswith(b"PK\x03\x04") else None
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    export_it = f"not an ONNX model: export it first (mnist-edge export {shlex.quote(str(path))})"
+    if names is not None:
+        if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
+            return "a TorchScript file, not an ONNX model: use the .onnx file `mnist-edge export CHECKPOINT` writes"
+        if any(name.endswith("/data.pkl") for name in names):
+            return f"a PyTorch checkpoint, {export_it}"
+        return "a zip archive, not an ONNX model"
+    if _PICKLE.match(head):
+        return f"a PyTorch checkpoint (or another pickle), {export_it}"
+    return next((say for at, magic, say in _SIGNATURES if head[at:].startswith(magic)), None)
+
+
 def _describe(arg: ort.NodeArg) -> str:
     dims = ",".join("N" if not isinstance(d, int) else str(d) for d in arg.shape)
     return f"{arg.name!r} {arg.type} [{dims}]"
@@ -140,7 +174,8 @@ class OnnxModel:
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...) not rooted in one base
-            raise MnistEdgeError(f"{self.path}: not a usable ONNX model ({ort_message(exc)})") from None
+            what = not_onnx(self.path) or f"not a usable ONNX model ({ort_message(exc)})"
+            raise MnistEdgeError(f"{self.path}: {what}") from None
         try:
             problem = _interface_problem(self.session)
             self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)

@@ -32,6 +32,7 @@ STATIC = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 # The page loads nothing from anywhere else, and no other site may frame it.
 PAGE_HEADERS = {
@@ -163,7 +164,8 @@ def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
     static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in STATIC}
 
     async def page(request: Request) -> Response:
-        name = request.path_params.get("name", "index.html")
+        # /favicon.ico: what a browser asks for on its own (a page it shows as JSON, /healthz, names no icon)
+        name = request.path_params.get("name", "favicon.svg" if request.url.path == "/favicon.ico" else "index.html")
         if name not in static:
             raise RequestError(404, f"no such file: /static/{name[:60]}")
         return Response(static[name], media_type=STATIC[name], headers=PAGE_HEADERS)
@@ -212,6 +214,7 @@ def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
         routes=[
             Route("/", page),
             Route("/static/{name}", page),
+            Route("/favicon.ico", page),
             Route("/healthz", healthz),
             Route("/model", model),
             Route("/predict", predict, methods=["POST"]),
