@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from mnist_edge.atomic import TMP_MARK, atomic_path, probe_writable, write_text
+from mnist_edge.atomic import TMP_MARK, atomic_path, probe_writable, staging, write_text
 from mnist_edge.errors import MnistEdgeError
 
 
@@ -82,3 +86,54 @@ def test_probe_says_why_a_target_cannot_be_written(tmp_path):
             probe_writable(target)
     probe_writable(tmp_path / "new" / "x.pt", 1 << 20)  # reserving leaves nothing behind
     assert list((tmp_path / "new").iterdir()) == []
+
+
+def test_publish_checks_every_target_before_replacing_any(tmp_path):
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "b.txt").mkdir()  # something no file may replace
+    with pytest.raises(MnistEdgeError, match="b.txt: is a folder"), staging() as staged:
+        staged.path(tmp_path / "a.txt").write_text("new a")
+        staged.path(tmp_path / "b.txt").write_text("new b")
+        staged.publish()
+    assert (tmp_path / "a.txt").read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_a_device_is_never_replaced(kind, tmp_path):
+    target = tmp_path / "x"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif os.geteuid() == 0:
+        os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+    else:
+        target = Path("/dev/null")
+    with pytest.raises(MnistEdgeError, match=f"{target}: is a (pipe|device)"):
+        write_text(target, "x")
+    assert not stat.S_ISREG(os.lstat(target).st_mode)
+
+
+@settings(max_examples=60, deadline=None)
+@given(existing=st.lists(st.booleans(), min_size=1, max_size=4), data=st.data())
+def test_a_rename_failing_midway_puts_back_every_file_it_replaced(existing, data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("publish")
+    targets = [folder / f"{i}.bin" for i in range(len(existing))]
+    for target, exists in zip(targets, existing):
+        if exists:
+            target.write_text(f"old {target.name}")
+    failing = data.draw(st.sampled_from(targets))
+    real_replace = os.replace
+
+    def replace(src, dst):  # the disk fills (or the folder goes away) just at this rename
+        if Path(dst) == failing and TMP_MARK in Path(src).name and Path(src).name.startswith(f".{failing.name}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        with pytest.raises(OSError, match="No space"), staging() as staged:
+            for target in targets:
+                staged.path(target).write_text(f"new {target.name}")
+            staged.publish()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # every old file back, no new one, no temp

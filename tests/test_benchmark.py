@@ -1,11 +1,16 @@
 """`mnist-edge benchmark` on a tiny random-weight model, few digits and few runs: structure and sane figures, not speed."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
 
-from mnist_edge.benchmark import DEFAULT_VARIANTS, EAGER, PASSED, REFERENCE, REFUSED, SKIPPED, Settings, default_checkpoint, run_benchmark
+from mnist_edge.benchmark import (
+    DEFAULT_VARIANTS, EAGER, FAILED, PASSED, REFERENCE, REFUSED, SKIPPED, Benchmark, Row, Settings, default_checkpoint,
+    run_benchmark,
+)
+from mnist_edge.benchmark_table import print_table
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
 
@@ -66,14 +71,14 @@ def test_json_is_plain_data(bench):
 def test_cli_table_and_markdown_show_the_same_figures(tiny, mnist_dir, tmp_path):
     table = tmp_path / "perf.md"
     args = ["benchmark", str(tiny), "--format", "onnx", "--data-dir", str(mnist_dir), "--limit", "16", "--runs", "10"]
-    result = CliRunner().invoke(app, [*args, "--markdown", str(table)])
+    result = CliRunner().invoke(app, [*args, "--markdown", str(table), "--wide"])
     assert result.exit_code == 0, result.output
     lines = table.read_text().splitlines()
     assert lines[0].startswith("| format | status | size |") and "max \\|Δlogit\\|" in lines[0]
     assert [line.split(" | ")[:2] for line in lines[2:4]] == [["| PyTorch eager", "reference"], ["| ONNX fp32", "passed"]]
     onnx_cells = [c.strip() for c in lines[3].strip("|").split("|")]
     terminal_row = next(line for line in result.stdout.splitlines() if "ONNX fp32" in line)
-    assert [c.strip() for c in terminal_row.strip("│ ").split("│")] == onnx_cells
+    assert re.split(r"\s{2,}", terminal_row.strip()) == onnx_cells
     assert "10 timed runs per format" in result.stdout and "ORT_ENABLE_ALL" in result.stdout
     assert any("intra-op threads 1" in line and "chunks at once" in line for line in lines)
     refused = CliRunner().invoke(app, [*args, "--markdown", str(table)])  # the file is there now: never replaced unasked
@@ -111,3 +116,49 @@ def test_bad_input_is_one_line(args, message, tmp_path, monkeypatch):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_markdown_path_that_is_a_fifo_is_refused_before_measuring(overwrite, tmp_path):
+    import os
+    import stat
+
+    table = tmp_path / "table.md"
+    os.mkfifo(table)  # writing the table there would block; replacing it would destroy the user's FIFO
+    result = CliRunner().invoke(app, ["benchmark", "--arch", "tiny", "--markdown", str(table), *overwrite])
+    assert result.exit_code == 1
+    assert result.output == f"error: {table}: is a pipe (FIFO), not a file; choose another path\n"
+    assert stat.S_ISFIFO(os.lstat(table).st_mode)
+
+
+def _worst_case_rows() -> Benchmark:
+    """Every status, the longest format name, figures as wide as they get (a 16 MB model, ms latencies)."""
+    figures = dict(size_bytes=15_894_000, accuracy=99.48, max_abs_diff=1e-6, agreement=100.0, load_ms=1234.5,
+                   p50_us=12_345, p99_us=123_456, speedup=0.1, images_per_s=123_456)
+    rows = [Row("checkpoint", "none", REFERENCE, **figures), Row("torchscript", "static", PASSED, **figures),
+            Row("onnx", "dynamic", SKIPPED, detail="no layer it quantizes"),
+            Row("onnx", "static", REFUSED, detail="top-1 agreement 99.00% < 99.5%", **{**figures, "p50_us": None}),
+            Row("onnx", "none", FAILED, detail="export raised")]
+    settings = {"batch": {"size": 256, "threads": 2, "warmup": 3, "runs": 30}, "rounds": 10, "loads": 5,
+                "batch_1": {"threads": 1, "warmup": 100, "runs": 2000}, "torch": {"version": "2"},
+                "cpu": {"machine": "x86_64", "logical_cpus": 2}}
+    return Benchmark("checkpoints/wide.pt", "wide", 10_000, rows, settings)
+
+
+def test_the_table_fits_80_columns_and_wide_shows_every_column(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    print_table(_worst_case_rows())
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80 and "…" not in out
+    table = out.split("wide checkpoint checkpoints/wide.pt")[0]  # the notes follow
+    for shown in ("15894.0 kB", "reference", "passed", "not made", "REFUSED", "FAILED", "TorchScript static int8",
+                  "99.48%", "12345 µs", "123,456", "batch 256", "img/s"):
+        assert shown in table
+    assert "load" not in table and "agreement" not in table
+    assert "ONNX static int8: exported but failed verification: top-1 agreement" in out  # the notes say why
+    monkeypatch.setenv("COLUMNS", "200")
+    print_table(_worst_case_rows(), wide=True)
+    out = capsys.readouterr().out
+    assert "…" not in out and "exported but failed verification" in out.split("wide checkpoint")[0]
+    for header in ("max |Δlogit|", "top-1 agreement", "load", "batch 1 p99", "vs eager", "batch 256 img/s"):
+        assert header in out

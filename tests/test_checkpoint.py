@@ -25,6 +25,7 @@ from mnist_edge.architectures import Recipe
 from mnist_edge.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.train import build_optimizer
 from mnist_edge.validate import recipe_from_dict
 
 
@@ -69,6 +70,10 @@ CRAFTED = {
     "recipe lr a string": (lambda p: p["meta"]["recipe"].update(lr="0.1"), "recipe lr '0.1'"),
     "recipe epochs huge": (lambda p: p["meta"]["recipe"].update(epochs=10**12), "recipe epochs"),
     "recipe optimizer unknown": (lambda p: p["meta"]["recipe"].update(optimizer="lbfgs"), "recipe optimizer 'lbfgs'"),
+    "recipe nesterov without momentum": (
+        lambda p: p["meta"]["recipe"].update(nesterov=True, momentum=0.0), "recipe nesterov needs a momentum"),
+    "recipe adam with momentum": (
+        lambda p: p["meta"]["recipe"].update(optimizer="adam"), "recipe optimizer adam takes no momentum"),
     "recipe augment not a bool": (lambda p: p["meta"]["recipe"].update(augment="yes"), "recipe augment 'yes'"),
     "weight of the wrong shape": (lambda p: p["state_dict"].update({"net.fc.weight": torch.zeros(3, 3)}), r"weight net.fc.weight is torch.float32 \[3, 3\]"),
     "weight of the wrong dtype": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10, dtype=torch.int64)}), "weight net.fc.bias is torch.int64"),
@@ -267,6 +272,28 @@ def test_any_recipe_is_a_sane_recipe_or_one_error(changes):
         assert str(exc).startswith("x.pt: recipe ") and "\n" not in str(exc)
         return
     assert 0 < recipe.lr <= 10 and recipe.epochs >= 1 and recipe.batch_size >= 1 and isinstance(recipe.augment, bool)
+
+
+SANE_FIELDS = st.fixed_dictionaries({
+    "optimizer": st.sampled_from(["sgd", "adam"]), "lr": st.floats(1e-6, 10),
+    "momentum": st.sampled_from([0.0, 1.0]) | st.floats(0, 1), "nesterov": st.booleans(),
+    "weight_decay": st.sampled_from([0.0]) | st.floats(0, 1), "label_smoothing": st.floats(0, 1),
+})  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=SANE_FIELDS)
+def test_a_recipe_of_sane_fields_that_torch_refuses_is_one_error(fields):
+    # each field in range, but together perhaps not: what check_recipe accepts, torch's optimizers must take
+    try:
+        base = Recipe(optimizer="sgd", lr=0.1, batch_size=8, epochs=1).as_dict()
+        recipe = recipe_from_dict({**base, **fields}, "x.pt")
+    except MnistEdgeError as exc:
+        assert str(exc).startswith("x.pt: recipe ") and "\n" not in str(exc)
+        return
+    model = torch.nn.Linear(2, 2)
+    model(torch.ones(1, 2)).sum().backward()
+    build_optimizer(recipe, model, torch.device("cpu")).step()
 
 
 @settings(max_examples=200, deadline=None)

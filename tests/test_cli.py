@@ -18,7 +18,6 @@ SAMPLE = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples" 
 COMMANDS = ["models", "train", "evaluate", "predict", "export", "verify", "benchmark"]
 
 
-@pytest.mark.torch
 def test_models_json_lists_names_and_params():
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
@@ -27,7 +26,6 @@ def test_models_json_lists_names_and_params():
     assert all(r["macs"] > 0 for r in rows)
 
 
-@pytest.mark.torch
 def test_models_table():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
@@ -156,7 +154,7 @@ def test_closed_standard_output_is_an_error_not_silence(args):
 SAMPLE = str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], [], pytest.param(["models"], marks=pytest.mark.torch), ["predict", SAMPLE], ["predict", "--json", SAMPLE]])
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], [], ["models"], ["predict", SAMPLE], ["predict", "--json", SAMPLE]])
 @pytest.mark.parametrize("buffered", [True, False])
 def test_writing_to_a_full_disk_is_one_line(args, buffered):
     """--help and --version are written by click before any command runs, outside the commands' error handling; a

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,35 @@ def test_an_idx_name_that_is_no_regular_file_is_named_as_such(tmp_path, kind, ma
         make(folder / name)
         with pytest.raises(MnistEdgeError, match=f"{name}: is {kind}, not an IDX file"):
             load_mnist(folder, verify=False)
+
+
+def test_a_data_folder_under_an_unknown_user_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from mnist_edge.cli import app
+
+    tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
+    result = CliRunner().invoke(app, ["evaluate", str(tiny), "--data-dir", "~no-such-user-here/mnist"])
+    assert result.exit_code == 1, result.output  # not a bug (70)
+    expected = "error: ~no-such-user-here/mnist: no home folder for ~no-such-user-here (no user 'no-such-user-here')\n"
+    assert result.output == expected
+
+
+def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
+    import pwd
+
+    from typer.testing import CliRunner
+
+    from mnist_edge.cli import app
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "MNIST_EDGE_DATA", "MNIST_EDGE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)  # a container's arbitrary uid: no passwd entry
+    tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
+    result = CliRunner().invoke(app, ["evaluate", str(tiny)])
+    assert result.exit_code == 1, result.output  # not a bug (70)
+    assert result.output == ("error: ~/.cache/mnist-edge: no home folder for ~ (HOME is unset and this user has no "
+                             "passwd entry); set MNIST_EDGE_CACHE to a folder, or pass --data-dir DIR\n")

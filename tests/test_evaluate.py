@@ -105,8 +105,8 @@ def test_a_report_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path
 def test_the_second_picture_failing_takes_the_first_with_it(tmp_path):
     labels = np.arange(50) % 10
     result = evaluate(_reader({1: 2}), _coded_digits(labels), labels)
-    (tmp_path / "misclassified.png").mkdir()  # a folder where the second picture goes: its rename fails
-    with pytest.raises(MnistEdgeError, match="cannot write the report"):
+    (tmp_path / "misclassified.png").mkdir()  # a folder where the second picture goes: refused before any rename
+    with pytest.raises(MnistEdgeError, match="misclassified.png: is a folder"):
         write_report(result, _coded_digits(labels), labels, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["misclassified.png"]  # no confusion matrix, no temp files
 
@@ -186,3 +186,17 @@ def test_the_report_never_replaces_a_file_of_the_users_without_overwrite(untrain
     assert os.path.lexists(mine) and sorted(p.name for p in report.iterdir()) == ["confusion_matrix.png"]
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
     _assert_png(mine)
+
+
+@pytest.mark.torch  # a training checkpoint
+def test_overwrite_with_a_folder_in_the_way_of_one_picture_replaces_neither(untrained_checkpoint, mnist_dir, tmp_path):
+    report = tmp_path / "pictures"
+    report.mkdir()
+    (report / "confusion_matrix.png").write_bytes(b"mine")
+    (report / "misclassified.png").mkdir()
+    args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--limit", "16", "--overwrite"]
+    result = CliRunner().invoke(app, [*args, "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {report / 'misclassified.png'}: is a folder"), result.output
+    assert (report / "confusion_matrix.png").read_bytes() == b"mine" and sorted(p.name for p in report.iterdir()) == [
+        "confusion_matrix.png", "misclassified.png"]

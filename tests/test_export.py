@@ -254,6 +254,34 @@ def test_export_without_a_checkpoint_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_force_with_a_folder_in_the_way_of_one_file_replaces_none(user_folder, mnist_dir):
+    checkpoint, out = user_folder
+    (out / "tiny.onnx").write_bytes(b"the user's model")
+    (out / "tiny.torchscript.pt").mkdir()  # in the way of the second file: nothing may be replaced
+    before = _listing_tree(out)
+    args = ["export", str(checkpoint), "--out", str(out), "--limit", "20", "--format", "all", "--force"]
+    line = _one_line(runner.invoke(app, [*args, "--data-dir", str(mnist_dir)]))
+    assert f"{out / 'tiny.torchscript.pt'}: is a folder" in line
+    assert _listing_tree(out) == before  # the other file and the manifest as they were, no temp file
+
+
+@pytest.mark.parametrize("name", ["manifest.json", LOCK])
+def test_a_fifo_where_the_manifest_or_its_lock_goes_is_one_line_not_a_hang(name, tiny_export, tmp_path):
+    _, folder = tiny_export
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / name)  # opening it to write would wait for a reader forever
+    args = ["export", str(folder / "tiny.pt"), "--out", str(out), "--limit", "20"]
+    run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: {out / name}: ")
+    assert os.listdir(out) == [name]
+
+
+def _listing_tree(folder: Path) -> dict[str, bytes | None]:
+    return {p.name: p.read_bytes() if p.is_file() else None for p in sorted(folder.iterdir()) if p.name != LOCK}
+
+
 def test_an_out_folder_under_a_file_is_one_line(tiny_export, tmp_path):
     _, folder = tiny_export
     (tmp_path / "file").write_text("x")

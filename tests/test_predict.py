@@ -113,7 +113,7 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_o
     bad = {
         "missing.png": "no such file or folder",
         "empty": "no images in this folder",
-        "notes.png": "not an image Pillow can read",
+        "notes.png": "not a supported image format",
         "cut.png": "unreadable image",
         str(bomb_png(tmp_path / "bomb.png", 100_000, 100_000).name): "decompression bomb",
         str(bomb_png(tmp_path / "big.png", 9_000, 8_000).name): "72,000,000 pixels is over",
@@ -196,7 +196,7 @@ def test_a_big_run_spread_over_worker_processes_gives_the_same_results_in_order(
     serial = list(predict_paths(model, [str(tmp_path)], workers=1))
     pooled = list(predict_paths(model, [str(tmp_path)], workers=2))
     assert pooled == serial and len(serial) == 2 * PARALLEL_MIN + 5
-    assert isinstance(pooled[7], Failure) and "0007.png: not an image" in pooled[7].error
+    assert isinstance(pooled[7], Failure) and "0007.png: not a supported image format" in pooled[7].error
 
 
 def two_tone(path: Path, shape: tuple[int, int], ink) -> Path:

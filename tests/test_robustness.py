@@ -153,7 +153,7 @@ def _run_tool(*args: str) -> subprocess.CompletedProcess:
         "print('torch imported:', 'torch' in sys.modules)\n"
         "sys.exit(code)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TOOL.parent)])}  # as `python tools/...`
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 

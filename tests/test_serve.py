@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import ROOT
 from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
 from serve_helpers import SAMPLES, Server, multipart, samples
 
-pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]' in the checkout")
 
 # Small limits, so the tests reach them cheaply.
 MAX_BODY = 200_000
@@ -149,7 +150,7 @@ def test_bad_images_are_422_naming_the_file(server):
     bomb = png_bytes(Image.new("1", (8200, 8200)))  # 67 million pixels in a few kilobytes
     assert len(bomb) < MAX_BODY
     cases = {
-        "notes.png": (b"not an image at all", "not an image"),
+        "notes.png": (b"not an image at all", "not a supported image format"),
         "cut.png": (digit[: len(digit) // 2], "unreadable image"),
         "bomb.png": (bomb, "decompression bomb"),
         "blank.png": (png_bytes(Image.new("L", (50, 50), 255)), "no digit found"),
@@ -552,4 +553,5 @@ def test_without_the_serve_extra_it_says_what_to_install(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mnist_edge", "serve", "--port", "0"], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: this command needs uvicorn: pip install 'mnist-edge[serve]'"
+    hint = result.stderr.strip().removeprefix("error: this command needs uvicorn: ")
+    assert hint in (f"pip install -e '{ROOT}[serve]'", "pip install -e '.[serve]'", "pip install '.[serve]' in a checkout of mnist-edge")

@@ -13,7 +13,7 @@ import pytest
 
 from serve_helpers import SAMPLES, Server
 
-pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]' in the checkout")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -102,7 +102,7 @@ def test_bad_upload_shows_the_servers_error(server, browser, tmp_path):
     (tmp_path / "notes.png").write_bytes(b"not an image")
     page.set_input_files("#file", str(tmp_path / "notes.png"))
     sync_api.expect(page.locator("#status")).to_have_class("error")
-    assert "notes.png: not an image" in page.locator("#status").text_content()
+    assert "notes.png: not a supported image format" in page.locator("#status").text_content()
     page.close()
 
 
@@ -117,4 +117,96 @@ def test_phone_layout_fits_and_draws(server, browser):
     assert answer(page) == "7"
     # Buttons big enough for a finger (about 44 CSS pixels).
     assert page.locator("#clear").bounding_box()["height"] >= 40
+    context.close()
+
+
+SMALL_PHONE = {**PHONE, "viewport": {"width": 360, "height": 640}, "device_scale_factor": 2}
+
+
+def _predict_requests(page) -> list[str]:
+    """The POST /predict requests PAGE makes from now on (a list that grows)."""
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/predict" in request.url else None)
+    return asked
+
+
+def test_a_two_stroke_digit_is_answered_once_after_the_pen_rests(server, browser):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    asked = _predict_requests(page)
+    first, second = DIGITS["4"]
+    draw(page, [first])
+    page.wait_for_timeout(300)  # a person moving to the second stroke: shorter than the pause
+    assert asked == [] and page.locator(".result").get_attribute("aria-busy") == "true"
+    assert page.locator("#status").text_content() == "Nothing drawn yet."
+    draw(page, [second])
+    assert answer(page) == "4" and len(asked) == 1
+    page.close()
+
+
+def test_a_stroke_while_an_answer_is_on_its_way_discards_that_answer(server, browser):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    asked = _predict_requests(page)
+    page.route("**/predict*", lambda route: (page.wait_for_timeout(600), route.continue_()))  # a slow network
+    shown = "new MutationObserver(() => window.shown.push(digit.textContent)).observe(digit, {childList: true})"
+    page.evaluate(f"window.shown = []; {shown}")
+    first, second = DIGITS["4"]
+    draw(page, [first])
+    page.wait_for_timeout(900)  # the pause is over: the first stroke's question is on its way
+    draw(page, [second])
+    assert answer(page) == "4" and len(asked) == 2
+    assert page.evaluate("window.shown") == ["4"]  # the answer to half a 4 was never shown
+    page.close()
+
+
+def test_a_dot_asks_for_a_digit_in_plain_words(server, browser):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    draw(page, [[(0.5, 0.5)]])
+    sync_api.expect(page.locator("#status")).to_have_class("error")
+    assert page.locator("#status").text_content() == "Draw a digit \u2013 that was too small to read."
+    page.close()
+
+
+def test_not_a_digit_is_said_so(server, browser):
+    """The server's coming "not a digit" answer (digit null), served here by the page's own route."""
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    row = {"file": "drawing.png", "digit": None, "probability": 0.1, "not_digit": 0.9,
+           "top": [{"digit": 1, "probability": 0.1}], "preview": "data:image/png;base64,"}
+    page.route("**/predict*", lambda route: route.fulfill(status=200, json=[row]))
+    draw(page, DIGITS["1"])
+    sync_api.expect(page.locator("#status")).to_have_text("That does not look like a digit.")
+    assert page.locator("#digit").text_content() != "1"
+    page.close()
+
+
+def test_the_page_loads_without_a_missing_file_and_has_an_icon(server, browser):
+    page = browser.new_page()
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    page.wait_for_load_state("networkidle")
+    assert failed == []
+    icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+    for url in (icon, f"http://127.0.0.1:{server.port}/favicon.ico"):
+        response = page.request.get(url)
+        assert response.status == 200 and response.headers["content-type"] == "image/svg+xml"
+        assert response.body().startswith(b"<svg")
+    page.close()
+
+
+def test_a_small_phone_shows_pad_buttons_and_the_whole_answer_at_once(server, browser, tmp_path):
+    context = browser.new_context(**SMALL_PHONE)
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    draw(page, DIGITS["7"])
+    assert answer(page) == "7"
+    page.screenshot(path=str(tmp_path / "phone-360x640.png"))  # to look at: pytest --basetemp DIR keeps it
+    height = SMALL_PHONE["viewport"]["height"]
+    for part in ("#pad", "#clear", ".file-button", "#status", "#digit", "#preview", "#top"):
+        box = page.locator(part).bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height, part
+    assert page.locator("#pad").bounding_box()["width"] >= 250  # still big enough to draw on with a finger
     context.close()

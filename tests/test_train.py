@@ -1,7 +1,9 @@
+import contextlib
 import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +125,7 @@ def test_train_cli_prints_recipe_and_epochs(mnist_dir, tmp_path):
 
 def test_train_cli_bad_input_is_one_line(mnist_dir):
     runner = CliRunner()
-    bad = (["--arch", "nope"], ["--arch", "basic", "--epochs", "0"], ["--arch", "tiny", "--recipe", "fast"])
+    bad = (["--arch", "nope"], ["--arch", "tiny", "--recipe", "fast"])
     for args in bad:
         result = runner.invoke(app, ["train", *args, "--data-dir", str(mnist_dir)])
         assert result.exit_code == 1, result.output
@@ -162,8 +164,11 @@ def test_bad_numbers_are_one_line_before_any_work(flag, value, tmp_path):
     # A data folder that does not exist and an --out that would be created: the number must be refused first.
     out = tmp_path / "never.pt"
     args = ["train", "--arch", "basic", flag, value, "--data-dir", str(tmp_path / "no-data"), "--out", str(out)]
-    line = _one_error_line(CliRunner().invoke(app, args))
-    assert flag in line and "no-data" not in line
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output  # a usage error, with the hint every command's usage errors give
+    line, hint = result.output.strip().splitlines()
+    assert line.startswith("error: ") and flag in line and "no-data" not in line
+    assert hint == "try 'mnist-edge train --help'"
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -380,3 +385,109 @@ def test_any_training_number_is_accepted_in_range_or_one_error(field, value):
         return
     accepted = getattr(config, field)
     assert accepted is None or (not isinstance(accepted, (bool, str)) and math.isfinite(accepted) and accepted >= 0)
+
+
+def _train_process(out: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mnist_edge", "train", "--arch", "basic", "--recipe", "notebook", "--limit", "64",
+            "--batch-size", "32", "--device", "cpu", "--threads", "1", "--out", str(out), "--data-dir", str(data),
+            *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_out_that_is_a_fifo_or_a_device_is_refused_before_any_work(kind, overwrite, tmp_path):
+    out = tmp_path / "x.pt"
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif os.geteuid() == 0:
+        os.mknod(out, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own: root would replace it
+    else:
+        out = Path("/dev/null")
+    command = [*_train_process(out, tmp_path / "no-data"), *overwrite]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: {out}: is a "), run.stderr
+    assert not stat.S_ISREG(os.lstat(out).st_mode)  # still the FIFO or the device
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".x.pt")) == []
+
+
+def _lock_holder(lock: Path, timeout: float = 120.0) -> str:
+    """The pid a lock file names once its holder wrote it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if (text := lock.read_text().strip()).isdigit():
+                return text
+        time.sleep(0.1)
+    raise AssertionError(f"{lock} never named its holder")
+
+
+def test_a_second_run_on_the_same_out_fails_at_once_and_a_killed_holder_blocks_nothing(tmp_path, mnist_dir):
+    out = tmp_path / "basic.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    again = _train_process(out, mnist_dir, "--epochs", "1", "--overwrite")
+    first = subprocess.Popen(_train_process(out, mnist_dir, "--epochs", "100000"), env=env, **quiet)
+    try:
+        assert _lock_holder(tmp_path / ".basic.pt.lock") == str(first.pid)
+        second = subprocess.run(again, capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith(f"error: {out}: process {first.pid} is writing it"), second.stderr
+    finally:
+        first.kill()  # SIGKILL: no cleanup runs, the lock file stays
+        first.wait()
+    assert (tmp_path / ".basic.pt.lock").exists()
+    third = subprocess.run(again, capture_output=True, text=True, env=env, timeout=300)
+    assert third.returncode == 0, third.stderr  # the kernel released the dead run's lock
+    assert load_checkpoint(out).meta["epochs_done"] == 1 and not (tmp_path / ".basic.pt.lock").exists()
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import mnist_edge.train  # torch and the training code load before the limit
+from mnist_edge.cli import main
+
+data = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmData:"))
+limit = data + 400 * 2**20  # enough for MNIST, far too little for a batch of 8192 through `basic`
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+sys.argv = ["mnist-edge", "train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_running_out_of_memory_is_one_line_exit_1_and_keeps_the_last_checkpoint(tmp_path, mnist_dir):
+    out = tmp_path / "basic.pt"
+    train_quietly(epochs=1, data_dir=mnist_dir, out=out, **QUICK)
+    before = out.read_bytes()
+    args = ["--arch", "basic", "--recipe", "notebook", "--batch-size", "8192", "--limit", "8192", "--epochs", "1",
+            "--device", "cpu", "--threads", "1", "--out", str(out), "--data-dir", str(mnist_dir),
+            "--overwrite"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, *args], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr  # the system's limit, not a bug (70)
+    assert run.stderr.startswith("error: out of memory on cpu; stopped, ")
+    assert f"{out} keeps the last checkpoint" in run.stderr
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["basic.pt"]
+
+
+@pytest.mark.parametrize("exc", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError(),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 822083584 bytes. Error code 12"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: not enough memory: you tried to allocate"),
+])  # fmt: skip
+def test_every_way_torch_says_out_of_memory_is_the_systems_error(exc):
+    from mnist_edge.errors import out_of_memory
+
+    assert out_of_memory(exc) and not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_a_fifo_where_the_lock_goes_is_one_line_not_a_hang(tmp_path):
+    out = tmp_path / "x.pt"
+    os.mkfifo(tmp_path / ".x.pt.lock")
+    run = subprocess.run([*_train_process(out, tmp_path / "no-data")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr == f"error: {tmp_path / '.x.pt.lock'}: is a pipe (FIFO), not a lock file; remove it\n"
+    assert sorted(os.listdir(tmp_path)) == [".x.pt.lock"]

@@ -1,6 +1,7 @@
 """The parity gate: its default tolerances, tampered, foreign and hostile files, the data it checks on, and
 `evaluate` on exported files."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -230,3 +231,48 @@ def test_only_with_no_source_and_no_download_is_the_batch_synthetic(monkeypatch)
     mnist, why = find_mnist(None)
     assert mnist is None and "offline" in why
     assert "synthetic" in parity_data(mnist, 8, why).source
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No MNIST anywhere: nothing configured and no download (the network is not the code under test)."""
+    monkeypatch.delenv("MNIST_EDGE_DATA", raising=False)
+
+    def no_download():
+        raise MnistEdgeError("could not download MNIST (offline)")
+
+    monkeypatch.setattr("mnist_edge.verify.download_mnist", no_download)
+
+
+def test_without_mnist_verify_says_not_checked_and_fails(tiny, offline):
+    args = [str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt")]
+    result = _verify(*args)
+    assert result.exit_code == 1 and "parity: ok" not in result.output
+    assert "parity FAILED: NOT checked on MNIST (could not download MNIST (offline))" in result.output
+    assert "--synthetic" in result.output
+    report = json.loads(_verify(*args, "--json").stdout)
+    assert report["passed"] is False and report["on_mnist"] is False and report["reference_accuracy"] is None
+    parity = verify_artifact(tiny / "tiny.onnx", tiny / "tiny.pt", limit=100)
+    assert not parity.passed and not parity.on_mnist and parity.failures[0].startswith("NOT checked on MNIST")
+
+
+def test_synthetic_on_request_passes_but_still_says_not_checked_on_mnist(tiny, mnist_dir, monkeypatch):
+    monkeypatch.setenv("MNIST_EDGE_DATA", str(mnist_dir))  # MNIST is there: --synthetic still wins, as asked
+    args = [str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--synthetic"]
+    result = _verify(*args)
+    assert result.exit_code == 0, result.output
+    first, second = result.output.splitlines()
+    assert first.startswith(f"{tiny / 'tiny.onnx'}: NOT checked on MNIST: 100 images (synthetic seeded batch, as asked")
+    assert second == "parity: ok on a synthetic batch only, NOT checked on MNIST"
+    report = json.loads(_verify(*args, "--json").stdout)
+    assert report["passed"] is True and report["on_mnist"] is False
+    parity = verify_artifact(tiny / "tiny.onnx", tiny / "tiny.pt", limit=100, synthetic=True)
+    assert parity.passed and not parity.on_mnist
+    line = _one_line(_verify(*args, "--data-dir", str(mnist_dir)))
+    assert line == "error: pass --data-dir or --synthetic, not both"
+
+
+def test_on_mnist_the_json_says_so(tiny, mnist_dir):
+    result = _verify(str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir), "--json")
+    report = json.loads(result.stdout)
+    assert report["passed"] is True and report["on_mnist"] is True and report["reference_accuracy"] is not None

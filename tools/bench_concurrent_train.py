@@ -1,6 +1,6 @@
 """How `mnist-edge train` degrades when two runs share the machine: one run alone, then two at once.
 
-    python tools/bench_concurrent_train.py --data-dir ../shared/data/mnist [--limit 6000] [--rounds 2] [-- extra train flags]
+    python tools/bench_concurrent_train.py [--data-dir DIR] [--limit 6000] [--rounds 2] [-- extra train flags]
 
 Each round times one `mnist-edge train --arch tiny --epochs 1 --limit N` process alone, then two started
 together (the slower one's wall time counts), as whole processes with their start-up. It prints every time
@@ -19,11 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from mnist_edge.errors import MnistEdgeError
+from _toolcli import Parser, run
 
 
 def _start(args: argparse.Namespace, out: Path, extra: list[str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "mnist_edge", "train", "--arch", args.arch, "--epochs", "1", "--limit", str(args.limit)]
-    cmd += ["--device", "cpu", "--data-dir", str(args.data_dir), "--out", str(out), "--overwrite", *extra]
+    cmd += ["--device", "cpu", "--out", str(out), "--overwrite", *extra]
+    cmd += ["--data-dir", str(args.data_dir)] if args.data_dir else []  # else train finds MNIST as it always does
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -31,7 +34,7 @@ def _wait(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode:
-            sys.exit(f"train failed: {err.decode(errors='replace').strip()}")
+            raise MnistEdgeError(f"train failed: {err.decode(errors='replace').strip()}")
 
 
 def timed(args: argparse.Namespace, copies: int, folder: Path, extra: list[str]) -> float:
@@ -41,8 +44,8 @@ def timed(args: argparse.Namespace, copies: int, folder: Path, extra: list[str])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--arch", default="tiny")
     parser.add_argument("--limit", type=int, default=6000, help="training and test images per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of one run then two; the median of the per-round ratios")
@@ -61,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,15 +5,15 @@ usage: python tools/bench_data.py [DATA_DIR] [--runs N]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 from mnist_edge.data import load_mnist
+from _toolcli import Parser, run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", nargs="?", default=None, help="IDX folder (default: $MNIST_EDGE_DATA)")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

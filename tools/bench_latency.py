@@ -11,7 +11,6 @@ for seeded random weights (latency does not depend on the weights' values).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,11 @@ from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.data import load_mnist
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.export import calibration_images, onnx_proto, save_onnx
+from _toolcli import Parser, run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="*", type=Path)
     parser.add_argument("--arch", action="append", default=[], help="an architecture with seeded random weights")
     parser.add_argument("--rounds", type=int, default=20)
@@ -72,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,7 +14,6 @@ base install's interpreter, so they are measured with the dependencies a user ge
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from PIL import Image
 
 from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
+from _toolcli import Parser, run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "src" / "mnist_edge" / "samples"
@@ -136,7 +136,7 @@ def median_of(samples: list[Sample]) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped default model)")
     parser.add_argument("--image", type=Path, default=SAMPLES / "mnist-7.png", help="the one image (default: a shipped sample)")
     parser.add_argument("--runs", type=int, default=15, help="rounds of the single-image comparison (default 15)")
@@ -210,4 +210,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

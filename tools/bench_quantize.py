@@ -40,6 +40,7 @@ from mnist_edge.edge.common import usable_cpus
 from mnist_edge.edge.runtime import OnnxModel, session_options
 from mnist_edge.spec import INPUT_NAME
 from mnist_edge.verify import batched
+from _toolcli import Parser, run
 
 BATCH = 256
 RUNS_PER_ROUND = 5
@@ -85,7 +86,7 @@ def models(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="*", type=Path)
     parser.add_argument("--arch", action="append", default=[], choices=list_models(), help="random-weights model (repeatable)")
     parser.add_argument("--rounds", type=int, default=15)
@@ -146,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

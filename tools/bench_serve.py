@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the server harness the tests use
 
 from serve_helpers import SAMPLES, Server, cpu_seconds, multipart  # noqa: E402
+from _toolcli import Parser, run
 
 MIB = 1024 * 1024
 FLOOR_RPS, FLOOR_P99_MS, FLOOR_RSS_MIB = 800, 50, 150
@@ -102,7 +103,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped one)")
     parser.add_argument("--image", type=Path, default=SAMPLES / "mnist-7.png")
     parser.add_argument("--seconds", type=int, default=10, help="length of the load")
@@ -179,4 +180,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _toolcli import Parser, run
 
 ARCH = "tiny"
 
@@ -83,7 +84,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60_000, help="training images per epoch (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="alternate the two pipelines R times; best of each")
     parser.add_argument("--threads", type=int, help="torch threads in both pipelines (default: torch's choice)")
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

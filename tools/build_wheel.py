@@ -8,12 +8,12 @@ Offline: no build isolation, so the Python running it needs setuptools (pyprojec
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from _toolcli import Parser, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def build_wheel(out_dir: Path, exported: Path | None = None, python: Path | str 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the wheel goes (default: dist/)")
     parser.add_argument("--exported", type=Path, help="ship the models in this folder instead of exported/")
     args = parser.parse_args()
@@ -44,4 +44,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,18 +9,18 @@ x86-64 core: a busy machine (other jobs on the same cores) misses them for reaso
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
+from _toolcli import Parser, run
 
 MAX_P50_US = 60.0
 MIN_SPEEDUP = 4.0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", type=Path)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--runs", type=int, default=5000, help="timed batch-1 runs per format")
@@ -41,4 +41,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

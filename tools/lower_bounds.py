@@ -9,11 +9,11 @@ when it differs from what this tool derives from pyproject.toml.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import tomllib
 from pathlib import Path
+from _toolcli import Parser, run
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*)")
@@ -51,7 +51,7 @@ def lowest_python(project: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the constraints here (default: stdout)")
     parser.add_argument("--python", action="store_true", help="print the lowest declared Python version instead")
     args = parser.parse_args()
@@ -64,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,7 +13,6 @@ recipe. The shipped edgenet was trained on two threads (about 11 minutes on this
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from mnist_edge.architectures import list_models
 from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.export import checkpoint_entry
 from mnist_edge.edge.manifest import update_manifest
+from _toolcli import Parser, run
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = Path("exported")  # relative to ROOT, so the manifest records a command that works in any checkout
@@ -39,7 +39,7 @@ def ship_checkpoint(source: Path, target: Path, command: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--arch", default="edgenet", choices=list_models())
     parser.add_argument("--keep-default", action="store_true", help="leave the manifest's default model as it is")
@@ -67,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,7 +9,6 @@ usage: python tools/reproduce.py --data-dir DIR [--out-dir runs] [--arch NAME ..
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models
 from mnist_edge.atomic import write_text
 from mnist_edge.checkpoint import load_checkpoint
+from _toolcli import Parser, run
 
 # What each reproduction must reach on the 10k test digits (percent). twoblock's notebook reported 97.93%
 # because its test pass skipped the /255 scaling its training used; 98.9% is what the recipe earns. edgenet's
@@ -77,7 +77,7 @@ def table(archs: list[str], out_dir: Path) -> tuple[str, list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--out-dir", type=Path, default=Path("runs"), help="where the checkpoints go (default: runs)")
     parser.add_argument("--arch", action="append", choices=list_models(), help="only these (repeatable; default: all)")
@@ -97,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,12 +6,11 @@ scale, JPEG, noise; each at a fixed seed and severity) and the real images of di
 Any model file: ONNX (ONNX Runtime, no torch), a checkpoint or TorchScript (torch). Prints a Markdown table and
 what each shift does; `--json FILE` writes the counts too.
 
-usage: python tools/robustness.py MODEL [MODEL ...] [--data-dir DIR] [--wild-dir DIR] [--limit N] [--shifts a,b]
+usage: python tools/robustness.py [MODEL ...] [--data-dir DIR] [--wild-dir DIR] [--limit N] [--shifts a,b]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,13 +20,16 @@ from mnist_edge import robustness
 from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.artifacts import open_artifact
+from mnist_edge.edge.manifest import default_model_path
+from _toolcli import Parser, run
 
 WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="ONNX files, checkpoints or TorchScript files")
+    parser = Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", type=Path,
+                        help="ONNX files, checkpoints or TorchScript files (default: the shipped default model)")
     parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA or the download cache)")
     parser.add_argument("--wild-dir", type=Path, default=WILD, help=f"real labelled images (default: {WILD})")
     parser.add_argument("--no-wild", action="store_true", help="MNIST shifts only")
@@ -40,7 +42,7 @@ def main() -> int:
         if args.limit is not None and args.limit < 1:
             raise MnistEdgeError("--limit must be at least 1")
         models = {}
-        for path in args.models:
+        for path in args.models or [default_model_path()]:
             name = path.name if path.name not in models else str(path)
             models[name] = open_artifact(path).logits_fn
         mnist = load_mnist(args.data_dir)
@@ -66,4 +68,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

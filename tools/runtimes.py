@@ -12,7 +12,6 @@ runtime needs are in RUNTIMES below and in the README ("Other runtimes").
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import re
 import time
@@ -25,6 +24,7 @@ from mnist_edge.data import load_mnist
 from mnist_edge.edge.manifest import read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE
+from _toolcli import Parser, run
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 500
@@ -130,7 +130,7 @@ def measure(load: Callable[[Path], Runner], path: Path, images: np.ndarray, labe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--exported", type=Path, default=ROOT / "exported", help="folder of ONNX files with a manifest")
     parser.add_argument("--limit", type=int, help="only the first N test digits")
@@ -170,4 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

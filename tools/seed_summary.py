@@ -10,13 +10,13 @@ usage: python tools/seed_summary.py CKPT [CKPT ...] [--thresholds 99.5,99.6]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.errors import MnistEdgeError
+from _toolcli import Parser, run
 
 
 def time_to(history: list[dict], threshold: float) -> tuple[int, float] | None:
@@ -30,7 +30,7 @@ def time_to(history: list[dict], threshold: float) -> tuple[int, float] | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--thresholds", default="99.5,99.6", help="comma-separated test accuracies, percent")
     args = parser.parse_args()
@@ -68,4 +68,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

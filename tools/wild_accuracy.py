@@ -1,7 +1,7 @@
 """Accuracy of `predict` (preprocessing + model) on digits-in-the-wild: 72 real drawn, photographed and scanned
 digits, by kind, with every miss listed. A check of the preprocessing, not a set to tune it on.
 
-usage: python tools/wild_accuracy.py [--model FILE] [--wild-dir DIR] [--raw]
+usage: python tools/wild_accuracy.py [DIR] [--model FILE] [--raw]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from PIL import Image, ImageOps
 from mnist_edge.edge.predict import Failure, predict_paths
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.errors import MnistEdgeError
+from _toolcli import Parser, run
 
 WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
 
@@ -35,14 +37,25 @@ def naive_copies(rows: dict[str, dict], folder: Path) -> dict[str, dict]:
     return copies
 
 
+def labelled_images(folder: Path) -> dict[str, dict]:
+    """FOLDER's labels.csv rows (file, label, kind) by image path."""
+    if not (folder / "labels.csv").is_file():
+        raise MnistEdgeError(f"{folder}: no labels.csv here: pass the digits-in-the-wild folder as DIR")
+    with open(folder / "labels.csv", newline="") as f:
+        rows = {str(folder / r["file"]): r for r in csv.DictReader(f)}
+    if not rows or not {"file", "label", "kind"} <= set(next(iter(rows.values()))):
+        raise MnistEdgeError(f"{folder / 'labels.csv'}: expected the columns file, label and kind, and a row per image")
+    return rows
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped default model)")
-    parser.add_argument("--wild-dir", type=Path, default=WILD, help=f"the image set with labels.csv (default: {WILD})")
+    parser.add_argument("dir", nargs="?", type=Path, help=f"the image set with labels.csv (default: {WILD})")
+    parser.add_argument("--wild-dir", type=Path, help=argparse.SUPPRESS)  # the older spelling of DIR
     parser.add_argument("--raw", action="store_true", help="for comparison: no preprocessing, a naive 28x28 resize")
     args = parser.parse_args()
-    with open(args.wild_dir / "labels.csv", newline="") as f:
-        rows = {str(args.wild_dir / r["file"]): r for r in csv.DictReader(f)}
+    rows = labelled_images(args.dir or args.wild_dir or WILD)
     model = OnnxModel(args.model or default_model_path())
     total, right = Counter(), Counter()
     misses = []
@@ -71,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mnist_edge.benchmark import PASSED, REFERENCE, SKIPPED, Benchmark, Row
+from mnist_edge.benchmark import FAILED, PASSED, REFERENCE, REFUSED, SKIPPED, Benchmark, Row
 
 HEADERS = (
     "format",
@@ -42,9 +42,18 @@ def _cells(row: Row) -> list[str]:
     ]
 
 
-def table(bench: Benchmark) -> tuple[list[str], list[list[str]]]:
-    headers = [h.format(batch=bench.settings["batch"]["size"]) for h in HEADERS]
-    return headers, [_cells(r) for r in bench.rows]
+# The columns a terminal shows without --wide: what tells formats apart, in 80 columns. Parity (max |Δlogit|,
+# agreement) is in the status, which says "passed" only when the file passed the gate; load, p99 and the speed-up
+# over eager (p50 against p50) are --wide's.
+NARROW = ("format", "status", "size", "test accuracy", "batch 1 p50", "batch {batch} img/s")
+SHORT_STATUS = {REFUSED: "REFUSED", FAILED: "FAILED"}  # the notes under the table say why
+
+
+def table(bench: Benchmark, columns: tuple[str, ...] = HEADERS) -> tuple[list[str], list[list[str]]]:
+    """The headers and cells of COLUMNS (HEADERS names), in HEADERS' order."""
+    keep = [i for i, h in enumerate(HEADERS) if h in columns]
+    headers = [HEADERS[i].format(batch=bench.settings["batch"]["size"]) for i in keep]
+    return headers, [[cells[i] for i in keep] for cells in map(_cells, bench.rows)]
 
 
 def notes(bench: Benchmark) -> list[str]:
@@ -83,20 +92,32 @@ def markdown(bench: Benchmark) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {line}" for line in notes(bench)) + "\n"
 
 
-def print_table(bench: Benchmark) -> None:
+def _narrow(headers: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Two-line headers, and one word for a status the notes explain: each column as narrow as its figures."""
+    rows = [[cells[0], SHORT_STATUS.get(cells[1], cells[1]), *cells[2:]] for cells in rows]
+    return ["\n".join(header.rsplit(" ", 1)) for header in headers], rows
+
+
+def print_table(bench: Benchmark, wide: bool = False) -> None:
+    """The table on stdout: NARROW's columns (they fit 80 terminal columns), every column when WIDE."""
+    import os
+
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    headers, rows = table(bench)
-    out = Table(title=f"mnist-edge benchmark: {bench.arch}", title_justify="left")
+    headers, rows = table(bench) if wide else _narrow(*table(bench, NARROW))
+    # no outer edge, one space of padding: two characters between columns, as narrow as rich draws them
+    out = Table(title=f"mnist-edge benchmark: {bench.arch}", title_justify="left", box=box.SIMPLE_HEAD,
+                show_edge=False, padding=(0, 0, 0, 1))
     for i, header in enumerate(headers):
-        out.add_column(header, justify="left" if i < 2 else "right", no_wrap=i != 1)  # only the status may wrap
+        out.add_column(header, justify="left" if i < 2 else "right", no_wrap=i != 1 or not wide)  # --wide: status wraps
     for row, data in zip(rows, bench.rows):
         style = {PASSED: None, REFERENCE: "bold", SKIPPED: "dim"}.get(data.status, "red")
         out.add_row(*row, style=style)
     console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 180)  # piped or redirected: keep one line per row, not rich's 80 columns
+    if wide and not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 180)  # piped or redirected: one line per row, not rich's 80 columns
     console.print(out)
     for line in notes(bench):
         console.print(line, highlight=False, markup=False)

@@ -28,7 +28,7 @@ except ImportError:
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
-from mnist_edge.errors import MnistEdgeError, debugging, describe, one_line, printable
+from mnist_edge.errors import MnistEdgeError, debugging, describe, install_hint, one_line, out_of_memory, printable, valid_unicode
 from mnist_edge.formats import DEFAULT_EXPORT_DIR, EXPORT_FORMATS, QUANTIZATIONS
 
 # The base install's compiled dependencies (import name, distribution name), probed in this order when an
@@ -177,14 +177,14 @@ def _fail(exc: Exception) -> NoReturn:
     elif isinstance(exc, (ImportError, OSError)) and _during_import(exc) and (broken := _broken_dependency()):
         message = broken
     elif isinstance(exc, ModuleNotFoundError) and (extra := EXTRAS.get((exc.name or "").split(".")[0])):
-        message = f"this command needs {exc.name}: pip install 'mnist-edge[{extra}]'"
+        message = f"this command needs {exc.name}: {install_hint(extra)}"
     elif debugging():
         raise exc
     elif isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename is not None else ""
         code = f" ({errno_name})" if (errno_name := _errno_name(exc.errno)) else ""
         message = f"{where}{exc.strerror or describe(exc)}{code}"
-    elif isinstance(exc, MemoryError):
+    elif out_of_memory(exc):
         message = "out of memory: try fewer or smaller inputs"
     else:
         status = EXIT_BUG
@@ -257,10 +257,11 @@ def models(json_output: JsonFlag = False) -> None:
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'name':<10} {'params':>10} {'MACs/image':>12} {'notebook':<21} {'notebook acc':>12}  description")
+    typer.echo(f"{'name':<10} {'params':>10} {'MACs/image':>12}  {'notebook':<27} {'its acc':>7}  description")
     for r in rows:
         acc = f"{r['reported_accuracy']:.2f}%" if r["reported_accuracy"] is not None else "-"
-        typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,} {r['notebook']:<21} {acc:>12}  {r['description']}")
+        notebook = r["notebook_title"]
+        typer.echo(f"{r['name']:<10} {r['params']:>10,} {r['macs']:>12,}  {notebook:<27} {acc:>7}  {r['description']}")
 
 
 class Device(str, Enum):
@@ -278,6 +279,7 @@ class Schedule(str, Enum):  # architectures.SCHEDULES; a test keeps the two equa
 
 @command
 def train(
+    ctx: typer.Context,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
     recipe: Annotated[
         str | None, typer.Option("--recipe", help="A named recipe: 'notebook' is the notebook's own (see `mnist-edge models`). Default: the architecture's default.")
@@ -325,23 +327,26 @@ def train(
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     from mnist_edge.train import TrainConfig, train as run_training
 
-    config = TrainConfig(
-        arch=arch,
-        recipe=recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        augment=False if no_augment else None,
-        schedule=schedule.value if schedule else None,
-        device=device.value,
-        data_dir=data_dir,
-        out=out,
-        resume=resume,
-        limit=limit,
-        threads=threads,
-        overwrite=overwrite,
-    )
+    try:
+        config = TrainConfig(
+            arch=arch,
+            recipe=recipe,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            augment=False if no_augment else None,
+            schedule=schedule.value if schedule else None,
+            device=device.value,
+            data_dir=data_dir,
+            out=out,
+            resume=resume,
+            limit=limit,
+            threads=threads,
+            overwrite=overwrite,
+        )
+    except MnistEdgeError as exc:  # TrainConfig checks every flag's range: a bad one is a usage error, as elsewhere
+        raise UsageError(str(exc), ctx) from None
     result = run_training(config, log=functools.partial(typer.echo, err=json_output))
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
@@ -364,11 +369,11 @@ def evaluate(
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
     from mnist_edge.artifacts import open_artifact, threshold_of
-    from mnist_edge.atomic import refuse_existing
+    from mnist_edge.atomic import check_destinations
     from mnist_edge.report import REPORT_FILES
 
-    if report is not None and not overwrite:
-        refuse_existing([report / name for name in REPORT_FILES])
+    if report is not None:
+        check_destinations([report / name for name in REPORT_FILES], overwrite)
     from mnist_edge.data import load_mnist
     from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
 
@@ -424,8 +429,8 @@ def predict(
             if isinstance(result, Failure):
                 failed += 1
                 typer.echo(f"error: {one_line(result.error)}", err=True)
-            if json_output:
-                rows.append(result.as_dict())
+            if json_output:  # names that are not UTF-8 as \xNN escapes: strict JSON parsers refuse lone surrogates
+                rows.append({k: valid_unicode(v) if isinstance(v, str) else v for k, v in result.as_dict().items()})
             elif not isinstance(result, Failure):
                 typer.echo(result.line(printable(result.file)))  # one line per image, whatever its name
     if json_output:  # every input has an entry, in order: a prediction or its error; never a bare NaN
@@ -606,17 +611,27 @@ def verify(
     max_accuracy_drop: MaxAccuracyDrop = None,
     json_output: JsonFlag = False,
     trust_torchscript: TrustTorchScript = False,
+    synthetic: Annotated[
+        bool,
+        typer.Option("--synthetic", help="Compare on a seeded batch of random pixels, not MNIST: no accuracy, a quick check only."),
+    ] = False,
 ) -> None:
     """Check that an exported file computes what the checkpoint's PyTorch model computes, on the MNIST test set."""
     from mnist_edge.verify import verify_artifact
 
+    if synthetic and data_dir is not None:
+        raise MnistEdgeError("pass --data-dir or --synthetic, not both")
     overrides = _overrides(max_abs_diff, min_agreement, max_accuracy_drop)
-    parity = verify_artifact(artifact, checkpoint, data_dir, limit, overrides, trust_torchscript=trust_torchscript)
+    parity = verify_artifact(
+        artifact, checkpoint, data_dir, limit, overrides, trust_torchscript=trust_torchscript, synthetic=synthetic
+    )
     if json_output:
-        typer.echo(json.dumps({"file": str(artifact), "passed": parity.passed, **parity.as_dict()}, indent=2))
+        fields = {"file": str(artifact), "passed": parity.passed, "on_mnist": parity.on_mnist, **parity.as_dict()}
+        typer.echo(json.dumps(fields, indent=2))
     else:
         typer.echo(f"{artifact}: {parity.summary()}")
-        typer.echo("parity: ok" if parity.passed else "parity FAILED: " + "; ".join(parity.failures))
+        verdict = "parity: ok" + ("" if parity.on_mnist else " on a synthetic batch only, NOT checked on MNIST")
+        typer.echo(verdict if parity.passed else "parity FAILED: " + "; ".join(parity.failures))
     if not parity.passed:
         raise typer.Exit(1)
 
@@ -642,20 +657,23 @@ def benchmark(
         Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
     ] = None,
     overwrite: Overwrite = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (parity, load, p99, speed-up), not only those 80 columns fit.")
+    ] = False,
 ) -> None:
     """Size, accuracy, parity, load time, latency and throughput of every format of a checkpoint, side by side.
 
     Without --format/--quantize: TorchScript fp32 and ONNX fp32, dynamic int8 and static int8. With either, the
     files `export` would write with the same flags (--format defaults to all here)."""
-    from mnist_edge.atomic import refuse_existing, write_text
+    from mnist_edge.atomic import check_destinations, write_text
     from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
     from mnist_edge.formats import variants
     from mnist_edge.benchmark_table import markdown as to_markdown, print_table
 
     if checkpoint is not None and arch is not None:
         raise MnistEdgeError("pass CHECKPOINT or --arch, not both")
-    if markdown is not None and not overwrite:
-        refuse_existing([markdown])
+    if markdown is not None:
+        check_destinations([markdown], overwrite)
     if arch is not None:
         from mnist_edge.architectures import arch_info
 
@@ -667,7 +685,7 @@ def benchmark(
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        print_table(result)
+        print_table(result, wide=wide)
     if markdown is not None:  # after printing, so an unwritable FILE never costs the measurements
         try:
             write_text(markdown, to_markdown(result))

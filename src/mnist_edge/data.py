@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, require_file
+from mnist_edge.errors import MnistEdgeError, install_hint, require_file
 from mnist_edge.spec import IMAGE_SIZE
 
 # SHA-256 of the decompressed bytes: a recompressed .gz still verifies.
@@ -130,8 +130,7 @@ def load_mnist(data_dir: Path | str | None = None, *, verify: bool = True) -> MN
 
     verify=False accepts other datasets in MNIST's IDX layout (Fashion-MNIST, or a subset).
     """
-    data_dir = data_dir or os.environ.get(DATA_ENV) or download_mnist()
-    data_dir = Path(data_dir).expanduser()
+    data_dir = home_expanded(data_dir or os.environ.get(DATA_ENV) or download_mnist())
     if not data_dir.is_dir():
         raise MnistEdgeError(f"{data_dir}: no such data folder")
     train_x, train_y, train_sha = _read_split(data_dir, "train", verify)
@@ -140,7 +139,19 @@ def load_mnist(data_dir: Path | str | None = None, *, verify: bool = True) -> MN
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mnist-edge").expanduser()
+    cache = os.environ.get(CACHE_ENV) or "~/.cache/mnist-edge"
+    return home_expanded(cache, f"; set {CACHE_ENV} to a folder, or pass --data-dir DIR")
+
+
+def home_expanded(path: Path | str, hint: str = "") -> Path:
+    """PATH with a leading `~` or `~user` made the home folder it names; one line (ending with HINT) when there is
+    none: an unknown user, or HOME unset and no passwd entry for this user (a container's arbitrary uid)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        home = Path(path).parts[0]
+        why = "HOME is unset and this user has no passwd entry" if home == "~" else f"no user {home[1:]!r}"
+        raise MnistEdgeError(f"{path}: no home folder for {home} ({why}){hint}") from None
 
 
 def download_mnist() -> Path:
@@ -152,7 +163,8 @@ def download_mnist() -> Path:
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
     except ImportError:
-        raise MnistEdgeError("downloading MNIST needs torchvision (pip install 'mnist-edge[train]'), or pass --data-dir DIR") from None
+        hint = install_hint("train")
+        raise MnistEdgeError(f"downloading MNIST needs torchvision ({hint}), or pass --data-dir DIR") from None
     try:
         TorchvisionMNIST(str(root), train=True, download=True)
         TorchvisionMNIST(str(root), train=False, download=True)

@@ -35,6 +35,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it, before joining the group: 0 in a plain run."""
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+
+
 def join(device_type: str) -> World:
     """Join the process group torchrun set up (nccl on CUDA, gloo otherwise); a plain run is World()."""
     if not launched_by_torchrun():

@@ -28,6 +28,15 @@ def printable(text: str) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def valid_unicode(text: str) -> str:
+    """TEXT with what no UTF-8 encoder takes written as backslash escapes: the bytes of a file name that is not
+    UTF-8 (which Python carries as lone surrogates) become `\\xNN`, so JSON holding it is valid UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe(exc: BaseException) -> str:
     """What EXC says, on one line; its class name when it says nothing, or adds it when the text alone is cryptic."""
     text = one_line(str(exc))
@@ -39,6 +48,20 @@ def describe(exc: BaseException) -> str:
 def bug(what: str, exc: BaseException) -> str:
     """WHAT (naming the input) failed with EXC, which no check foresaw: said so, on one line."""
     return f"{what} ({describe(exc)}; this is a bug, please report it)"
+
+
+# How an allocation failure reads when torch raises it as a plain RuntimeError: its CPU allocator (DefaultCPUAllocator,
+# "can't allocate memory"), oneDNN and other kernels ("not enough memory"), CUDA paths that predate
+# torch.OutOfMemoryError ("out of memory")
+OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether EXC is the system running out of memory, not a bug: MemoryError, torch.OutOfMemoryError (CUDA; its
+    class is matched by name, so this module needs no torch) or a RuntimeError that says so."""
+    if isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXTS)
 
 
 def debugging() -> bool:
@@ -56,6 +79,22 @@ def require_file(path: Path, what: str = "file") -> None:
     except OSError as exc:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         article = "an" if what[0] in "AEIOUaeiou" else "a"
-        raise MnistEdgeError(f"{path}: is {kind}, not {article} {what}")
+        raise MnistEdgeError(f"{path}: is {mode_kind(mode)}, not {article} {what}")
+
+
+def mode_kind(mode: int) -> str:
+    """What a file of MODE (os.stat's st_mode) is, when not a regular file: a folder, a FIFO, a socket or a device."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs the optional EXTRA ("train", "serve") into this install. mnist-edge is not on
+    PyPI: an install from a checkout (editable) gets that checkout's path, any other the checkout's way."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "pyproject.toml").is_file():
+        return f"pip install '.[{extra}]' in a checkout of mnist-edge"
+    where = "." if checkout == Path.cwd().resolve() else str(checkout)
+    return f"pip install -e '{where}[{extra}]'"

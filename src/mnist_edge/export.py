@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import warnings
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,10 @@ from torch import nn
 
 from mnist_edge import __version__, quantize
 from mnist_edge.artifacts import TORCHSCRIPT_METADATA, require_checkpoint
-from mnist_edge.atomic import atomic_path, write_bytes
+from mnist_edge.atomic import Staged, require_replaceable, staging, write_bytes
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.data import MNIST
-from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
+from mnist_edge.edge.manifest import LOCK, MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
@@ -323,8 +323,11 @@ class ExportReport:
 
 
 def _existing(out_dir: Path, names: list[str], force: bool) -> list[str]:
-    """NAMES already in OUT_DIR; an error unless FORCE allows replacing them."""
-    present = [n for n in names if (out_dir / n).exists()]
+    """NAMES already in OUT_DIR; an error unless FORCE allows replacing them, and always for something that is no
+    regular file (a folder, a FIFO): --force replaces files, nothing else."""
+    for name in [*names, MANIFEST, LOCK]:
+        require_replaceable(out_dir / name, "file")
+    present = [n for n in names if os.path.lexists(out_dir / n)]
     if present and not force:
         listed = ", ".join(str(out_dir / n) for n in present)
         raise MnistEdgeError(f"{listed}: already exist{'s' if len(present) == 1 else ''}; pass --force to replace, or --out another folder")
@@ -376,14 +379,12 @@ def export_checkpoint(
     data = parity_data(mnist, limit, missing, parity_non_digits(ckpt.model))
     reference = batched(torch_logits_fn(ckpt.model), data.images)
     report = ExportReport(out_dir, data, [])
-    staged_paths: dict[str, Path] = {}
 
     def stage(name: str) -> Path:
-        staged_paths[name] = staged.enter_context(atomic_path(out_dir / name))
-        return staged_paths[name]
+        return staged.path(out_dir / name)
 
     try:
-        with ExitStack() as staged:  # each file under a temporary name until the block publishes them all
+        with staging() as staged:  # each file under a temporary name until _publish renames them all, or none
             fp32_onnx = onnx_proto(ckpt.model) if any(fmt == ONNX for fmt, _ in planned) else None
             fp32_size: dict[str, int] = {}
             for (fmt, mode), name in zip(planned, names):
@@ -397,7 +398,7 @@ def export_checkpoint(
                 report.results.append(result)
             if not all(r.passed for r in report.results if r.parity is not None):
                 raise _Refused
-            _publish(report, staged, staged_paths, ckpt, command, make_default, force)
+            _publish(report, staged, ckpt, command, make_default, force)
     except _Refused:
         return report
     except OSError as exc:
@@ -406,20 +407,19 @@ def export_checkpoint(
 
 
 def _publish(
-    report: ExportReport, staged: ExitStack, staged_paths: dict[str, Path], ckpt: Checkpoint, command: str, make_default: bool, force: bool
+    report: ExportReport, staged: Staged, ckpt: Checkpoint, command: str, make_default: bool, force: bool
 ) -> None:
-    """Under the manifest lock: check the folder again (another process may have written meanwhile), write the
-    new manifest under a temporary name, rename the staged files into place, then the manifest."""
+    """Under the manifest lock: check the folder again (another process may have written meanwhile), stage the
+    new manifest, then publish the files and the manifest, all or none."""
     out_dir = report.out_dir
     passed = [r for r in report.results if r.passed]
     with manifest_lock(out_dir):
         manifest = read_manifest(out_dir)
         report.replaced = _existing(out_dir, [r.file for r in passed], force)
-        entries = [_manifest_entry(r, ckpt, staged_paths[r.file], command) for r in passed]
+        entries = [_manifest_entry(r, ckpt, staged.temps[out_dir / r.file], command) for r in passed]
         updated = merged(out_dir, manifest, entries, _default_choice(entries) if make_default else None)
-        with atomic_path(out_dir / MANIFEST) as tmp:
-            tmp.write_text(manifest_text(updated))
-            staged.close()  # renames every staged file to its final name
+        staged.path(out_dir / MANIFEST).write_text(manifest_text(updated))
+        staged.publish()  # the manifest last: it never names a file that is not in place
         report.published, report.default = True, updated["default"]
 
 

@@ -4,14 +4,13 @@ diagram (does the stated probability match the accuracy?)."""
 from __future__ import annotations
 
 import io
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from mnist_edge.atomic import atomic_path
+from mnist_edge.atomic import staging
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import ECE_BINS, Evaluation, expected_calibration_error
 from mnist_edge.spec import LABELS
@@ -130,8 +129,8 @@ REPORT_FILES = ("confusion_matrix.png", "misclassified.png", "reliability.png")
 
 
 def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out_dir: Path) -> dict[Path, str]:
-    """Write confusion_matrix.png and misclassified.png into OUT_DIR, both or neither (each under a temporary
-    name until both are complete); returns each path with what it shows."""
+    """Write confusion_matrix.png and misclassified.png into OUT_DIR, both or neither (see atomic.Staged: a file
+    replaced before a failure is put back); returns each path with what it shows."""
     mistakes, legend = mistakes_png(images, labels, result.predictions)
     pictures = {
         out_dir / REPORT_FILES[0]: (confusion_png(result.confusion), "rows true, columns predicted"),
@@ -139,9 +138,10 @@ def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out
         out_dir / REPORT_FILES[2]: reliability_png(result.confidence, result.correct),
     }
     try:
-        with ExitStack() as stack:  # leaving it renames every file into place; an error in it removes them all
+        with staging() as staged:
             for path, (data, _) in pictures.items():
-                stack.enter_context(atomic_path(path)).write_bytes(data)
+                staged.path(path).write_bytes(data)
+            staged.publish()
     except OSError as exc:
         raise MnistEdgeError(f"{out_dir}: cannot write the report ({exc.strerror or exc})") from None
     return {path: what for path, (_, what) in pictures.items()}

@@ -5,13 +5,14 @@ batch is converted to float and (for recipes with augmentation) warped on the de
 randomness comes from seeded generators whose state is checkpointed, so `--resume` continues exactly,
 and Ctrl-C stops after the current step with a resumable checkpoint.
 
-A run reads top to bottom: `train` plans it (`make_plan`: every flag and file checked before any work) and sets
-it up (`set_up`: data, model, optimizer, restored state), then `_train` runs each epoch (`run_epoch`), evaluates
-it (`evaluate_epoch`) and saves (`save`).
+A run reads top to bottom: `train` plans it (`make_plan`: every flag and file checked before any work), holds
+its checkpoint file against other runs (`atomic.holding`) and sets it up (`set_up`: data, model, optimizer,
+restored state), then `_train` runs each epoch (`run_epoch`), evaluates it (`evaluate_epoch`) and saves (`save`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -30,10 +31,10 @@ import torch.nn.functional as F
 
 from mnist_edge import __version__, augment, distributed, robust_augment, synthetic
 from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model, min_train_batch
-from mnist_edge.atomic import probe_writable
+from mnist_edge.atomic import holding, probe_writable, require_replaceable
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.data import load_mnist
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, out_of_memory
 from mnist_edge.spec import NUM_CLASSES
 from mnist_edge.evaluate import evaluate, torch_logits_fn
 from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
@@ -282,10 +283,18 @@ def make_plan(config: TrainConfig) -> Plan:
     if trained is not None and trained >= recipe.epochs:
         raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
     out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
-    if out.is_file() and not config.overwrite and not (config.resume and out.resolve() == Path(config.resume).resolve()):
-        raise MnistEdgeError(f"{out}: exists; --resume it, choose another --out, or give --overwrite to replace it")
+    check_out(out, config)
     probe_writable(out, checkpoint_bytes(create_model(arch)), "checkpoint")
     return Plan(arch, recipe, limit, out, resumed, config.resume)
+
+
+def check_out(out: Path, config: TrainConfig) -> None:
+    """OUT may be written: nothing there, or a file that is the resumed one or that --overwrite may replace; never
+    a FIFO or a device (as root, `--out /dev/null` would replace the system's)."""
+    require_replaceable(out, "checkpoint file")
+    resumed = config.resume is not None and out.resolve() == Path(config.resume).resolve()
+    if os.path.lexists(out) and not config.overwrite and not resumed:
+        raise MnistEdgeError(f"{out}: exists; --resume it, choose another --out, or give --overwrite to replace it")
 
 
 # --- 2. set up: data, model, optimizer, and the state a resumed run left -----------------------------------
@@ -595,15 +604,23 @@ def train(config: TrainConfig, log: Log = _print) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(config.device)
     plan = make_plan(config)
-    world = distributed.join(device.type)
-    if world.distributed and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
-    try:
-        with cpu_threads(config.threads, world.size) as threads:
-            run = set_up(plan, device, world, config.data_dir, threads, started)
-            return _train(config, run, log if world.is_main else lambda _line: None)
-    finally:
-        distributed.leave(world)
+    with holding(plan.out) if distributed.launch_rank() == 0 else contextlib.nullcontext():  # rank 0 writes it
+        check_out(plan.out, config)  # again, held: another run may have written it since
+        world = distributed.join(device.type)
+        if world.distributed and device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+        try:
+            with cpu_threads(config.threads, world.size) as threads:
+                run = set_up(plan, device, world, config.data_dir, threads, started)
+                return _train(config, run, log if world.is_main else lambda _line: None)
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            written = plan.out.is_file()
+            kept = f"{plan.out} keeps the last checkpoint written" if written else "no checkpoint was written"
+            raise MnistEdgeError(f"out of memory on {device}; stopped, {kept}; try a smaller --batch-size") from None
+        finally:
+            distributed.leave(world)
 
 
 def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:

@@ -53,7 +53,17 @@ def check_recipe(recipe: Recipe, where: str = "") -> Recipe:
             number(name, value, 0.0, math.inf if f.name != "lr" else MAX_LR)
         if kind == "int":
             integer(name, value, 0, 2**63 - 1)
+    _check_combination(recipe, prefix)
     return recipe
+
+
+def _check_combination(recipe: Recipe, prefix: str) -> None:
+    """Fields that are each sane but that torch's optimizers refuse together (a ValueError deep in set-up), or that
+    the optimizer would silently ignore: SGD's Nesterov needs a momentum; Adam has neither momentum nor Nesterov."""
+    if recipe.optimizer == "sgd" and recipe.nesterov and recipe.momentum <= 0:
+        raise MnistEdgeError(f"{prefix}nesterov needs a momentum above 0 (the recipe's is {recipe.momentum:g})")
+    if recipe.optimizer == "adam" and (recipe.momentum or recipe.nesterov):
+        raise MnistEdgeError(f"{prefix}optimizer adam takes no momentum and no nesterov (SGD's settings)")
 
 
 def recipe_from_dict(values: Any, where: str) -> Recipe:

@@ -1,8 +1,9 @@
 """The parity gate: an exported file counts only if it computes what the PyTorch model computes.
 
 Both run on real digits (the MNIST test set) and are compared by max abs logit difference, top-1
-agreement and accuracy. Only when no MNIST is configured and none can be downloaded does a seeded synthetic
-batch stand in, and the report says so. Opening the files is artifacts.py's job.
+agreement and accuracy. A seeded synthetic batch stands in only when asked (`verify --synthetic`), or when no MNIST
+is configured and none can be downloaded: then the report says "NOT checked on MNIST" and `verify` fails, since
+random pixels prove neither accuracy nor agreement on digits. Opening the files is artifacts.py's job.
 """
 
 from __future__ import annotations
@@ -77,12 +78,18 @@ class Parity:
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def on_mnist(self) -> bool:
+        """Whether the figures come from MNIST digits (with labels), not a synthetic batch."""
+        return self.reference_accuracy is not None
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: a non-finite difference (NaN logits) is None, never a bare NaN/Infinity."""
         return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
     def summary(self) -> str:
-        text = f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement {self.agreement:.2f}%"
+        text = "" if self.on_mnist else "NOT checked on MNIST: "
+        text += f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement {self.agreement:.2f}%"
         if self.refusal_agreement is not None:
             text += f", not-a-digit agreement {self.refusal_agreement:.2f}%"
         if self.reference_accuracy is not None:
@@ -108,12 +115,14 @@ def find_mnist(data_dir: Path | str | None) -> tuple[MNIST | None, str]:
 
 
 def parity_data(mnist: MNIST | None, limit: int | None = None, missing: str = "", non_digits: int = 0) -> ParityData:
-    """The MNIST test set (its first LIMIT images), or a seeded synthetic batch without MNIST; then NON_DIGITS
+    """The MNIST test set (its first LIMIT images), or a seeded synthetic batch without MNIST (MISSING: why; empty
+    when the synthetic batch was asked for); then NON_DIGITS
     generated non-digits (seeded), for a model that can refuse them."""
     if mnist is None:
         rng = np.random.default_rng(0)
         images = rng.random((limit or SYNTHETIC_IMAGES, *INPUT_SHAPE), dtype=np.float32)
-        data = ParityData(images, None, f"synthetic seeded batch, no MNIST found ({missing}); accuracy not checked")
+        why = f"no MNIST found ({missing})" if missing else "as asked"
+        data = ParityData(images, None, f"synthetic seeded batch, {why}; accuracy not checked")
     else:
         digits, labels = mnist.test_images[:limit], mnist.test_labels[:limit]
         source = "MNIST test set" if limit is None else f"first {len(digits)} MNIST test images"
@@ -206,8 +215,10 @@ def verify_artifact(
     overrides: dict[str, float] | None = None,
     *,
     trust_torchscript: bool = False,
+    synthetic: bool = False,
 ) -> Parity:
-    """The `verify` command: the file at PATH against the checkpoint it claims to come from."""
+    """The `verify` command: the file at PATH against the checkpoint it claims to come from, on MNIST. SYNTHETIC:
+    on a seeded batch of random pixels instead; without it, a run that finds no MNIST fails ("NOT checked")."""
     from mnist_edge.checkpoint import load_checkpoint
     from mnist_edge.edge.manifest import file_sha256
 
@@ -215,11 +226,14 @@ def verify_artifact(
     require_checkpoint(Path(checkpoint_path))
     ckpt = load_checkpoint(checkpoint_path)
     tolerances = tolerances_for(artifact.quantization, overrides)
-    mnist, missing = find_mnist(data_dir)
+    mnist, missing = (None, "") if synthetic else find_mnist(data_dir)
     data = parity_data(mnist, limit, missing, parity_non_digits(ckpt.model))
     reference = batched(torch_logits_fn(ckpt.model), data.images)
     threshold = model_threshold(ckpt.model)
     parity = compare(reference, batched(artifact.logits_fn, data.images), data, tolerances, threshold)
+    if mnist is None and not synthetic:
+        advice = "pass --data-dir DIR, or --synthetic to accept a synthetic batch"
+        parity.failures.insert(0, f"NOT checked on MNIST ({missing}): {advice}")
     claimed = artifact.metadata.get("checkpoint_sha256")
     if claimed and claimed != file_sha256(checkpoint_path):
         parity.failures.insert(0, f"artifact was exported from checkpoint sha256 {claimed[:12]}..., not from {checkpoint_path}")

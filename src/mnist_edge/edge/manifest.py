@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mnist_edge.atomic import write_text
+from mnist_edge.atomic import open_lock_file, write_text
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.formats import MODEL_FORMATS, QUANTIZATIONS
 
@@ -152,12 +152,14 @@ def manifest_lock(folder: Path) -> Iterator[None]:
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK, "a")
     except OSError as exc:
         raise MnistEdgeError(f"{folder / LOCK}: cannot create the manifest lock ({exc.strerror or exc})") from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    fd = open_lock_file(folder / LOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def merged(folder: Path, manifest: dict[str, Any], entries: list[dict[str, Any]], default: str | None = None) -> dict[str, Any]:

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug, debugging
 from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
-from mnist_edge.edge.preprocess import preprocess, save_png
+from mnist_edge.edge.lifetime import die_with_parent
+from mnist_edge.edge.preprocess import IMAGE_SUFFIXES, preprocess, save_png
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import refuses
 
-# What a folder is searched for; files named explicitly are tried whatever their suffix.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
 # ORT's per-call overhead is already negligible at 32 images; bigger batches only grow its arena
 # (measured on tiny: 74 MiB peak at 32, 142 MiB at 256).
 BATCH_SIZE = 64
@@ -35,27 +38,47 @@ PARALLEL_MIN = 64
 
 
 def collect_images(paths: Iterable[str]) -> Iterator[Path | Failure]:
-    """Each PATH's images: a file as given, a folder's images (sorted), a glob's matches; else a Failure."""
+    """Each PATH's images: a file as given, a folder's images (sorted), a glob's matches; else a Failure.
+    Whatever is wrong with one PATH (no such file, no permission, a name too long, a loop of links) is its own
+    Failure: the other paths are still collected."""
     seen: set[Path] = set()
     for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                yield Failure(name, f"{name}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-        elif path.exists():
-            found = [path]
-        elif glob.has_magic(name):  # a pattern the shell left unexpanded (quoted, or Windows)
-            found = sorted(Path(p) for p in glob.glob(name) if Path(p).is_file())
-            if not found:
-                yield Failure(name, f"{name}: no file matches this pattern")
-        else:
-            yield Failure(name, f"{name}: no such file or folder")
+        try:
+            found = _images_named(name)
+        except MnistEdgeError as exc:
+            yield Failure(name, str(exc))
+            continue
+        except OSError as exc:
+            yield Failure(name, f"{name}: cannot read ({exc.strerror or exc})")
             continue
         for image in found:
             if image not in seen:
                 seen.add(image)
                 yield image
+
+
+def _images_named(name: str) -> list[Path]:
+    """The images NAME stands for, or a MnistEdgeError (an OSError from the file system) saying why none."""
+    if not name:  # Path("") is the current folder: an empty argument (an unset shell variable) must not mean it
+        raise MnistEdgeError("'': an empty argument names no file or folder")
+    try:
+        mode = os.stat(name).st_mode
+    except ValueError:  # a NUL in the name, which no file name holds
+        raise MnistEdgeError(f"{name!r}: not a valid file name") from None
+    except FileNotFoundError:
+        if not glob.has_magic(name):
+            raise MnistEdgeError(f"{name}: no such file or folder") from None
+        # A pattern the shell left unexpanded (quoted, or Windows).
+        found = sorted(Path(p) for p in glob.glob(name) if Path(p).is_file())
+        if not found:
+            raise MnistEdgeError(f"{name}: no file matches this pattern") from None
+        return found
+    if not stat.S_ISDIR(mode):
+        return [Path(name)]  # tried whatever its suffix
+    found = sorted(p for p in Path(name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise MnistEdgeError(f"{name}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return found
 
 
 def results_from_logits(
@@ -168,14 +191,13 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_
         yield from map(_prepare, jobs)
         return
     import multiprocessing as mp  # here, not at the top: ~25 ms of start-up that one-image runs never need
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start in milliseconds with everything imported (spawn would re-import for ~0.2 s each).
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     done = 0
     while done < len(jobs):
-        pool = ProcessPoolExecutor(workers, mp_context=context)
+        pool = _pool(workers, context)
         try:
             chunk = max(1, min(64, (len(jobs) - done) // (8 * workers)))
             for result in pool.map(_prepare, jobs[done:], chunksize=chunk):
@@ -190,12 +212,18 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_
             pool.shutdown(cancel_futures=True)  # an early stop (error, Ctrl-C) must not wait for every queued image
 
 
+def _pool(workers: int, context: Any) -> ProcessPoolExecutor:
+    """WORKERS processes that die with this one, even when it is killed (SIGKILL, the OOM killer)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
     """_prepare of JOB in a process of its own: its result, or the Failure of a process that died on it."""
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(1, mp_context=context) as pool:
+    with _pool(1, context) as pool:
         try:
             return pool.submit(_prepare, job).result()
         except BrokenProcessPool:

@@ -11,7 +11,6 @@ import io
 import itertools
 import os
 import re
-import secrets
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
@@ -22,19 +21,30 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import ExifTags, Image
+# The only decoders loaded: importing a plugin registers its format. Image.open is always given `formats=`, so
+# Pillow never goes on to load the rest (EPS hands the bytes to Ghostscript, an interpreter).
+from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin  # noqa: F401
+from PIL import PpmImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
-from mnist_edge.atomic import write_bytes
+from mnist_edge.atomic import fresh_temp
 from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
 # image would need gigabytes to decode, more than a Raspberry Pi may have.
 MAX_PIXELS = 64_000_000
-# Pillow's own limit, set to ours and made an error (see _guarded): it applies to every image Pillow opens,
-# also one inside another (an ICO's PNG, which Pillow decodes in full while opening the ICO).
+# Pillow's own limit, set to ours and made an error (see _guarded): it applies to every image Pillow opens.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Formats whose opening reads a header only: the server process reads the size of these alone (header_pixels).
-HEADER_ONLY_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+# The formats a digit arrives in (photos, scans, screenshots, canvas drawings), by Pillow's name, and the file
+# suffixes a folder is searched for. No other format is ever read: not ICO (an icon holds no photo, and opening
+# one decodes the PNG inside in full), not EPS/PDF (PostScript), nor Pillow's dozens of rarer ones. Each of these
+# reads only a header when opened, which the server process relies on (header_pixels).
+IMAGE_FORMATS = {
+    "PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "GIF": (".gif",), "BMP": (".bmp",), "WEBP": (".webp",),
+    "TIFF": (".tif", ".tiff"), "PPM": (".pgm", ".ppm", ".pbm", ".pnm"),
+}
+IMAGE_SUFFIXES = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
+SUPPORTED = "supported: PNG, JPEG, GIF, BMP, WebP, TIFF, PPM/PGM/PBM"
 # Long side the image is reduced to before any per-pixel work: a digit spanning a tenth of the frame
 # still keeps ~50 px, more than the 20 px it ends as.
 WORK_SIZE = 512
@@ -75,7 +85,7 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     path = _label(source, name)
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else _open_regular(Path(source), path) as stream, _guarded():
-            img = Image.open(stream)  # reads the header only (mostly: see MAX_IMAGE_PIXELS above)
+            img = Image.open(stream, formats=tuple(IMAGE_FORMATS))  # reads the header only
             if img.width * img.height > MAX_PIXELS:
                 raise MnistEdgeError(
                     f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
@@ -94,7 +104,7 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     except IsADirectoryError:
         raise MnistEdgeError(f"{path}: is a folder, not an image") from None
     except Image.UnidentifiedImageError:
-        raise MnistEdgeError(f"{path}: not an image Pillow can read") from None
+        raise MnistEdgeError(f"{path}: not a supported image format ({SUPPORTED})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # refused inside open()
         size = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(size[1]):,} pixels" if size else "the image"
@@ -120,10 +130,10 @@ def _guarded() -> Iterator[None]:
 
 def header_pixels(data: bytes) -> int | None:
     """How many pixels encoded image DATA says it has, from its header alone (nothing is decoded); None when
-    that cannot be told without decoding (a format not in HEADER_ONLY_FORMATS, or not an image). What
+    that cannot be told without decoding (not an image in one of IMAGE_FORMATS). What
     decoding costs grows with the pixels, not with the bytes: 2 KB of WebP can hold 64 MP."""
     try:
-        with _guarded(), Image.open(io.BytesIO(data), formats=HEADER_ONLY_FORMATS) as img:
+        with _guarded(), Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as img:
             return img.width * img.height
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return MAX_PIXELS + 1
@@ -317,7 +327,27 @@ def raw_mnist(gray: np.ndarray, path: str) -> np.ndarray:
 def preprocess(source: Source, raw: bool = False, name: str | None = None) -> np.ndarray:
     """What the model sees for the image SOURCE (a path or encoded bytes): [28,28] float32, white digit on black."""
     path = _label(source, name)
-    gray = load_gray(source, path)
+    return _model_input(load_gray(source, path), raw, path)
+
+
+def preprocess_image(img: Image.Image, raw: bool = False, name: str = "<image>") -> np.ndarray:
+    """What the model sees for an image already decoded by Pillow (the Python API's PIL images and arrays)."""
+    if img.width * img.height > MAX_PIXELS:
+        raise MnistEdgeError(f"{name}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    if img.width * img.height == 0:
+        raise MnistEdgeError(f"{name}: the image has no pixels ({img.width}x{img.height})")
+    try:
+        with _guarded():
+            gray = _to_gray(img)
+    except MnistEdgeError as exc:
+        raise MnistEdgeError(f"{name}: {exc}") from None
+    except Exception as exc:  # a mode Pillow cannot convert to gray (complex layouts from fromarray)
+        raise MnistEdgeError(f"{name}: cannot read this image ({describe(exc)})") from None
+    return _model_input(gray, raw, name)
+
+
+def _model_input(gray: np.ndarray, raw: bool, path: str) -> np.ndarray:
+    """The [28,28] MNIST form of GRAY, named PATH in errors: as it is with RAW, else preprocessed."""
     if raw:
         return raw_mnist(gray, path)
     try:
@@ -356,10 +386,9 @@ def save_png(image: np.ndarray, names: Iterable[Path]) -> Path:
 def _write_new(first: Path, others: Iterator[Path], data: bytes) -> Path:
     """Write DATA as a new file, all or nothing: written beside FIRST, then hard-linked to FIRST or else each of
     OTHERS in turn. A link (unlike a rename) fails when the name exists, even if it was taken a moment ago."""
-    tmp = first.with_name(f".{first.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask decides, as for any new file
+    tmp = fresh_temp(first)  # atomic.py's name: a killed run's temporary file is removed by the next one
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

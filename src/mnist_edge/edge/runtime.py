@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import signal
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
 from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.external_data import external_bytes
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NOT_DIGIT_NAME, NUM_CLASSES, OUTPUT_NAME, THRESHOLD_KEY
 
 if TYPE_CHECKING:
@@ -30,8 +33,11 @@ if TYPE_CHECKING:
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
-# Largest model file opened. MNIST models are kilobytes to a few MB; ONNX Runtime holds about twice a file's
-# size while it loads, so a file of gigabytes would take down a Pi (the OOM killer prints no error line).
+NOT_UTF8 = "a name or metadata entry in it is not valid UTF-8"
+# Telemetry events off too, for a caller that imported ONNX Runtime before mnist_edge (see mnist_edge/__init__.py).
+ort.disable_telemetry_events()
+# Largest model opened, its external data included. MNIST models are kilobytes to a few MB; ONNX Runtime holds
+# about twice a file's size while it loads, so gigabytes would take down a Pi (the OOM killer prints no error line).
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
@@ -50,8 +56,9 @@ def session_options() -> ort.SessionOptions:
 
 
 # ORT's exception text: "[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:" then often its
-# source location and a C++ signature, before the cause a user needs (IR version, opset, op, shape).
-_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
+# source location and a C++ signature, before the cause a user needs (IR version, opset, op, shape). A failure
+# inside a subgraph or a nested load carries another such prefix in the middle of the text.
+_ORT_PREFIX = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
 _SOURCE_LOCATION = re.compile(r"\S+\.(?:cc|cpp|cu|h|hpp):\d+ ")
 _FUNCTION_NAME = re.compile(r"[\w:<>,*&~ ]*::~?\w+")
 _NODE_STATUS = re.compile(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: ")
@@ -78,6 +85,38 @@ def ort_message(exc: BaseException) -> str:
     while (loc := _SOURCE_LOCATION.search(text)) is not None:
         text = text[: loc.start()] + _skip_signature(text[loc.end() :])
     return one_line(text) or describe(exc)
+
+
+# Leading bytes of files mistaken for an ONNX model, and what to say about each.
+_SIGNATURES = (
+    (0, b"\x89PNG", "an image, not a model: give images as PATH, the model with --model"),
+    (0, b"\xff\xd8\xff", "an image, not a model: give images as PATH, the model with --model"),
+    (4, b"TFL3", "a TensorFlow Lite model: mnist-edge runs ONNX files (mnist-edge export writes them)"),
+    (0, b"\x89HDF\r\n\x1a\n", "an HDF5 (Keras) file: mnist-edge runs ONNX files (mnist-edge export writes them)"),
+)
+# Pickle protocols 2-5 start with PROTO and the version: torch.save's legacy (pre-zip) format.
+_PICKLE = re.compile(rb"\x80[\x02-\x05]")
+
+
+def not_onnx(path: Path) -> str | None:
+    """What PATH is when ONNX Runtime cannot open it and it is a known other kind of file (by content, not by
+    name): a PyTorch checkpoint, a TorchScript archive, a TFLite or Keras model, an image. None: unknown."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        names = zipfile.ZipFile(path).namelist() if head.startswith(b"PK\x03\x04") else None
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    export_it = f"not an ONNX model: export it first (mnist-edge export {shlex.quote(str(path))})"
+    if names is not None:
+        if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
+            return "a TorchScript file, not an ONNX model: use the .onnx file `mnist-edge export CHECKPOINT` writes"
+        if any(name.endswith("/data.pkl") for name in names):
+            return f"a PyTorch checkpoint, {export_it}"
+        return "a zip archive, not an ONNX model"
+    if _PICKLE.match(head):
+        return f"a PyTorch checkpoint (or another pickle), {export_it}"
+    return next((say for at, magic, say in _SIGNATURES if head[at:].startswith(magic)), None)
 
 
 def _describe(arg: ort.NodeArg) -> str:
@@ -142,16 +181,23 @@ class OnnxModel:
             raise MnistEdgeError(f"{self.path}: {what}")
         if (size := self.path.stat().st_size) > MAX_MODEL_BYTES:
             raise MnistEdgeError(f"{self.path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
+        if (size := size + external_bytes(self.path)) > MAX_MODEL_BYTES:  # what ORT would load besides the file
+            raise MnistEdgeError(f"{self.path}: {size:,} bytes with its external data is over the "
+                                 f"{MAX_MODEL_BYTES:,}-byte limit for a model (not an MNIST model)")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...) not rooted in one base
-            raise MnistEdgeError(f"{self.path}: not a usable ONNX model ({ort_message(exc)})") from None
-        problem = _interface_problem(self.session)
+            what = not_onnx(self.path) or f"not a usable ONNX model ({ort_message(exc)})"
+            raise MnistEdgeError(f"{self.path}: {what}") from None
+        try:
+            problem = _interface_problem(self.session)
+            self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError:  # ONNX Runtime decodes every name as UTF-8 when Python asks for it
+            raise MnistEdgeError(f"{self.path}: not a usable ONNX model ({NOT_UTF8})") from None
         if problem:
             raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.output_names = [o.name for o in self.session.get_outputs()]
         # An open-set model's refusal threshold; None: the model cannot say "not a digit"
         self.threshold = not_digit_threshold(self.metadata, str(self.path)) if len(self.output_names) == 2 else None

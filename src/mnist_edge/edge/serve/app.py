@@ -7,6 +7,7 @@ passes the limit, and the connection is closed rather than drained.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any
 
@@ -31,6 +32,7 @@ STATIC = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 # The page loads nothing from anywhere else, and no other site may frame it.
 PAGE_HEADERS = {
@@ -41,6 +43,9 @@ PAGE_HEADERS = {
 }
 USAGE = "send multipart/form-data with one or more parts named 'file', or one image as the body with an image/* Content-Type"
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+# A whole number as HTTP writes one: ASCII digits only (str.isdigit also takes '²' and '٣', which int() refuses
+# or reads), and no more of them than a 64-bit length has (leading zeros too), so no int() parses thousands.
+WHOLE_NUMBER = re.compile(r"[0-9]{1,20}")
 
 
 class RequestError(Exception):
@@ -70,9 +75,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await error_response(413, self._too_large(), close=True)(scope, receive, send)
+        refusal = self.refusal(next((v for k, v in scope["headers"] if k == b"content-length"), None))
+        if refusal is not None:
+            await error_response(*refusal, close=True)(scope, receive, send)
             return
         received = 0
 
@@ -86,8 +91,22 @@ class BodyLimit:
 
         await self.app(scope, limited, send)
 
+    def refusal(self, declared: bytes | None) -> tuple[int, str] | None:
+        """The status and reason to refuse a request unread whose Content-Length is DECLARED, or None."""
+        if declared is None:
+            return None
+        length = whole_number(declared.decode("latin-1"))
+        if length is None:
+            return 400, f"Content-Length is not a length in bytes: {declared[:20].decode('latin-1')!r}"
+        return (413, self._too_large()) if length > self.max_body else None
+
     def _too_large(self) -> str:
         return f"request body over the {self.max_body:,}-byte limit (the server's --max-body)"
+
+
+def whole_number(text: str) -> int | None:
+    """TEXT as a whole number of at most 20 ASCII digits, or None."""
+    return int(text) if WHOLE_NUMBER.fullmatch(text) else None
 
 
 def _flag(params: QueryParams, name: str) -> bool:
@@ -99,9 +118,10 @@ def _flag(params: QueryParams, name: str) -> bool:
 
 def _top(params: QueryParams) -> int:
     value = params.get("top", "3")
-    if not value.isdigit() or not 1 <= int(value) <= NUM_CLASSES:
+    top = whole_number(value)
+    if top is None or not 1 <= top <= NUM_CLASSES:
         raise RequestError(400, f"?top= takes a whole number from 1 to {NUM_CLASSES}, not {value[:20]!r}", close=True)
-    return int(value)
+    return top
 
 
 async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
@@ -145,7 +165,8 @@ def create_app(engine: Engine, max_body: int, max_files: int, always_digit: bool
     static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in STATIC}
 
     async def page(request: Request) -> Response:
-        name = request.path_params.get("name", "index.html")
+        # /favicon.ico: what a browser asks for on its own (a page it shows as JSON, /healthz, names no icon)
+        name = request.path_params.get("name", "favicon.svg" if request.url.path == "/favicon.ico" else "index.html")
         if name not in static:
             raise RequestError(404, f"no such file: /static/{name[:60]}")
         return Response(static[name], media_type=STATIC[name], headers=PAGE_HEADERS)
@@ -195,6 +216,7 @@ def create_app(engine: Engine, max_body: int, max_files: int, always_digit: bool
         routes=[
             Route("/", page),
             Route("/static/{name}", page),
+            Route("/favicon.ico", page),
             Route("/healthz", healthz),
             Route("/model", model),
             Route("/predict", predict, methods=["POST"]),

@@ -8,7 +8,7 @@ in the workers; only while every worker is busy does this process prepare the wa
 time between its HTTP work, so the core it runs on never idles while images wait (on 2 CPUs, one worker
 and this process share the images between both cores).
 
-A worker is `python -m mnist_edge.edge.serve.worker MODEL` talking over its stdin and stdout (a length,
+A worker is `python -m mnist_edge.edge.serve.worker MODEL SERVER_PID` talking over its stdin and stdout (a length,
 then a pickle, each way; both ends are this package), so it imports only what it needs, and the server's
 event loop reads its answers without any thread. A worker that dies fails only its own batches and is
 replaced. The server process loads numpy and Pillow (prepare.py), never ONNX Runtime: it holds no model.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import sys
 from collections import deque
@@ -74,7 +75,7 @@ class _Worker:
     @classmethod
     async def spawn(cls, model_path: Path) -> _Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mnist_edge.edge.serve.worker", str(model_path),
+            sys.executable, "-m", "mnist_edge.edge.serve.worker", str(model_path), str(os.getpid()),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             # Its own session: Ctrl-C in a terminal reaches the server only, which stops the workers
             # once the requests in flight are answered (closing their stdin).

@@ -1,4 +1,4 @@
-"""The image side of `mnist-edge serve`: a worker process holding the model (`python -m` this module MODEL).
+"""The image side of `mnist-edge serve`: a worker process holding the model (`python -m` this module MODEL SERVER_PID).
 
 It answers calls from the server process (engine.py) one at a time over stdin/stdout. For a batch of
 uploaded images (some perhaps prepared by the server already) it returns, per image, an HTTP status and the
@@ -19,7 +19,8 @@ import traceback
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, bug
+from mnist_edge.errors import MnistEdgeError, bug, valid_unicode
+from mnist_edge.edge.lifetime import die_with_parent
 from mnist_edge.edge.manifest import file_sha256
 from mnist_edge.edge.predict import Failure, infer
 from mnist_edge.edge.preprocess import png_bytes
@@ -61,7 +62,7 @@ def model_facts() -> dict:
     model = _loaded()
     meta = model.metadata
     return {
-        "file": model.path.name,  # the name only: the server's folder layout is nobody's business
+        "file": valid_unicode(model.path.name),  # the name only: the server's folder layout is nobody's business
         "sha256": file_sha256(model.path),
         "size_bytes": model.path.stat().st_size,
         "arch": meta.get("arch"),
@@ -107,7 +108,10 @@ def _read(stream: io.BufferedReader, size: int) -> bytes | None:
     return data if len(data) == size else None  # end of input: the server closed it, or is gone
 
 
-def main(model_path: str) -> None:
+def main(model_path: str, server: int) -> None:
+    # A server killed outright (SIGKILL, the OOM killer) closes the pipes, but a worker busy in a model that
+    # never finishes would not read them again: it dies with the server instead.
+    die_with_parent(server)
     # The server stops its workers by closing their input, after answering the requests in flight:
     # a stop signal sent to a whole service (systemd) must not cut a batch short.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,4 +136,4 @@ def main(model_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))

@@ -15,10 +15,17 @@ const resultArea = document.querySelector(".result");
 
 // A marker-thick pen: about MNIST's stroke once the digit is shrunk into its 20x20 box.
 const PEN = pad.width / 14;
+// The pause after the pen lifts before the model is asked: long enough for the second stroke of a 4 or a 7,
+// short enough to feel like an answer to the drawing.
+const PAUSE_MS = 700;
 let drawing = null; // the pointer drawing now, and where it was
 let inked = false;
 let busy = false; // a request is on its way
 let again = false; // the drawing changed while it was: send it once more when it returns
+let pause = null; // the timer that asks once the pen has rested for PAUSE_MS
+let version = 0; // changes to the pad so far (strokes, clears, a chosen file): only the latest's answer is shown
+let shownVersion = 0; // the version of the pad the answer on screen is about
+const DRAWING = "drawing.png"; // the name the drawing is sent under, which the server's answers repeat
 
 function blank() {
   ctx.fillStyle = "#fff";
@@ -54,6 +61,9 @@ pad.addEventListener("pointerdown", (event) => {
   drawing = { id: event.pointerId, at: point(event) };
   dot(drawing.at);
   inked = true;
+  version += 1;
+  clearTimeout(pause); // another stroke of the same digit, perhaps: wait for the pen to rest again
+  resultArea.setAttribute("aria-busy", "true"); // the answer shown is not the answer to what is drawn now
 });
 
 pad.addEventListener("pointermove", (event) => {
@@ -70,7 +80,8 @@ pad.addEventListener("pointermove", (event) => {
 function endStroke(event) {
   if (!drawing || event.pointerId !== drawing.id) return;
   drawing = null;
-  send();
+  clearTimeout(pause);
+  pause = setTimeout(send, PAUSE_MS);
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
@@ -82,17 +93,18 @@ function send() {
     return;
   }
   working(true);
-  pad.toBlob((png) => ask(png, "image/png", "drawing.png"), "image/png");
+  const asked = version;
+  pad.toBlob((png) => ask(png, "image/png", DRAWING, asked), "image/png");
 }
 
 // aria-busy: the answer shown is not yet the answer to what is drawn now.
 function working(on) {
   busy = on;
-  resultArea.setAttribute("aria-busy", String(on));
+  resultArea.setAttribute("aria-busy", String(on || drawing !== null || version !== shownVersion));
 }
 
-// BODY is a PNG blob (the drawing) or a FormData holding a chosen file.
-async function ask(body, type, name) {
+// BODY is a PNG blob (the drawing) or a FormData holding a chosen file; ASKED: the pad's version it answers.
+async function ask(body, type, name, asked = version) {
   working(true);
   statusLine.textContent = "Reading\u2026";
   statusLine.classList.remove("error");
@@ -100,8 +112,11 @@ async function ask(body, type, name) {
     const headers = type ? { "Content-Type": type } : {};
     const response = await fetch("/predict?preview=1&name=" + encodeURIComponent(name), { method: "POST", headers, body });
     const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || "the server answered " + response.status);
-    show(answer[0]);
+    if (asked === version) {  // else the pad changed meanwhile: its own answer is coming, or nothing is to be shown
+      shownVersion = asked;
+      if (!response.ok) throw new Error(problem(response.status, answer.error, name));
+      show(answer[0]);
+    }
   } catch (error) {
     fail(error.message || String(error));
   } finally {
@@ -113,7 +128,22 @@ async function ask(body, type, name) {
   }
 }
 
+// The server's error in words for this page: a drawing it cannot read was too small, not "an image".
+function problem(status, error, name) {
+  if (name !== DRAWING) return error || "the server answered " + status;
+  if (status === 422) return "Draw a digit \u2013 that was too small to read.";
+  return (error || "the server answered " + status).replace(DRAWING + ": ", "");
+}
+
 function show(row) {
+  if (row.digit === null) {  // the model's "not a digit" answer
+    digitView.textContent = "\u2013";
+    topList.replaceChildren();
+    statusLine.textContent = "That does not look like a digit.";
+    preview.src = row.preview;
+    seen.hidden = false;
+    return;
+  }
   digitView.textContent = row.digit;
   topList.replaceChildren(...row.top.map(({ digit, probability }) => {
     const item = document.createElement("li");
@@ -153,7 +183,10 @@ function percent(p) {
 
 document.getElementById("clear").addEventListener("click", () => {
   blank();
+  clearTimeout(pause);
   again = false;
+  shownVersion = version += 1; // an answer still on its way is about the drawing cleared
+  working(busy);
   digitView.textContent = "?";
   topList.replaceChildren();
   seen.hidden = true;
@@ -165,6 +198,8 @@ fileInput.addEventListener("change", () => {
   const file = fileInput.files[0];
   if (!file) return;
   blank();
+  clearTimeout(pause);
+  version += 1;
   const form = new FormData();
   form.append("file", file, file.name);
   ask(form, null, file.name);

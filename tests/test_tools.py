@@ -1,0 +1,74 @@
+"""Every script in tools/ follows the CLI's conventions: --help works, a bad argument is one `error:` line with exit
+status 2, a bad input one line with exit 1, never a traceback. Run in this process (the scripts' imports are
+shared, so all of them take seconds), as `python tools/NAME.py` runs them."""
+
+from __future__ import annotations
+
+import csv
+import runpy
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, TORCH_FREE_RUN, missing_imports
+
+TOOLS = ROOT / "tools"
+SCRIPTS = sorted(p for p in TOOLS.glob("*.py") if not p.name.startswith("_"))  # _toolcli.py is their helper
+
+
+def _run(script, *args: str, monkeypatch) -> int:
+    """SCRIPT's exit status with ARGS, run as `python tools/SCRIPT ARGS` would (its folder first on sys.path)."""
+    if TORCH_FREE_RUN and (missing := missing_imports(script)):
+        pytest.skip(f"{script.name} needs {', '.join(sorted(missing))}")
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    monkeypatch.syspath_prepend(str(TOOLS))
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    return done.value.code
+
+
+def test_every_script_is_checked():
+    assert len(SCRIPTS) >= 15 and TOOLS / "wild_accuracy.py" in SCRIPTS
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help_and_a_bad_argument(script, monkeypatch, capsys):
+    assert _run(script, "--help", monkeypatch=monkeypatch) == 0
+    assert capsys.readouterr().out.startswith("usage: ")
+    assert _run(script, "--no-such-flag", monkeypatch=monkeypatch) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: "), err
+    assert err.endswith(f"(try 'python tools/{script.name} --help')\n")
+
+
+def _wild_set(folder):
+    """Three shipped sample digits as a digits-in-the-wild folder: images and their labels.csv."""
+    folder.mkdir()
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "kind"])
+        for name in ("mnist-0.png", "mnist-7.png", "paper-3.png"):
+            shutil.copy(ROOT / "src" / "mnist_edge" / "samples" / name, folder / name)
+            writer.writerow([name, name[-5], "drawn"])
+    return folder
+
+
+def test_wild_accuracy_takes_the_folder_as_its_argument(tmp_path):
+    done = subprocess.run([sys.executable, "tools/wild_accuracy.py", str(_wild_set(tmp_path / "wild"))],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "all      3/3   100.0%" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{tmp}"], "{tmp}: no labels.csv here: pass the digits-in-the-wild folder as DIR"),
+    (["{wild}", "--model", "{wild}/mnist-0.png"], "{wild}/mnist-0.png: an image, not a model"),
+])
+def test_wild_accuracy_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
+    wild = _wild_set(tmp_path / "wild")
+    fill = {"tmp": tmp_path, "wild": wild}
+    assert _run(TOOLS / "wild_accuracy.py", *(a.format(**fill) for a in args), monkeypatch=monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message.format(**fill)}") and err.count("\n") == 1
