@@ -186,7 +186,7 @@ def test_a_local_copy_is_found_above_the_checkout_the_nearest_first(tmp_path, mo
 def test_the_variable_wins_even_when_its_folder_is_wrong(tmp_path, monkeypatch):
     (tmp_path / "shared" / "data" / "mnist").mkdir(parents=True)
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "typo"))
-    assert local_dataset("mnist", DATA_ENV, tmp_path / "checkout") == tmp_path / "typo"  # read and refused, not replaced
+    assert local_dataset("mnist", DATA_ENV, tmp_path / "checkout") == tmp_path / "typo"  # refused, not replaced
     monkeypatch.setattr(data_module, "checkout", lambda: tmp_path / "checkout")
     with pytest.raises(MnistEdgeError, match="typo: no such data folder"):
         load_mnist()

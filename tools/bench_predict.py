@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--throughput-runs", type=int, default=5)
     parser.add_argument("--torchscript", type=Path, help="TorchScript file for the torch path (default: found or made)")
     parser.add_argument("--data-dir", default=local_mnist(),
-                        help="MNIST IDX folder for the throughput images (default: $MNIST_EDGE_DATA, else a local copy)")
+                        help="MNIST IDX folder for the throughput images (default: a local copy)")
     parser.add_argument("--base-python", default=sys.executable,
                         help="interpreter of a base (torch-free) install for the predict and minimal runs (default: this one)")
     args = parser.parse_args()

@@ -28,7 +28,7 @@ WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild bes
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="ONNX files, checkpoints or TorchScript files")
-    parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or the download cache)")
+    parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")
     parser.add_argument("--wild-dir", type=Path, default=WILD, help=f"real labelled images (default: {WILD})")
     parser.add_argument("--no-wild", action="store_true", help="MNIST shifts only")
     parser.add_argument("--limit", type=int, help="the first N test digits only (default: all 10,000)")
