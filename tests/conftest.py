@@ -18,7 +18,7 @@ import pytest
 from mnist_edge.data import DATA_ENV, WILD_ENV, local_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-# Found by the code's own rule (data.local_dataset): the variable, else shared/data beside this checkout. Given
+# Found by the code's own rule (data.local_dataset): the variable, else shared/data above this checkout. Given
 # the checkout, so an installed wheel under test (CI's lowest-versions run) finds the same copies.
 MNIST_DIR = local_dataset("mnist", DATA_ENV, ROOT)
 WILD_DIR = local_dataset("digits-in-the-wild", WILD_ENV, ROOT)  # 72 real digits, each named NNN_label-D.ext
