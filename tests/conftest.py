@@ -15,29 +15,41 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SHARED_MNIST = SHARED_DATA / "mnist"
-WILD = SHARED_DATA / "digits-in-the-wild"  # 72 real digits, each named NNN_label-D.ext
+from mnist_edge.data import DATA_ENV, WILD_ENV, local_dataset
 
-# Commands under test find the real MNIST the way a user points at it, unless the caller chose another.
-if SHARED_MNIST.is_dir():
-    os.environ.setdefault("MNIST_EDGE_DATA", str(SHARED_MNIST))
+ROOT = Path(__file__).resolve().parents[1]
+# Found by the code's own rule (data.local_dataset): the variable, else shared/data above this checkout. Given
+# the checkout, so an installed wheel under test (CI's lowest-versions run) finds the same copies.
+MNIST_DIR = local_dataset("mnist", DATA_ENV, ROOT)
+WILD_DIR = local_dataset("digits-in-the-wild", WILD_ENV, ROOT)  # 72 real digits, each named NNN_label-D.ext
+DATA_SKIP = "data missing: "  # the reason's prefix for a skip that hides real coverage: reported loudly
+
+# Commands under test (subprocesses, an installed wheel) find the same copies through the variables.
+for _env, _found in ((DATA_ENV, MNIST_DIR), (WILD_ENV, WILD_DIR)):
+    if _found is not None:
+        os.environ.setdefault(_env, str(_found))
+
+
+def skip_for_missing_data(what: str) -> None:
+    """Skip (or fail under CI=true, where the data must be there) a test whose data is missing."""
+    message = f"{what} not found (set {DATA_ENV} / {WILD_ENV}, or keep shared/data beside the checkout)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(DATA_SKIP + message)
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    path = Path(os.environ.get("MNIST_EDGE_DATA", SHARED_MNIST))
-    if not path.is_dir():
-        pytest.skip("real MNIST not available (set MNIST_EDGE_DATA)")
-    return path
+    if MNIST_DIR is None or not MNIST_DIR.is_dir():
+        skip_for_missing_data(f"real MNIST ({MNIST_DIR or 'mnist'})")
+    return MNIST_DIR
 
 
 @pytest.fixture(scope="session")
 def wild_dir() -> Path:
-    if not WILD.is_dir():
-        pytest.skip(f"digits-in-the-wild not available ({WILD})")
-    return WILD
+    if WILD_DIR is None or not WILD_DIR.is_dir():
+        skip_for_missing_data(f"digits-in-the-wild ({WILD_DIR or 'digits-in-the-wild'})")
+    return WILD_DIR
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +149,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
+def data_skips(terminalreporter: pytest.TerminalReporter) -> list[str]:
+    """The tests skipped because their data is missing: real coverage that did not run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    return [report.nodeid for report in skipped
+            if isinstance(report.longrepr, tuple) and DATA_SKIP in str(report.longrepr[2])]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    missed = data_skips(terminalreporter)
+    if missed:
+        terminalreporter.write_sep("!", f"{len(missed)} TESTS DID NOT RUN: their data is missing", red=True, bold=True)
+        for nodeid in missed:
+            terminalreporter.write_line(f"  {nodeid}", red=True)
+        terminalreporter.write_line(f"set {DATA_ENV} (MNIST's IDX files) and {WILD_ENV} (digits-in-the-wild), or keep "
+                                    "shared/data beside the checkout; CI=true makes these failures", red=True)
     if LEFT_OUT:
         terminalreporter.write_line("torch-free run: left out " + ", ".join(
             f"{name} (needs {', '.join(sorted(missing))})" for name, missing in sorted(LEFT_OUT.items())))

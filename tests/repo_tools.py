@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,10 +12,21 @@ TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 def tool(name: str) -> ModuleType:
+    """tools/NAME.py, or tools/NAME for a script without the suffix (pi_check), imported as when it runs:
+    with tools/ on sys.path, so its imports of the other tools resolve."""
+    path = TOOLS / f"{name}.py"
+    if not path.is_file():
+        path = TOOLS / name
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    assert spec is not None, name
     if str(TOOLS) not in sys.path:  # as `python tools/NAME.py` has it: the scripts import their helper, _toolcli
         sys.path.append(str(TOOLS))
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    assert spec is not None and spec.loader is not None, name
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(TOOLS))
+    try:
+        loader.exec_module(module)
+    finally:
+        sys.path.remove(str(TOOLS))
     return module

@@ -85,7 +85,7 @@ def test_raw_takes_an_mnist_form_array_as_it_is(model):
     (np.full((28, 28), np.nan), "NaN or infinite"),
     (np.zeros((28, 28, 3), np.float32), "a colour array must be uint8"),
     (np.zeros((28, 28), np.complex64), "complex64 is not an image"),
-    (b"not an image", "not an image Pillow can read"),
+    (b"not an image", "not a supported image format"),
     ("no-such.png", "no-such.png: no such file"),
     (42, "expected a path, bytes, a PIL image or a numpy array, not int"),
 ])

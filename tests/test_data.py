@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from idx_files import idx_bytes, write_dataset, write_idx
-from mnist_edge.data import LABELS_MAGIC, load_mnist, read_idx
+from mnist_edge import data as data_module
+from mnist_edge.data import DATA_ENV, LABELS_MAGIC, WILD_ENV, load_mnist, local_dataset, read_idx
 from mnist_edge.errors import MnistEdgeError
 
 
@@ -195,3 +196,60 @@ def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
     assert result.exit_code == 1, result.output  # not a bug (70)
     assert result.output == ("error: ~/.cache/mnist-edge: no home folder for ~ (HOME is unset and this user has no "
                              "passwd entry); set MNIST_EDGE_CACHE to a folder, or pass --data-dir DIR\n")
+
+
+# One rule finds the local copies for the code and the tests (tests/conftest.py): the variable, else
+# shared/data/NAME in the nearest folder above the checkout that has one.
+def test_a_local_copy_is_found_above_the_checkout_the_nearest_first(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.delenv(WILD_ENV, raising=False)
+    checkout = tmp_path / "work" / "clones" / "mnist-edge"
+    checkout.mkdir(parents=True)
+    assert local_dataset("mnist", DATA_ENV, checkout) is None
+    far = tmp_path / "shared" / "data" / "mnist"
+    far.mkdir(parents=True)
+    assert local_dataset("mnist", DATA_ENV, checkout) == far
+    near = tmp_path / "work" / "shared" / "data" / "mnist"
+    near.mkdir(parents=True)
+    assert local_dataset("mnist", DATA_ENV, checkout) == near
+    assert local_dataset("digits-in-the-wild", WILD_ENV, checkout) is None  # each dataset by its own name
+
+
+def test_the_variable_wins_even_when_its_folder_is_wrong(tmp_path, monkeypatch):
+    (tmp_path / "shared" / "data" / "mnist").mkdir(parents=True)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "typo"))
+    assert local_dataset("mnist", DATA_ENV, tmp_path / "checkout") == tmp_path / "typo"  # refused, not replaced
+    monkeypatch.setattr(data_module, "checkout", lambda: tmp_path / "checkout")
+    with pytest.raises(MnistEdgeError, match="typo: no such data folder"):
+        load_mnist()
+
+
+def test_load_mnist_reads_the_copy_beside_the_checkout_without_downloading(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    write_dataset(tmp_path / "shared" / "data" / "mnist", n_train=12, n_test=5)
+    monkeypatch.setattr(data_module, "checkout", lambda: tmp_path / "mnist-edge")
+    monkeypatch.setattr(data_module, "download_mnist", lambda: pytest.fail("downloaded although a local copy exists"))
+    assert len(load_mnist(verify=False).test_labels) == 5
+
+
+def test_the_package_knows_its_checkout():
+    # Run from this repository's src/ (an editable install): the repository; from an installed wheel (CI's
+    # lowest-versions run): none, so only the variables and the tests' own checkout point at the data.
+    root = Path(__file__).resolve().parents[1]
+    from_source = Path(data_module.__file__).resolve().is_relative_to(root / "src")
+    assert data_module.checkout() == (root if from_source else None)
+
+
+def _pytest(test: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", test]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=300)
+
+
+def test_a_test_skipped_for_missing_data_is_reported_loudly_and_fails_under_ci(tmp_path):
+    test = "tests/test_preprocess.py::test_real_images_all_become_mnist_form"
+    missing = _pytest(test, MNIST_EDGE_WILD=str(tmp_path / "nowhere"), CI="")
+    assert missing.returncode == 0 and "1 skipped" in missing.stdout
+    assert "1 TESTS DID NOT RUN: their data is missing" in missing.stdout and f"  {test}" in missing.stdout
+    under_ci = _pytest(test, MNIST_EDGE_WILD=str(tmp_path / "nowhere"), CI="true")
+    assert under_ci.returncode == 1 and "CI=true: digits-in-the-wild" in under_ci.stdout

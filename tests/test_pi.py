@@ -1,15 +1,24 @@
-"""The Raspberry Pi path: what a Pi installs (the base dependencies) and, under marker `pi`, tools/pi_check."""
+"""The Raspberry Pi path: what a Pi installs (the base dependencies), tools/pi_check's parsing and comparison on
+real `predict --json` output (every run), and under marker `pi` the whole emulated check (minutes)."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from packaging.requirements import Requirement
+from repo_tools import tool
 
 ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-4  # pi_check's default
 
 
 def _base_dependencies() -> dict[str, Requirement]:
@@ -36,3 +45,80 @@ def test_predict_under_qemu_aarch64_matches_native() -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "OK: same digits" in proc.stdout
     assert "qemu cortex-a72" in proc.stdout and "qemu cortex-a76" in proc.stdout
+
+
+@functools.cache
+def pi_check_module() -> ModuleType:
+    return tool("pi_check")
+
+
+@pytest.fixture
+def pi_check() -> ModuleType:
+    return pi_check_module()
+
+
+@functools.cache
+def predict_output() -> str:
+    """What pi_check's native run prints: the real `predict --json --top 10` on the shipped samples."""
+    samples = ROOT / "src" / "mnist_edge" / "samples"
+    cmd = [sys.executable, "-m", "mnist_edge", "predict", "--json", "--top", "10", str(samples)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_pi_check_reads_the_digits_predict_prints(pi_check: ModuleType) -> None:
+    # The crash of issue 23: `predict --json` gives each digit as a number, and the table joined them as strings.
+    rows = pi_check.parse_predictions(predict_output(), "native")
+    expected = "".join(Path(row["file"]).stem.split("-")[1] for row in rows)  # samples are named SOURCE-DIGIT.png
+    assert pi_check.digits(rows) == expected and len(expected) == 6
+
+
+def test_pi_check_refuses_output_that_is_not_predictions(pi_check: ModuleType) -> None:
+    error_row = json.dumps([{"file": "a.png", "error": "a.png: the image is blank"}])
+    for out in ("Traceback (most recent call last):", "[]", error_row):
+        with pytest.raises(SystemExit, match="pi_check: FAILED: native"):
+            pi_check.parse_predictions(out, "native")
+
+
+def _rows(pi_check: ModuleType) -> list[dict]:
+    return pi_check.by_label(pi_check.parse_predictions(predict_output(), "native"))
+
+
+def test_pi_check_compares_within_the_tolerance(pi_check: ModuleType) -> None:
+    native = _rows(pi_check)
+    assert pi_check.compare(native, copy.deepcopy(native), TOLERANCE) == 0.0
+    emulated = copy.deepcopy(native)
+    emulated[2]["top"][5] += TOLERANCE / 2
+    assert pi_check.compare(native, emulated, TOLERANCE) == pytest.approx(TOLERANCE / 2)
+    emulated[2]["top"][5] += TOLERANCE
+    with pytest.raises(SystemExit, match=r"\[2\]\.top\.5: native .* \(> 0.0001\)"):
+        pi_check.compare(native, emulated, TOLERANCE)
+
+
+@pytest.mark.parametrize("field", ["digit", "file"])
+def test_pi_check_fails_on_another_answer(pi_check: ModuleType, field: str) -> None:
+    native = _rows(pi_check)
+    emulated = copy.deepcopy(native)
+    emulated[0][field] = 9 if field == "digit" else "elsewhere.png"
+    with pytest.raises(SystemExit, match=rf"\[0\]\.{field}: native"):
+        pi_check.compare(native, emulated, TOLERANCE)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_pi_check_ignores_rank_swaps_and_noise_below_the_tolerance(data: st.DataObject) -> None:
+    # Another CPU may order near-equal small probabilities differently and round the last decimals its own way.
+    pi_check = pi_check_module()
+    rows = pi_check.parse_predictions(predict_output(), "native")
+    emulated = copy.deepcopy(rows)
+    noise = 0.0
+    for row in emulated:
+        row["top"] = data.draw(st.permutations(row["top"]))
+        for entry in row["top"]:
+            delta = data.draw(st.floats(-TOLERANCE / 2, TOLERANCE / 2))
+            entry["probability"] += delta
+            noise = max(noise, abs(delta))
+        row["probability"] = next(t["probability"] for t in row["top"] if t["digit"] == row["digit"])
+    diff = pi_check.compare(pi_check.by_label(rows), pi_check.by_label(emulated), TOLERANCE)
+    assert diff == pytest.approx(noise, abs=1e-12)

@@ -17,9 +17,6 @@ from mnist_edge.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.preprocess import _otsu, _stroke_width, _to_gray, load_gray, preprocess, to_mnist
 
-WILD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "digits-in-the-wild"
-
-
 def seven(size: tuple[int, int] = (400, 300), at: tuple[int, int] = (250, 40), scale: int = 6, width: int = 4) -> np.ndarray:
     """A dark '7' (top bar and a slanted stem) on white paper; uint8, H x W."""
     canvas = Image.new("L", size, 255)
@@ -164,9 +161,8 @@ def test_huge_but_allowed_photo_is_reduced_not_refused(tmp_path):
     assert_mnist_form(preprocess(save(page, tmp_path / "scan.png")))
 
 
-@pytest.mark.skipif(not WILD.is_dir(), reason="digits-in-the-wild not available")
-def test_real_images_all_become_mnist_form():
-    files = sorted(WILD.glob("*_label-*"))
+def test_real_images_all_become_mnist_form(wild_dir):
+    files = sorted(wild_dir.glob("*_label-*"))
     assert len(files) == 72 and all(re.search(r"_label-\d\.", f.name) for f in files)
     for path in files:
         assert_mnist_form(preprocess(path))

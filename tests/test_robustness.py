@@ -24,7 +24,6 @@ from mnist_edge.artifacts import open_artifact
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "robustness.py"
 SHIPPED = ROOT / "exported" / "tiny.onnx"
-WILD = ROOT.parent / "shared" / "data" / "digits-in-the-wild"
 
 
 def _digits(n: int = 6) -> np.ndarray:
@@ -157,12 +156,10 @@ def _run_tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_tool_short_run_side_by_side_without_torch(shipped, mnist_dir, tmp_path):
-    if not WILD.is_dir():
-        pytest.skip("digits-in-the-wild not available")
+def test_tool_short_run_side_by_side_without_torch(shipped, mnist_dir, wild_dir, tmp_path):
     wild = tmp_path / "wild"
     wild.mkdir()
-    for path in sorted(WILD.glob("*_label-*"))[::12]:  # 6 real images, labels from their names
+    for path in sorted(wild_dir.glob("*_label-*"))[::12]:  # 6 real images, labels from their names
         shutil.copy(path, wild)
     int8 = shipped.with_name("tiny.int8.onnx")
     result = _run_tool(str(shipped), str(int8), "--data-dir", str(mnist_dir), "--limit", "100", "--wild-dir", str(wild),

@@ -56,8 +56,8 @@ def test_the_default_model_reads_real_digits(wild_dir):
 
 
 def test_the_default_model_is_more_robust_than_tiny(manifest, mnist_dir):
-    # The default replaced tiny because it is better on MNIST and on every shift real inputs have (README, A robust
-    # edge model): held on the first 2,000 test digits, int8 file against int8 file, as predict would run them.
+    # The default replaced tiny because it is better on MNIST and on every shift real inputs have (docs/edge-model.md,
+    # edgenet): held on the first 2,000 test digits, int8 file against int8 file, as predict would run them.
     from mnist_edge import robustness
 
     tiny = SHIPPED / "tiny.int8.onnx"

@@ -27,13 +27,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from mnist_edge.data import local_mnist
 from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from _toolcli import Parser, run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "src" / "mnist_edge" / "samples"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 MIB = 1024 * 1024
 FLOOR_WALL_S, FLOOR_RSS_MIB, FLOOR_SPEEDUP, FLOOR_IMAGES_PER_S = 0.25, 80, 8.0, 1000
 
@@ -143,8 +143,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="images in the one-call throughput run (default 1000)")
     parser.add_argument("--throughput-runs", type=int, default=5)
     parser.add_argument("--torchscript", type=Path, help="TorchScript file for the torch path (default: found or made)")
-    parser.add_argument("--data-dir", default=os.environ.get("MNIST_EDGE_DATA", DEFAULT_DATA if DEFAULT_DATA.is_dir() else None),
-                        help="MNIST IDX folder for the throughput images (default: $MNIST_EDGE_DATA, else ../shared/data/mnist)")
+    parser.add_argument("--data-dir", default=local_mnist(),
+                        help="MNIST IDX folder for the throughput images (default: a local copy)")
     parser.add_argument("--base-python", default=sys.executable,
                         help="interpreter of a base (torch-free) install for the predict and minimal runs (default: this one)")
     args = parser.parse_args()

@@ -1,5 +1,5 @@
 """Reproduce every notebook: train each architecture with its default (notebook) recipe, then print the
-README's table (arch, params, MACs, notebook accuracy, ours, epochs, wall time, device).
+table in docs/training.md (arch, params, MACs, notebook accuracy, ours, epochs, wall time, device).
 
 Checkpoints go to OUT_DIR/ARCH.pt; a finished one is reused, so rerunning only trains what is missing
 (an interrupted run resumes). Exits non-zero when an architecture lands below its floor.

@@ -17,20 +17,20 @@ import time
 from pathlib import Path
 
 from mnist_edge import robustness
-from mnist_edge.data import load_mnist
+from mnist_edge.data import load_mnist, local_wild
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.artifacts import open_artifact
 from mnist_edge.edge.manifest import default_model_path
 from _toolcli import Parser, run
 
-WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
+WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild beside the checkout
 
 
 def main() -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", type=Path,
                         help="ONNX files, checkpoints or TorchScript files (default: the shipped default model)")
-    parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA or the download cache)")
+    parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")
     parser.add_argument("--wild-dir", type=Path, default=WILD, help=f"real labelled images (default: {WILD})")
     parser.add_argument("--no-wild", action="store_true", help="MNIST shifts only")
     parser.add_argument("--limit", type=int, help="the first N test digits only (default: all 10,000)")

@@ -7,7 +7,7 @@ The runtimes are optional imports, none of them a dependency of mnist-edge: inst
 virtual environment of their own, e.g.
     python3 -m venv /tmp/runtimes && /tmp/runtimes/bin/pip install . onnx openvino opencv-python-headless tract
 Each one missing is named; a runtime that cannot run a file gets 'fails: <why>' in its row. The settings each
-runtime needs are in RUNTIMES below and in the README ("Other runtimes").
+runtime needs are in RUNTIMES below and in docs/runtimes.md.
 """
 
 from __future__ import annotations

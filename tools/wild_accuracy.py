@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mnist_edge.data import local_wild
 from mnist_edge.edge.predict import Failure, predict_paths
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.errors import MnistEdgeError
 from _toolcli import Parser, run
 
-WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
+WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild beside the checkout
 
 
 def naive_copies(rows: dict[str, dict], folder: Path) -> dict[str, dict]:

@@ -490,7 +490,7 @@ def edgenet() -> nn.Module:
     # Every conv has >= 16 outputs (ONNX Runtime's int8 kernels fill 16 channels at a time); the only one at
     # full resolution reads one channel, so it is cheap. The head is a global depthwise conv, one learned 7x7
     # weighting per channel, not global average pooling: digits are centred, so where a feature sits carries
-    # information that averaging throws away. Trials (README, A robust edge model) chose it and the five convs.
+    # information that averaging throws away. Trials (docs/edge-model.md) chose it and the five convs.
     return nn.Sequential(
         *_conv_bn_relu(1, 16),  # 28x28
         nn.MaxPool2d(2),

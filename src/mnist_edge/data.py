@@ -32,6 +32,9 @@ IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 DATA_ENV = "MNIST_EDGE_DATA"  # a folder with the IDX files, used when no --data-dir is given
 CACHE_ENV = "MNIST_EDGE_CACHE"  # where downloads go; default ~/.cache/mnist-edge
+WILD_ENV = "MNIST_EDGE_WILD"  # a folder of digits-in-the-wild, real photographed, scanned and drawn digits
+# Where this project's machines keep offline copies of the datasets: shared/data beside the checkouts.
+SHARED_DATA = Path("shared") / "data"
 # The most one IDX file may hold: 1 GiB is 1.3 million digits (MNIST has 70,000), far below what breaks a machine.
 MAX_IDX_BYTES = 1 << 30
 
@@ -125,12 +128,41 @@ def _read_split(data_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, 
     return images, labels.astype(np.int64), {images_stem: images_sha, labels_stem: labels_sha}
 
 
+def checkout() -> Path | None:
+    """The source checkout this package runs from (an editable install), or None (an installed wheel)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def local_dataset(name: str, env: str, start: Path | None = None) -> Path | None:
+    """A local copy of the dataset NAME ("mnist", "digits-in-the-wild"): $ENV when set (a configured folder,
+    even a wrong one: it is read or fails, never silently replaced), else shared/data/NAME in the nearest folder
+    above START (default: this package's checkout) that has one, else None. The code and the tests both find
+    the data through this, so a checkout beside ../shared/data needs no setting."""
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    start = start or checkout()
+    for folder in start.resolve().parents if start else ():
+        if (folder / SHARED_DATA / name).is_dir():
+            return folder / SHARED_DATA / name
+    return None
+
+
+def local_mnist() -> Path | None:
+    return local_dataset("mnist", DATA_ENV)
+
+
+def local_wild() -> Path | None:
+    return local_dataset("digits-in-the-wild", WILD_ENV)
+
+
 def load_mnist(data_dir: Path | str | None = None, *, verify: bool = True) -> MNIST:
-    """Load all 70k digits from DATA_DIR, $MNIST_EDGE_DATA, or a checksummed download into the cache.
+    """Load all 70k digits from DATA_DIR, $MNIST_EDGE_DATA, a local copy (local_dataset), or a checksummed
+    download into the cache.
 
     verify=False accepts other datasets in MNIST's IDX layout (Fashion-MNIST, or a subset).
     """
-    data_dir = home_expanded(data_dir or os.environ.get(DATA_ENV) or download_mnist())
+    data_dir = home_expanded(data_dir or local_mnist() or download_mnist())
     if not data_dir.is_dir():
         raise MnistEdgeError(f"{data_dir}: no such data folder")
     train_x, train_y, train_sha = _read_split(data_dir, "train", verify)

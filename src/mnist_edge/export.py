@@ -61,7 +61,7 @@ from mnist_edge.verify import (
     tolerances_for,
 )
 
-# The ONNX format every file is written in, chosen for the runtimes users load them in (README, "Other runtimes";
+# The ONNX format every file is written in, chosen for the runtimes users load them in (docs/runtimes.md;
 # tools/runtimes.py measures them): opset 19 is the lowest whose DequantizeLinear onnx's reference evaluator
 # implements, and OpenVINO, OpenCV and tract run it; ONNX Runtime runs it from 1.16 (1.15 lacks Reshape-19 and
 # QuantizeLinear-19). IR 9 is the version opset 19 needs; the exporter's default IR 10 would need ONNX Runtime >= 1.18.

@@ -9,7 +9,6 @@ random pixels prove neither accuracy nor agreement on digits. Opening the files 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_edge.artifacts import open_artifact, require_checkpoint
-from mnist_edge.data import DATA_ENV, MNIST, download_mnist, load_mnist
+from mnist_edge.data import MNIST, download_mnist, load_mnist, local_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import LogitsFn, percent, split_outputs, to_pixels, torch_logits_fn
 from mnist_edge.spec import INPUT_SHAPE, THRESHOLD_KEY
@@ -100,11 +99,12 @@ class Parity:
 def find_mnist(data_dir: Path | str | None) -> tuple[MNIST | None, str]:
     """MNIST, or None and why not.
 
-    A configured source (DATA_DIR, else $MNIST_EDGE_DATA) and the download cache are read or fail: a missing,
-    corrupt or tampered folder is an error, never a silent synthetic stand-in. Only when nothing is configured
-    and no download can be had (offline, or no torchvision) does the gate fall back to synthetic images.
+    A configured source (DATA_DIR, else $MNIST_EDGE_DATA, else a local copy: data.local_dataset) and the
+    download cache are read or fail: a missing, corrupt or tampered folder is an error, never a silent synthetic
+    stand-in. Only when nothing is configured and no download can be had (offline, or no torchvision) does the
+    gate fall back to synthetic images.
     """
-    configured = data_dir or os.environ.get(DATA_ENV)
+    configured = data_dir or local_mnist()
     if configured:
         return load_mnist(configured), ""
     try:
