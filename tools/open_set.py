@@ -9,23 +9,24 @@ usage: python tools/open_set.py [MODEL ...] [--data-dir DIR] [--wild-dir DIR] [-
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from mnist_edge import open_set, robustness
 from mnist_edge.artifacts import open_artifact, threshold_of
-from mnist_edge.data import load_mnist
+from mnist_edge.data import load_mnist, local_wild
+from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.errors import MnistEdgeError
+from _toolcli import Parser, run
 
-WILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits-in-the-wild"
+WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild beside the checkout
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", type=Path, help="ONNX files, checkpoints or TorchScript (default: the shipped model)")
-    parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA or the download cache)")
+    parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")
     parser.add_argument("--wild-dir", type=Path, default=WILD, help=f"real labelled photos (default: {WILD})")
     parser.add_argument("--no-wild", action="store_true", help="leave the real photos out")
     parser.add_argument("--limit", type=int, help="the first N test digits only (default: all 10,000)")
@@ -36,12 +37,8 @@ def main() -> int:
         parser.error("--limit must be at least 1 and --generated at least 10")
     try:
         started = time.perf_counter()
-        if not args.models:
-            from mnist_edge.edge.manifest import default_model_path
-
-            args.models = [default_model_path()]
         models = {}
-        for path in args.models:
+        for path in args.models or [default_model_path()]:
             artifact = open_artifact(path)
             models[path.name if path.name not in models else str(path)] = open_set.Model(artifact.logits_fn, threshold_of(artifact))
         mnist = load_mnist(args.data_dir)
@@ -59,4 +56,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)
