@@ -43,7 +43,7 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
 from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
-from mnist_edge.verify import FP32, ParityData, batched, compare, parity_data
+from mnist_edge.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
 
 K = TypeVar("K", bound=Hashable)
 Variant = tuple[str, str]  # (format, quantization), as `export --format/--quantize` name them
@@ -98,6 +98,7 @@ class Row:
     p99_us: float | None = None
     speedup: float | None = None  # eager p50 / this p50
     images_per_s: float | None = None  # batch 256, all threads
+    refused: float | None = None  # percent of the test digits answered "not a digit" (a model that can say so)
 
     @property
     def name(self) -> str:
@@ -193,6 +194,7 @@ def _exported_row(result: Exported) -> Row:
         parity["artifact_accuracy"],
         parity["max_abs_diff"],
         parity["agreement"],
+        refused=parity["refused"],
     )
 
 
@@ -269,16 +271,17 @@ def run_benchmark(
     require_checkpoint(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     mnist = load_mnist(data_dir)  # accuracy is a column: real test digits, never a synthetic stand-in
-    data = parity_data(mnist, settings.limit)
-    log(f"PyTorch eager logits on {len(data.images):,} test digits (the reference) ...")
+    data = parity_data(mnist, settings.limit, non_digits=parity_non_digits(ckpt.model))
+    log(f"PyTorch eager logits on {data.digits:,} test digits (the reference) ...")
     reference = batched(torch_logits_fn(ckpt.model), data.images)
-    eager_parity = compare(reference, reference, data, FP32)
+    eager_parity = compare(reference, reference, data, FP32, model_threshold(ckpt.model))
     all_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="mnist-edge-bench-") as tmp:
         work = Path(tmp)
         log("exporting and verifying each format in a temporary folder ...")
         eager = Row(
-            *EAGER, REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, eager_parity.artifact_accuracy, 0.0, eager_parity.agreement
+            *EAGER, REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, eager_parity.artifact_accuracy, 0.0,
+            eager_parity.agreement, refused=eager_parity.refused,
         )
         rows = {EAGER: eager, **_export_rows(ckpt, checkpoint, work, variants, mnist, data, reference)}
         timed = {k: r for k, r in rows.items() if r.timed}
@@ -312,7 +315,7 @@ def run_benchmark(
     return Benchmark(
         str(checkpoint),
         ckpt.arch,
-        len(data.images),
+        data.digits,
         [rows[k] for k in [EAGER, *variants]],
         {
             "batch_1": {"threads": 1, "warmup": settings.warmup, "runs": settings.total_runs},

@@ -72,6 +72,7 @@ class Parity:
     artifact_accuracy: float | None
     failures: list[str] = field(default_factory=list)
     refusal_agreement: float | None = None  # percent of images both refuse or both answer (open-set models)
+    refused: float | None = None  # percent of the digits the file answers "not a digit" (open-set models)
 
     @property
     def passed(self) -> bool:
@@ -173,8 +174,9 @@ def compare(
         failures.append(
             f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > {tolerances.max_accuracy_drop:g}"
         )
-    refusal = None
+    refusal = refused = None
     if threshold is not None and ref_nd is not None and nd is not None:
+        refused = percent(nd[: data.digits] >= threshold)
         same = (ref_nd >= threshold) == (nd >= threshold)
         refusal = percent(same)
         if refusal < tolerances.min_agreement:
@@ -182,7 +184,7 @@ def compare(
                 f"not-a-digit agreement {refusal:.2f}% < {tolerances.min_agreement:g}% ({int((~same).sum())} images: "
                 "one refuses what the other answers)"
             )
-    return Parity(len(outputs), data.source, diff, agreement, ref_acc, art_acc, failures, refusal)
+    return Parity(len(outputs), data.source, diff, agreement, ref_acc, art_acc, failures, refusal, refused)
 
 
 def model_threshold(model: MnistClassifier) -> float | None:
