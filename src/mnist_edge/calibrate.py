@@ -81,6 +81,7 @@ def calibrate(model: MnistClassifier, holdout_x: np.ndarray, holdout_y: np.ndarr
     threshold = choose_threshold([clean_scores, shifted_scores, printed_scores])
     model.temperature.fill_(temperature)
     model.not_digit_threshold.fill_(threshold)
+    temperature, threshold = float(model.temperature), float(model.not_digit_threshold)  # as saved: float32
     figures = {
         "temperature": temperature,
         "not_digit_threshold": threshold,
