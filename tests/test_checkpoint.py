@@ -76,6 +76,7 @@ CRAFTED = {
     "weight sparse": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10).to_sparse()}), r"net.fc.bias is torch.float32 \[10\] torch.sparse_coo"),
     "weight not a tensor": (lambda p: p["state_dict"].update({"net.fc.bias": [0.0] * 10}), "weight net.fc.bias is list"),
     "weight with NaN": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("nan")), "net.fc.bias holds NaN"),
+    "weight with inf": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("-inf")), "net.fc.bias holds NaN or inf"),
     "weight missing": (_del("state_dict", "net.fc.bias"), r"missing \['net.fc.bias'\]"),
     "extra weight": (lambda p: p["state_dict"].update(extra=torch.zeros(1)), r"unexpected \['extra'\]"),
     "state_dict a list": (lambda p: p.update(state_dict=[1]), "state_dict is a list"),

@@ -30,6 +30,17 @@ def test_checksums_reject_files_that_are_not_mnist(tmp_path):
         load_mnist(tmp_path)
 
 
+def test_a_tampered_test_set_beside_real_training_files_is_refused(mnist_dir, tmp_path):
+    """The t10k files are verified as the train files are: parity and accuracy are measured on them."""
+    for stem in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (tmp_path / stem).symlink_to(mnist_dir / stem)
+    rng = np.random.default_rng(0)  # MNIST's counts, other digits
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (10_000, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 10_000))
+    with pytest.raises(MnistEdgeError, match="t10k-images-idx3-ubyte.gz: SHA-256 .* does not match"):
+        load_mnist(tmp_path)
+
+
 def test_missing_file_is_named(tmp_path):
     write_dataset(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()

@@ -22,7 +22,8 @@ from mnist_edge.artifacts import open_artifact
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
-from mnist_edge.export import IR_VERSION, OPSET, export_checkpoint
+from mnist_edge.data import MNIST
+from mnist_edge.export import IR_VERSION, OPSET, calibration_images, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 
 # Parity on 200 test digits, int8 calibrated on 64 training digits. Random weights give near-tied logits,
@@ -162,6 +163,14 @@ def user_folder(tiny_export, tmp_path):
     (out / "other.onnx").write_bytes(b"x")
     shutil.copy(folder / "tiny.pt", tmp_path / "tiny.pt")
     return tmp_path / "tiny.pt", out
+
+
+def test_calibration_samples_training_digits_never_the_parity_set():
+    """int8 ranges come from training digits: calibrating on the test digits would flatter the parity gate."""
+    train, test = np.full((50, 28, 28), 7, np.uint8), np.full((50, 28, 28), 200, np.uint8)
+    labels = np.zeros(50, np.int64)
+    pixels = calibration_images(MNIST(train, labels, test, labels, {}), 20)
+    assert pixels.shape == (20, 1, 28, 28) and np.all(pixels == np.float32(7 / 255))
 
 
 def test_impossible_tolerance_refuses_the_file_and_keeps_the_manifest(user_folder, mnist_dir):

@@ -3,6 +3,7 @@ clean shutdown, and a short load. Against a real server process (tests/serve_hel
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -25,6 +26,8 @@ from PIL import Image
 
 from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
+from mnist_edge.edge.serve.engine import MAX_BATCH, Engine
+from mnist_edge.edge.serve.protocol import Job
 from serve_helpers import SAMPLES, Server, multipart, samples
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
@@ -243,6 +246,33 @@ def test_chunked_body_over_the_limit_is_413_while_streaming(server):
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert sent < MAX_BODY + 10 * len(chunk)  # answered soon after the limit, not at the end of the body
     assert_healthy(server)
+
+
+def test_a_body_of_exactly_max_body_bytes_is_accepted(server):
+    """The limit is inclusive, whether the body is declared by Content-Length or streamed in chunks."""
+    name, png = samples()[0]
+    body = png + b"\0" * (MAX_BODY - len(png))  # PNG readers stop at IEND: the padding is never read
+    reply = server.request("POST", f"/predict?name={name}", body, {"Content-Type": "image/png"})
+    assert reply.status == 200 and reply.json()[0]["file"] == name, reply.body[:300]
+    half = MAX_BODY // 2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        for chunk in (body[:half], body[half:]):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        sock.sendall(b"0\r\n\r\n")
+        reply_bytes = read_reply(sock)
+    assert reply_bytes.startswith(b"HTTP/1.1 200"), reply_bytes[:300]
+
+
+def test_a_batch_holds_at_most_max_batch_images():
+    async def take() -> tuple[int, int]:
+        engine = Engine(Path("unused.onnx"), workers=1)
+        loop = asyncio.get_running_loop()
+        engine._pending.extend((Job(f"{k}.png", b"x"), loop.create_future()) for k in range(MAX_BATCH + 1))
+        return len(engine._take_batch()), len(engine._pending)
+
+    assert asyncio.run(take()) == (MAX_BATCH, 1)
 
 
 def test_slow_and_silent_clients_time_out_while_others_are_served(server):
