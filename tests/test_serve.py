@@ -26,7 +26,8 @@ from PIL import Image
 
 from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
-from mnist_edge.edge.serve.engine import MAX_BATCH, Engine
+from mnist_edge.edge.serve.app import BodyLimit
+from mnist_edge.edge.serve.engine import MAX_BATCH, MAX_BATCH_BYTES, Engine
 from mnist_edge.edge.serve.protocol import Job
 from serve_helpers import SAMPLES, Server, multipart, samples
 
@@ -265,14 +266,42 @@ def test_a_body_of_exactly_max_body_bytes_is_accepted(server):
     assert reply_bytes.startswith(b"HTTP/1.1 200"), reply_bytes[:300]
 
 
-def test_a_batch_holds_at_most_max_batch_images():
+@pytest.mark.parametrize("declared", [b"-1", b"+5", b" 5", b"1e3", b"abc", b""])
+def test_a_content_length_that_is_no_whole_number_is_413_and_never_reaches_the_app(declared):
+    """Uvicorn parses Content-Length itself today; the limit must not depend on which server runs the app."""
+    sent: list[dict] = []
+
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("the app was called")
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-length", declared)]}
+    asyncio.run(BodyLimit(app, MAX_BODY)(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+
+
+def take_batch(sizes: list[int]) -> tuple[int, int]:
+    """(images in the first batch, images left waiting) with uploads of SIZES bytes waiting."""
     async def take() -> tuple[int, int]:
         engine = Engine(Path("unused.onnx"), workers=1)
         loop = asyncio.get_running_loop()
-        engine._pending.extend((Job(f"{k}.png", b"x"), loop.create_future()) for k in range(MAX_BATCH + 1))
+        engine._pending.extend((Job(f"{k}.png", b"x" * size), loop.create_future()) for k, size in enumerate(sizes))
         return len(engine._take_batch()), len(engine._pending)
 
-    assert asyncio.run(take()) == (MAX_BATCH, 1)
+    return asyncio.run(take())
+
+
+def test_a_batch_holds_at_most_max_batch_images_and_max_batch_bytes():
+    assert take_batch([1] * (MAX_BATCH + 1)) == (MAX_BATCH, 1)
+    half = MAX_BATCH_BYTES // 2
+    assert take_batch([half, half, 1]) == (2, 1)  # exactly the cap
+    assert take_batch([half + 1, half]) == (1, 1)
+    assert take_batch([MAX_BATCH_BYTES + 1, 1]) == (1, 1)  # one image over the cap still goes, alone
 
 
 def test_slow_and_silent_clients_time_out_while_others_are_served(server):
