@@ -578,7 +578,7 @@ def test_listening_socket_says_tcp_so_asyncio_turns_nagle_off():
 
     with listen("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
-        with socket.create_connection(sock.getsockname()) as client:
+        with socket.create_connection(sock.getsockname()):
             accepted, _ = sock.accept()
             with accepted:
                 assert accepted.proto == socket.IPPROTO_TCP

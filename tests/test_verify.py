@@ -69,7 +69,7 @@ def test_without_mnist_a_seeded_synthetic_batch_says_so():
     first, second = parity_data(None, 16, "no data here"), parity_data(None, 16, "no data here")
     assert first.labels is None and "synthetic" in first.source and "no data here" in first.source
     np.testing.assert_array_equal(first.images, second.images)
-    assert first.images.shape == (16, 1, 28, 28) and 0 <= first.images.min() and first.images.max() <= 1
+    assert first.images.shape == (16, 1, 28, 28) and first.images.min() >= 0 and first.images.max() <= 1
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,9 +100,9 @@ def torchscript_model(model: Path, given: Path | None, scratch: Path) -> tuple[P
         return given, str(given)
     arch = OnnxModel(model).metadata.get("arch", "tiny")
     for item in read_manifest(model.parent)["artifacts"]:  # validated: every entry has file, format, quantization
-        if item["format"] == "torchscript" and item.get("arch") == arch and item["quantization"] == "none":
-            if (model.parent / item["file"]).is_file():
-                return model.parent / item["file"], str(model.parent / item["file"])
+        if item["format"] == "torchscript" and item.get("arch") == arch and item["quantization"] == "none" \
+                and (model.parent / item["file"]).is_file():
+            return model.parent / item["file"], str(model.parent / item["file"])
     import torch
 
     from mnist_edge.architectures import create_model

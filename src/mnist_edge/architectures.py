@@ -123,6 +123,9 @@ def arch_info(name: str) -> ArchInfo:
 class MnistClassifier(nn.Module):
     """A notebook network behind the shared interface: [N,1,28,28] pixels in [0,1] -> logits [N,10]."""
 
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
+
     def __init__(self, arch: str, net: nn.Module, normalize: tuple[float, float] | None) -> None:
         super().__init__()
         self.arch = arch
@@ -164,7 +167,8 @@ def count_macs(model: nn.Module) -> int:
 
     def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
-        per_output = module.weight[0].numel()  # in_channels/groups * kh * kw, or in_features
+        weight: torch.Tensor = module.weight  # type: ignore[assignment]  # only conv and linear layers are hooked
+        per_output = weight[0].numel()  # in_channels/groups * kh * kw, or in_features
         total += output[0].numel() * per_output
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

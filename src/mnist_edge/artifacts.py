@@ -117,7 +117,7 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
     probe = np.zeros((2, *INPUT_SHAPE), np.float32)
     try:
         shape = tuple(np.asarray(logits_fn(probe)).shape)
-    except Exception as exc:  # noqa: BLE001 - a foreign module can raise anything
+    except Exception as exc:  # a foreign module can raise anything
         raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({first_line(exc)})") from None
     if shape != (2, NUM_CLASSES):
         raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")

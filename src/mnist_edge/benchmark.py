@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Hashable
 
 import numpy as np
 import onnxruntime as ort
@@ -157,7 +158,7 @@ def _export_rows(
     if any(fmt == ONNX for fmt, _ in variants):
         try:
             fp32_onnx = onnx_proto(ckpt.model)
-        except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types; the row records which
+        except Exception as exc:  # the exporter raises many unrelated types; the row records which
             onnx_error = first_line(exc)
     calibration = calibration_images(mnist, CALIBRATION_IMAGES) if any(mode == STATIC for _, mode in variants) else None
     rows: dict[Variant, Row] = {}
@@ -171,7 +172,7 @@ def _export_rows(
             result = export_artifact(
                 ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, fp32_onnx=fp32_onnx
             )
-        except Exception as exc:  # noqa: BLE001 - as above: quantizers and tracers fail in their own ways
+        except Exception as exc:  # as above: quantizers and tracers fail in their own ways
             rows[key] = Row(fmt, mode, FAILED, name, first_line(exc))
             continue
         rows[key] = _exported_row(result)
@@ -305,9 +306,10 @@ def run_benchmark(
         onnx = next((work / r.file for k, r in timed.items() if k[0] == ONNX), None)
         ort_settings = _ort_settings(onnx) if onnx else {}
 
+    eager_p50_us = float(np.percentile(latency[EAGER], 50)) / 1000
     for key, row in timed.items():
         row.p50_us, row.p99_us = (float(v) / 1000 for v in np.percentile(latency[key], [50, 99]))
-        row.speedup = eager.p50_us / row.p50_us if key != EAGER else 1.0
+        row.speedup = eager_p50_us / row.p50_us
         row.images_per_s = len(many) / (float(np.median(throughput[key])) / 1e9)
     return Benchmark(
         str(checkpoint),

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -24,7 +24,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 try:  # recent typer releases carry their own copy of click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
 from mnist_edge import __version__
 from mnist_edge.cli_types import bounded
@@ -68,15 +68,16 @@ class _Command(TyperCommand):
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         arguments = [p for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
-        return [self.options_metavar or "[OPTIONS]", *(p.metavar if p.required else f"[{p.metavar}]" for p in arguments)]
+        return [self.options_metavar or "[OPTIONS]", *(str(p.metavar) if p.required else f"[{p.metavar}]" for p in arguments)]
 
 
 class _Group(TyperGroup):
     """The command group: a usage error (unknown option, missing argument, bad value) is one `error:` line and a
     hint on stderr with exit status 2, not a box drawn by rich."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        extra["windows_expand_args"] = windows_expand_args
         if not standalone_mode:  # the caller handles click's exceptions itself
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -549,7 +550,7 @@ def export(
     else none is written. Existing files are replaced only with --force."""
     from mnist_edge.export import export_checkpoint
 
-    formats = [f.value for f in fmt or [ExportFormat.onnx]]
+    formats = [f.value for f in fmt or [ExportFormat("onnx")]]
     quantizations = [q.value for q in quantize or []]
     options = [*(a for f in formats for a in ("--format", f)), *(a for q in quantizations for a in ("--quantize", q))]
     given = {"--limit": limit, "--calibration-size": calibration_size if calibration_size != 1000 else None,
@@ -656,7 +657,7 @@ def benchmark(
         arch_info(arch)  # an unknown name is a clear error listing the known ones
     path = checkpoint or default_checkpoint(arch)
     log = (lambda _: None) if json_output else functools.partial(typer.echo, err=True)
-    chosen = None if fmt is None and quantize is None else variants([f.value for f in fmt or [ExportFormat.all]], [q.value for q in quantize or []])
+    chosen = None if fmt is None and quantize is None else variants([f.value for f in fmt or [ExportFormat("all")]], [q.value for q in quantize or []])
     result = run_benchmark(path, chosen, data_dir, Settings(runs=runs, limit=limit), log)
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))

@@ -41,6 +41,11 @@ def bug(what: str, exc: BaseException) -> str:
     return f"{what} ({describe(exc)}; this is a bug, please report it)"
 
 
+def mismatch(unknown: list[str], missing: list[str], unknown_word: str = "unknown keys") -> str:
+    """What a mapping has too many and too few of, for the parts that are not empty."""
+    return "; ".join(part for part in (unknown and f"{unknown_word} {unknown}", missing and f"missing {missing}") if part)
+
+
 def debugging() -> bool:
     """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
     return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")

@@ -39,7 +39,7 @@ class Evaluation:
         return {
             "accuracy": self.accuracy,
             "loss": self.loss,
-            "errors": int((self.confusion.sum() - np.trace(self.confusion))),
+            "errors": int(self.confusion.sum() - np.trace(self.confusion)),
             "images": int(self.confusion.sum()),
             "per_class_accuracy": dict(zip(map(str, range(NUM_CLASSES)), self.per_class_accuracy)),
             "confusion": self.confusion.tolist(),

@@ -146,7 +146,7 @@ def cpu_threads(threads: int | None, world_size: int) -> Iterator[int]:
 
 def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
     """The recipe with the user's overrides; a resumed run may only extend --epochs."""
-    overrides = {
+    overrides: dict[str, Any] = {
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.lr,
@@ -207,10 +207,11 @@ class Progress:
         if self.bar is None:
             yield lambda step, loss, speed: self.log(f"epoch {label}: step {step}/{total}, loss {loss:.4f}, {speed:,.0f} img/s")
             return
-        with self.bar:
-            task = self.bar.add_task("", total=total, completed=done, epoch=label, loss=float("nan"), speed=0.0)
-            yield lambda step, loss, speed: self.bar.update(task, completed=step, loss=loss, speed=speed)
-            self.bar.remove_task(task)
+        bar = self.bar
+        with bar:
+            task = bar.add_task("", total=total, completed=done, epoch=label, loss=float("nan"), speed=0.0)
+            yield lambda step, loss, speed: bar.update(task, completed=step, loss=loss, speed=speed)
+            bar.remove_task(task)
 
 
 @contextmanager

@@ -126,7 +126,8 @@ def compare(reference: np.ndarray, logits: np.ndarray, data: ParityData, toleran
     if agreement < tolerances.min_agreement:
         disagree = int((ref_top != art_top).sum())
         failures.append(f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)")
-    if tolerances.max_accuracy_drop is not None and ref_acc is not None and ref_acc - art_acc > tolerances.max_accuracy_drop:
+    if tolerances.max_accuracy_drop is not None and ref_acc is not None and art_acc is not None \
+            and ref_acc - art_acc > tolerances.max_accuracy_drop:
         failures.append(
             f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > {tolerances.max_accuracy_drop:g}"
         )

@@ -152,7 +152,7 @@ def manifest_lock(folder: Path) -> Iterator[None]:
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK, "a")
+        handle = open(folder / LOCK, "a")  # noqa: SIM115 - closed by the `with` below, once the open has not failed
     except OSError as exc:
         raise MnistEdgeError(f"{folder / LOCK}: cannot create the manifest lock ({exc.strerror or exc})") from None
     with handle:

@@ -23,7 +23,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import ExifTags, Image
 
-from mnist_edge.atomic import write_bytes
 from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 

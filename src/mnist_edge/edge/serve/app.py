@@ -141,7 +141,7 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
 
 def create_app(engine: Engine, max_body: int, max_files: int) -> Starlette:
     """The app for ENGINE, which is open (its model_info is known) for as long as the app serves."""
-    static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in STATIC}
+    static = {name: resources.files(__package__).joinpath("static").joinpath(name).read_bytes() for name in STATIC}
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
