@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models, min_train_batch
+from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models, min_train_batch, register_model
+from mnist_edge.recipes import RECIPES, Recipe
 from mnist_edge.errors import MnistEdgeError
 
 EXPECTED_PARAMS = {
@@ -54,6 +55,23 @@ def test_twoblock_fc_uses_xavier_uniform():
     bound = (6 / (3136 + 10)) ** 0.5  # xavier bound; default Linear init would be 1/sqrt(3136)
     assert weight.abs().max() <= bound
     assert weight.abs().max() > 1 / 3136**0.5
+
+
+def test_the_registry_refuses_a_second_architecture_of_the_same_name_or_one_without_recipes():
+    register = register_model(notebook="-", description="a copy", reported_accuracy=None)
+
+    def tiny() -> torch.nn.Module:
+        return torch.nn.Flatten()
+
+    def untrained() -> torch.nn.Module:
+        return torch.nn.Flatten()
+
+    with pytest.raises(ValueError, match="'tiny' is already registered"):
+        register(tiny)
+    with pytest.raises(ValueError, match="'untrained' has no recipe"):
+        register(untrained)
+    assert arch_info("tiny").description != "a copy" and "untrained" not in list_models()
+    assert set(RECIPES) == set(list_models())
 
 
 def test_unknown_architecture_is_a_clear_error():

@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from checkpoints import payload, same_weights, seeded_checkpoint
-from mnist_edge.architectures import Recipe
+from mnist_edge.recipes import Recipe
 from mnist_edge.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from hypothesis import given, strategies as st
 
 from mnist_edge import distributed
-from mnist_edge.architectures import Recipe
+from mnist_edge.recipes import Recipe
 from mnist_edge.checkpoint import load_checkpoint
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.train import TrainConfig, steps_per_epoch, train

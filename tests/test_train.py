@@ -181,7 +181,7 @@ def test_device_and_schedule_are_choices(flag, value):
 
 
 def test_cli_schedules_are_the_recipe_schedules():
-    from mnist_edge.architectures import SCHEDULES
+    from mnist_edge.recipes import SCHEDULES
     from mnist_edge.cli import Schedule
 
     assert tuple(s.value for s in Schedule) == SCHEDULES

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.recipes import Recipe
 from mnist_edge.atomic import write_text
 from mnist_edge.checkpoint import load_checkpoint
 

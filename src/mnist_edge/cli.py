@@ -268,7 +268,7 @@ class Device(str, Enum):
     mps = "mps"
 
 
-class Schedule(str, Enum):  # architectures.SCHEDULES; a test keeps the two equal
+class Schedule(str, Enum):  # recipes.SCHEDULES; a test keeps the two equal
     constant = "constant"
     cosine = "cosine"
     onecycle = "onecycle"

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from mnist_edge import __version__, augment, distributed, robust_augment
-from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model, min_train_batch
+from mnist_edge.architectures import MnistClassifier, arch_info, create_model, min_train_batch
+from mnist_edge.recipes import SCHEDULES, Recipe
 from mnist_edge.atomic import probe_writable
 from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.data import load_mnist
@@ -39,7 +40,7 @@ from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
 
 Log = Callable[[str], None]
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # architectures.AUGMENTATIONS: each a sample_params + apply_params
+AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # recipes.AUGMENTATIONS: each a sample_params + apply_params
 PROGRESS_EVERY_S = 10.0  # a progress line this often when the output is not a terminal (a pipe, a log file)
 
 
