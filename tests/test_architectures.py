@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models, min_train_batch, register_model
-from mnist_edge.recipes import RECIPES, Recipe
+from mnist_edge.train.architectures import arch_info, count_macs, count_params, create_model, list_models, min_train_batch, register_model
+from mnist_edge.train.recipes import RECIPES, Recipe
 from mnist_edge.errors import MnistEdgeError
 
 EXPECTED_PARAMS = {
@@ -154,7 +154,7 @@ def test_onecycle_warms_up_then_anneals_to_zero():
 
 
 def test_every_registered_recipe_passes_the_training_checks():
-    from mnist_edge.validate import check_recipe, recipe_from_dict
+    from mnist_edge.train.validate import check_recipe, recipe_from_dict
 
     for name in list_models():
         for recipe in arch_info(name).recipes.values():

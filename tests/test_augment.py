@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from mnist_edge.augment import apply_params, augment, sample_params
+from mnist_edge.train.augment import apply_params, augment, sample_params
 
 
 def _digits(n: int = 16) -> torch.Tensor:

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from mnist_edge.benchmark import DEFAULT_VARIANTS, EAGER, PASSED, REFERENCE, REFUSED, SKIPPED, Settings, default_checkpoint, run_benchmark
+from mnist_edge.measure.benchmark import DEFAULT_VARIANTS, EAGER, PASSED, REFERENCE, REFUSED, SKIPPED, Settings, default_checkpoint, run_benchmark
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
 

@@ -21,17 +21,17 @@ from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from checkpoints import payload, same_weights, seeded_checkpoint
-from mnist_edge.recipes import Recipe
-from mnist_edge.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
+from mnist_edge.train.recipes import Recipe
+from mnist_edge.train.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.validate import recipe_from_dict
+from mnist_edge.train.validate import recipe_from_dict
 
 
 @pytest.fixture(scope="module")
 def resumable(tmp_path_factory, mnist_dir):
     """A real one-epoch checkpoint, with training state and full metadata."""
-    from mnist_edge.train import TrainConfig, train
+    from mnist_edge.train.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("resumable") / "basic.pt"
     config = TrainConfig(arch="basic", epochs=1, limit=64, batch_size=32, device="cpu", threads=1, progress=False, data_dir=mnist_dir, out=out)

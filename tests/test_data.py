@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from idx_files import idx_bytes, write_dataset, write_idx
-from mnist_edge.data import LABELS_MAGIC, load_mnist, read_idx
+from mnist_edge.train.data import LABELS_MAGIC, load_mnist, read_idx
 from mnist_edge.errors import MnistEdgeError
 
 
@@ -103,7 +103,7 @@ def test_real_mnist_loads_verified_and_fast(mnist_dir):
 
 BOMB_READER = """
 import resource, sys
-from mnist_edge.data import read_idx, IMAGES_MAGIC
+from mnist_edge.train.data import read_idx, IMAGES_MAGIC
 from mnist_edge.errors import MnistEdgeError
 try:
     read_idx(__import__("pathlib").Path(sys.argv[1]), IMAGES_MAGIC)

@@ -17,13 +17,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import list_models
-from mnist_edge.artifacts import open_artifact
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train.architectures import list_models
+from mnist_edge.export.artifacts import open_artifact
+from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
-from mnist_edge.data import MNIST
-from mnist_edge.export import IR_VERSION, OPSET, calibration_images, export_checkpoint
+from mnist_edge.train.data import MNIST
+from mnist_edge.export.publish import IR_VERSION, OPSET, calibration_images, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 
 # Parity on 200 test digits, int8 calibrated on 64 training digits. Random weights give near-tied logits,
@@ -297,7 +297,7 @@ def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir)
 def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_export, tmp_path):
     import onnxruntime as ort
 
-    from mnist_edge.quantize import pool_first
+    from mnist_edge.export.quantize import pool_first
 
     _, folder = tiny_export
     proto = onnx.load(folder / "tiny.onnx")
@@ -320,7 +320,7 @@ def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_expor
 def test_batchnorm_as_conv_replaces_every_batchnorm_exactly(tiny_export, tmp_path):
     import onnxruntime as ort
 
-    from mnist_edge.quantize import batchnorm_as_conv
+    from mnist_edge.export.quantize import batchnorm_as_conv
 
     _, folder = tiny_export
     proto = onnx.load(folder / "tiny.onnx")
@@ -356,6 +356,6 @@ def test_static_int8_keeps_only_the_narrow_convs_at_the_input_float(tiny_export)
 
 
 def test_the_onnx_quantizers_work_without_importing_torch():
-    code = "import sys, mnist_edge.quantize; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
+    code = "import sys, mnist_edge.export.quantize; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "[]"

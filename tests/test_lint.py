@@ -16,13 +16,13 @@ MAX_FUNCTION_LINES = 60
 # Over the floors today, each to be split (issue 24); the list may only shrink.
 OVERSIZED = {
     "cli.py",
-    "export.py",
-    "train.py",
-    "benchmark.py:run_benchmark",
+    "export/publish.py",
+    "train/loop.py",
+    "measure/benchmark.py:run_benchmark",
     "cli.py:train",
     "cli.py:export",
     "edge/serve/app.py:create_app",
-    "export.py:export_checkpoint",
+    "export/publish.py:export_checkpoint",
 }
 
 

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from checkpoints import same_weights, train_quietly
 from cli_runner import cli_runner
-from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import TrainConfig, default_threads, train
+from mnist_edge.train.loop import TrainConfig, default_threads, train
 
 # `basic` is the cheapest network; a raised learning rate makes a few hundred digits enough to learn.
 # The notebook's constant-LR recipe: a run cut short and resumed with more --epochs then matches a straight run.
@@ -181,7 +181,7 @@ def test_device_and_schedule_are_choices(flag, value):
 
 
 def test_cli_schedules_are_the_recipe_schedules():
-    from mnist_edge.recipes import SCHEDULES
+    from mnist_edge.train.recipes import SCHEDULES
     from mnist_edge.cli import Schedule
 
     assert tuple(s.value for s in Schedule) == SCHEDULES
@@ -211,7 +211,7 @@ def test_unwritable_out_is_refused_before_training(tmp_path, mnist_dir):
 SUBPROCESS_TRAIN = """
 import resource, signal, sys
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import TrainConfig, default_threads, train
+from mnist_edge.train.loop import TrainConfig, default_threads, train
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
 limit_at, out, data = sys.argv[1], sys.argv[2], sys.argv[3]
 

@@ -12,12 +12,12 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import create_model
-from mnist_edge.artifacts import open_artifact
+from mnist_edge.train.architectures import create_model
+from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.export import export_checkpoint
-from mnist_edge.verify import ParityData, compare, find_mnist, parity_data, tolerances_for, verify_artifact
+from mnist_edge.export.publish import export_checkpoint
+from mnist_edge.export.verify import ParityData, compare, find_mnist, parity_data, tolerances_for, verify_artifact
 from idx_files import write_dataset
 from onnx_models import export_model
 
@@ -226,7 +226,7 @@ def test_only_with_no_source_and_no_download_is_the_batch_synthetic(monkeypatch)
     def offline():
         raise MnistEdgeError("could not download MNIST (offline)")
 
-    monkeypatch.setattr("mnist_edge.verify.download_mnist", offline)
+    monkeypatch.setattr("mnist_edge.export.verify.download_mnist", offline)
     mnist, why = find_mnist(None)
     assert mnist is None and "offline" in why
     assert "synthetic" in parity_data(mnist, 8, why).source

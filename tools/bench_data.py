@@ -9,7 +9,7 @@ import argparse
 import statistics
 import time
 
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 
 
 def main() -> None:

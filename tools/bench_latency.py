@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_edge import quantize
-from mnist_edge.architectures import count_macs, count_params, create_model
-from mnist_edge.benchmark import interleaved
-from mnist_edge.checkpoint import load_checkpoint
-from mnist_edge.data import load_mnist
+from mnist_edge.export import quantize
+from mnist_edge.train.architectures import count_macs, count_params, create_model
+from mnist_edge.measure.benchmark import interleaved
+from mnist_edge.train.checkpoint import load_checkpoint
+from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.runtime import OnnxModel
-from mnist_edge.export import calibration_images, onnx_proto, save_onnx
+from mnist_edge.export.publish import calibration_images, onnx_proto, save_onnx
 
 
 def main() -> None:

@@ -105,7 +105,7 @@ def torchscript_model(model: Path, given: Path | None, scratch: Path) -> tuple[P
             return model.parent / item["file"], str(model.parent / item["file"])
     import torch
 
-    from mnist_edge.architectures import create_model
+    from mnist_edge.train.architectures import create_model
 
     path = scratch / f"{arch}.torchscript.pt"
     torch.jit.script(create_model(arch).eval()).save(str(path))
@@ -115,7 +115,7 @@ def torchscript_model(model: Path, given: Path | None, scratch: Path) -> tuple[P
 def write_images(folder: Path, count: int, data_dir: str | None) -> str:
     """COUNT PNG digits in FOLDER: MNIST test digits when the data is at hand, else the shipped samples cycled."""
     try:
-        from mnist_edge.data import load_mnist
+        from mnist_edge.train.data import load_mnist
 
         digits = load_mnist(data_dir).test_images[:count]
         source = f"the first {count} MNIST test digits (28x28 PNGs)"

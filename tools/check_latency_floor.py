@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
+from mnist_edge.measure.benchmark import Settings, default_checkpoint, run_benchmark
 
 MAX_P50_US = 60.0
 MIN_SPEEDUP = 4.0

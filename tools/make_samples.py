@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_edge.atomic import write_bytes
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
 TEST_INDICES = (0, 1, 2, 3, 4)  # the first five MNIST test digits: 7, 2, 1, 0, 4

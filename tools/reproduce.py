@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
-from mnist_edge.recipes import Recipe
+from mnist_edge.train.architectures import arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.train.recipes import Recipe
 from mnist_edge.atomic import write_text
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train.checkpoint import load_checkpoint
 
 # What each reproduction must reach on the 10k test digits (percent). twoblock's notebook reported 97.93%
 # because its test pass skipped the /255 scaling its training used; 98.9% is what the recipe earns. edgenet's

@@ -249,7 +249,7 @@ def _root(
 @command
 def models(json_output: JsonFlag = False) -> None:
     """List the architectures: parameters, multiply-accumulates per image, notebook and its accuracy."""
-    from mnist_edge.catalog import describe_models
+    from mnist_edge.train.catalog import describe_models
 
     rows = describe_models()
     if json_output:
@@ -321,7 +321,7 @@ def train(
     # OpenMP; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    from mnist_edge.train import TrainConfig, train as run_training
+    from mnist_edge.train.loop import TrainConfig, train as run_training
 
     config = TrainConfig(
         arch=arch,
@@ -361,14 +361,14 @@ def evaluate(
     overwrite: Overwrite = False,
 ) -> None:
     """Accuracy and per-class accuracy of MODEL on the 10,000 MNIST test digits."""
-    from mnist_edge.artifacts import open_artifact
+    from mnist_edge.export.artifacts import open_artifact
     from mnist_edge.atomic import refuse_existing
-    from mnist_edge.report import REPORT_FILES
+    from mnist_edge.measure.report import REPORT_FILES
 
     if report is not None and not overwrite:
         refuse_existing([report / name for name in REPORT_FILES])
-    from mnist_edge.data import load_mnist
-    from mnist_edge.evaluate import evaluate as run_evaluation, format_evaluation
+    from mnist_edge.train.data import load_mnist
+    from mnist_edge.measure.evaluate import evaluate as run_evaluation, format_evaluation
 
     opened = open_artifact(model, trust_torchscript=trust_torchscript)
     logits_fn, meta = opened.logits_fn, {"arch": "unknown architecture", **opened.metadata}
@@ -377,7 +377,7 @@ def evaluate(
     result = run_evaluation(logits_fn, images, labels)
     written: dict[Path, str] = {}
     if report is not None:
-        from mnist_edge.report import write_report
+        from mnist_edge.measure.report import write_report
 
         written = write_report(result, images, labels, report)
     if json_output:
@@ -548,7 +548,7 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX and/or TorchScript; every file must pass the parity gate (see `verify`),
     else none is written. Existing files are replaced only with --force."""
-    from mnist_edge.export import export_checkpoint
+    from mnist_edge.export.publish import export_checkpoint
 
     formats = [f.value for f in fmt or [ExportFormat("onnx")]]
     quantizations = [q.value for q in quantize or []]
@@ -603,7 +603,7 @@ def verify(
     trust_torchscript: TrustTorchScript = False,
 ) -> None:
     """Check that an exported file computes what the checkpoint's PyTorch model computes, on the MNIST test set."""
-    from mnist_edge.verify import verify_artifact
+    from mnist_edge.export.verify import verify_artifact
 
     overrides = _overrides(max_abs_diff, min_agreement, max_accuracy_drop)
     parity = verify_artifact(artifact, checkpoint, data_dir, limit, overrides, trust_torchscript=trust_torchscript)
@@ -643,16 +643,16 @@ def benchmark(
     Without --format/--quantize: TorchScript fp32 and ONNX fp32, dynamic int8 and static int8. With either, the
     files `export` would write with the same flags (--format defaults to all here)."""
     from mnist_edge.atomic import refuse_existing, write_text
-    from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
+    from mnist_edge.measure.benchmark import Settings, default_checkpoint, run_benchmark
     from mnist_edge.formats import variants
-    from mnist_edge.benchmark_table import markdown as to_markdown, print_table
+    from mnist_edge.measure.benchmark_table import markdown as to_markdown, print_table
 
     if checkpoint is not None and arch is not None:
         raise MnistEdgeError("pass CHECKPOINT or --arch, not both")
     if markdown is not None and not overwrite:
         refuse_existing([markdown])
     if arch is not None:
-        from mnist_edge.architectures import arch_info
+        from mnist_edge.train.architectures import arch_info
 
         arch_info(arch)  # an unknown name is a clear error listing the known ones
     path = checkpoint or default_checkpoint(arch)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, require_file
-from mnist_edge.evaluate import LogitsFn, torch_logits_fn
+from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
 
@@ -86,7 +86,7 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
         model = OnnxModel(path)
         return LoadedArtifact(ONNX, model.metadata, model.run)
     if fmt == CHECKPOINT:
-        from mnist_edge.checkpoint import load_checkpoint
+        from mnist_edge.train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         return LoadedArtifact(CHECKPOINT, {"arch": ckpt.arch, "quantization": "none"}, torch_logits_fn(ckpt.model))

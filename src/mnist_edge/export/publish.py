@@ -27,17 +27,18 @@ import onnx
 import torch
 from torch import nn
 
-from mnist_edge import __version__, quantize
-from mnist_edge.artifacts import TORCHSCRIPT_METADATA, require_checkpoint
+from mnist_edge import __version__
+from mnist_edge.export import quantize
+from mnist_edge.export.artifacts import TORCHSCRIPT_METADATA, require_checkpoint
 from mnist_edge.atomic import atomic_path, write_bytes
-from mnist_edge.checkpoint import Checkpoint, load_checkpoint
-from mnist_edge.data import MNIST
+from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
+from mnist_edge.train.data import MNIST
 from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import to_pixels, torch_logits_fn
+from mnist_edge.measure.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
-from mnist_edge.verify import (
+from mnist_edge.export.verify import (
     Parity,
     ParityData,
     Tolerances,

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_edge.artifacts import open_artifact, require_checkpoint
-from mnist_edge.data import DATA_ENV, MNIST, download_mnist, load_mnist
+from mnist_edge.export.artifacts import open_artifact, require_checkpoint
+from mnist_edge.train.data import DATA_ENV, MNIST, download_mnist, load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import LogitsFn, percent, to_pixels, torch_logits_fn
+from mnist_edge.measure.evaluate import LogitsFn, percent, to_pixels, torch_logits_fn
 from mnist_edge.spec import INPUT_SHAPE
 
 BATCH = 1000
@@ -159,7 +159,7 @@ def verify_artifact(
     trust_torchscript: bool = False,
 ) -> Parity:
     """The `verify` command: the file at PATH against the checkpoint it claims to come from."""
-    from mnist_edge.checkpoint import load_checkpoint
+    from mnist_edge.train.checkpoint import load_checkpoint
     from mnist_edge.edge.manifest import file_sha256
 
     artifact = open_artifact(path, trust_torchscript=trust_torchscript)

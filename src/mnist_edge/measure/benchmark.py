@@ -35,16 +35,16 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from mnist_edge.artifacts import first_line, open_artifact, require_checkpoint
-from mnist_edge.checkpoint import Checkpoint, load_checkpoint
-from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.export.artifacts import first_line, open_artifact, require_checkpoint
+from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
+from mnist_edge.train.data import MNIST, load_mnist
 from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, file_sha256, read_manifest
 from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.export import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
+from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
+from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
 from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
-from mnist_edge.verify import FP32, ParityData, batched, compare, parity_data
+from mnist_edge.export.verify import FP32, ParityData, batched, compare, parity_data
 
 K = TypeVar("K", bound=Hashable)
 Variant = tuple[str, str]  # (format, quantization), as `export --format/--quantize` name them

@@ -12,7 +12,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from mnist_edge.atomic import atomic_path
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import Evaluation
+from mnist_edge.measure.evaluate import Evaluation
 from mnist_edge.spec import LABELS
 
 CELL = 44  # confusion-matrix cell, pixels

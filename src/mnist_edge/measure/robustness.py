@@ -25,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import to_pixels
+from mnist_edge.measure.evaluate import to_pixels
 
 SEED = 2026
 ROTATE_DEGREES = 15.0
@@ -252,7 +252,7 @@ def score_models(
 
     Each shift is computed once and shown to every model; the wild images go in as `predict` prepared them.
     """
-    from mnist_edge.verify import batched
+    from mnist_edge.export.verify import batched
 
     def score(pixels: np.ndarray, truth: np.ndarray) -> dict[str, Score]:
         return {name: Score(int((batched(fn, pixels).argmax(1) == truth).sum()), len(truth)) for name, fn in models.items()}

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_edge.dropout import Dropout, dropout
+from mnist_edge.train.dropout import Dropout, dropout
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.recipes import RECIPES, Recipe
+from mnist_edge.train.recipes import RECIPES, Recipe
 from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.train.architectures import arch_info, count_macs, count_params, create_model, list_models
 
 
 def describe_models() -> list[dict[str, Any]]:

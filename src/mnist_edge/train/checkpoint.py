@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from mnist_edge.architectures import MnistClassifier, create_model, list_models
+from mnist_edge.train.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
 from mnist_edge.errors import MnistEdgeError, mismatch, require_file
-from mnist_edge.validate import MAX_EPOCHS, recipe_from_dict
+from mnist_edge.train.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
 VERSION = 1

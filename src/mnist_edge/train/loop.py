@@ -28,15 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_edge import __version__, augment, distributed, robust_augment
-from mnist_edge.architectures import MnistClassifier, arch_info, create_model, min_train_batch
-from mnist_edge.recipes import SCHEDULES, Recipe
+from mnist_edge import __version__
+from mnist_edge.train import augment, distributed, robust_augment
+from mnist_edge.train.architectures import MnistClassifier, arch_info, create_model, min_train_batch
+from mnist_edge.train.recipes import SCHEDULES, Recipe
 from mnist_edge.atomic import probe_writable
-from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from mnist_edge.data import load_mnist
+from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from mnist_edge.train.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import evaluate, torch_logits_fn
-from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
+from mnist_edge.measure.evaluate import evaluate, torch_logits_fn
+from mnist_edge.train.validate import check_recipe, integer, number, recipe_from_dict
 
 Log = Callable[[str], None]
 DEVICES = ("auto", "cpu", "cuda", "mps")

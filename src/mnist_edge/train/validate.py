@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
-from mnist_edge.recipes import AUGMENTATIONS, SCHEDULES, Recipe
+from mnist_edge.train.recipes import AUGMENTATIONS, SCHEDULES, Recipe
 from mnist_edge.cli_types import integer, number
 from mnist_edge.errors import MnistEdgeError, mismatch
 
