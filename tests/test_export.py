@@ -22,6 +22,7 @@ from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
+from mnist_edge.formats import CALIBRATION_SIZE
 from mnist_edge.train.data import MNIST
 from mnist_edge.export.publish import IR_VERSION, OPSET, calibration_images, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
@@ -173,6 +174,21 @@ def test_calibration_samples_training_digits_never_the_parity_set():
     assert pixels.shape == (20, 1, 28, 28) and np.all(pixels == np.float32(7 / 255))
 
 
+def test_the_recorded_command_omits_exactly_the_calibration_default_that_export_uses():
+    """One constant: the manifest's command and the real default cannot drift apart."""
+    import inspect
+
+    from mnist_edge import cli
+    from mnist_edge.export.provenance import export_command
+
+    assert inspect.signature(cli.export).parameters["calibration_size"].default == CALIBRATION_SIZE
+    assert inspect.signature(export_checkpoint).parameters["calibration_size"].default == CALIBRATION_SIZE
+    args = (Path("tiny.pt"), Path("out"), None, ["onnx"], ["static"])
+    assert "--calibration-size" not in export_command(*args)
+    assert export_command(*args, calibration_size=CALIBRATION_SIZE + 1).endswith(
+        f"--quantize static --calibration-size {CALIBRATION_SIZE + 1} --out out")
+
+
 def test_impossible_tolerance_refuses_the_file_and_keeps_the_manifest(user_folder, mnist_dir):
     checkpoint, out = user_folder
     before = _listing(out)
@@ -283,7 +299,7 @@ def _full_disk(limit_bytes: int):
 def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir):
     checkpoint, out = user_folder
     before = _listing(out)
-    code = "from mnist_edge.cli import main; main()"
+    code = "from mnist_edge.cli_runtime import main; main()"
     args = ["export", str(checkpoint), "--out", str(out), "--limit", "20", "--format", "all"]
     # 40 kB: the fp32 ONNX file (57 kB) cannot be written
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONDONTWRITEBYTECODE": "1"}

@@ -182,7 +182,7 @@ def test_device_and_schedule_are_choices(flag, value):
 
 def test_cli_schedules_are_the_recipe_schedules():
     from mnist_edge.train.recipes import SCHEDULES
-    from mnist_edge.cli import Schedule
+    from mnist_edge.cli_options import Schedule
 
     assert tuple(s.value for s in Schedule) == SCHEDULES
 

@@ -36,7 +36,7 @@ from mnist_edge.train.data import MNIST
 from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
+from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
 from mnist_edge.export.verify import (
     Parity,
@@ -313,7 +313,7 @@ def export_checkpoint(
     *,
     data_dir: Path | str | None = None,
     limit: int | None = None,
-    calibration_size: int = 1000,
+    calibration_size: int = CALIBRATION_SIZE,
     tolerance_overrides: dict[str, float] | None = None,
     command: str = "",
     make_default: bool = False,

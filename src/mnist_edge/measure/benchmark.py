@@ -43,7 +43,7 @@ from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
-from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
+from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
 from mnist_edge.export.verify import FP32, ParityData, batched, compare, parity_data
 
 K = TypeVar("K", bound=Hashable)
@@ -52,7 +52,6 @@ EAGER: Variant = (CHECKPOINT, NONE)  # the checkpoint's own PyTorch model: the r
 DEFAULT_VARIANTS: list[Variant] = [(TORCHSCRIPT, NONE), (ONNX, NONE), (ONNX, DYNAMIC), (ONNX, STATIC)]
 REFERENCE, PASSED, REFUSED, FAILED = "reference", "passed", "exported but failed verification", "failed to export"
 SKIPPED = "not made"  # e.g. dynamic int8 of a model with no layer it quantizes
-CALIBRATION_IMAGES = 1000  # static int8 calibration sample, as `mnist-edge export` defaults
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ def _export_rows(
             fp32_onnx = onnx_proto(ckpt.model)
         except Exception as exc:  # the exporter raises many unrelated types; the row records which
             onnx_error = first_line(exc)
-    calibration = calibration_images(mnist, CALIBRATION_IMAGES) if any(mode == STATIC for _, mode in variants) else None
+    calibration = calibration_images(mnist, CALIBRATION_SIZE) if any(mode == STATIC for _, mode in variants) else None
     rows: dict[Variant, Row] = {}
     for key in variants:
         fmt, mode = key

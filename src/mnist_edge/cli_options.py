@@ -1,0 +1,75 @@
+"""The options several `mnist-edge` commands share, as typer annotations, and the choices options take."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist_edge.cli_types import bounded
+from mnist_edge.formats import EXPORT_FORMATS, QUANTIZATIONS
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with the four MNIST IDX files (.gz or raw). Default: $MNIST_EDGE_DATA, else download into ~/.cache/mnist-edge.",
+        file_okay=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+MNIST_TEST_IMAGES = 10_000
+Limit = Annotated[
+    int | None,
+    typer.Option("--limit", callback=bounded(1, MNIST_TEST_IMAGES), help="Use the first N MNIST test images only (quick runs). Default: all 10,000."),
+]
+TrustTorchScript = Annotated[
+    bool,
+    typer.Option(
+        "--trust-torchscript",
+        help="Allow loading a TorchScript file. TorchScript is code: loading one runs the code inside it. Only for files you trust.",
+    ),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files of the same name that are already there.")]
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Schedule(str, Enum):  # recipes.SCHEDULES; a test keeps the two equal
+    constant = "constant"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+ExportFormat = Enum("ExportFormat", {name: name for name in (*EXPORT_FORMATS, "all")}, type=str)  # type: ignore[misc]
+Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)  # type: ignore[misc]
+FORMAT_HELP = "onnx (the edge format), torchscript (legacy: deprecated upstream, for torch users) or all."
+QUANTIZE_HELP = (
+    "A quantized copy besides the fp32 file (repeatable): static = int8 QDQ calibrated on training digits (the fast one), "
+    "dynamic = int8 weights of Linear layers only (skipped, with a note, for models without any)."
+)
+MaxAbsDiff = Annotated[
+    float | None,
+    typer.Option("--max-abs-diff", callback=bounded(0), help="Largest logit difference allowed. Default: 1e-4 (fp32), unchecked (quantized)."),
+]
+MinAgreement = Annotated[
+    float | None,
+    typer.Option("--min-agreement", callback=bounded(0, 100), help="Top-1 agreement in percent. Default: 100 (fp32), 99.5 (quantized)."),
+]
+MaxAccuracyDrop = Annotated[
+    float | None,
+    typer.Option("--max-accuracy-drop", callback=bounded(0, 100), help="Accuracy points lost. Default: unchecked (fp32), 0.3 (quantized)."),
+]
+
+
+def tolerance_overrides(max_abs_diff: float | None, min_agreement: float | None, max_accuracy_drop: float | None) -> dict[str, float]:
+    """The parity tolerances given on the command line (verify.Tolerances field names)."""
+    given = {"max_abs_diff": max_abs_diff, "min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}
+    return {name: value for name, value in given.items() if value is not None}
