@@ -22,9 +22,11 @@ from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
-from mnist_edge.formats import CALIBRATION_SIZE
+from mnist_edge.formats import CALIBRATION_SIZE, EXPORT_FORMATS
 from mnist_edge.train.data import MNIST
-from mnist_edge.export.publish import IR_VERSION, OPSET, calibration_images, export_checkpoint
+from mnist_edge.export.onnx_writer import IR_VERSION, OPSET, save_onnx
+from mnist_edge.export.table import WRITERS
+from mnist_edge.export.publish import calibration_images, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 
 # Parity on 200 test digits, int8 calibrated on 64 training digits. Random weights give near-tied logits,
@@ -187,6 +189,32 @@ def test_the_recorded_command_omits_exactly_the_calibration_default_that_export_
     assert "--calibration-size" not in export_command(*args)
     assert export_command(*args, calibration_size=CALIBRATION_SIZE + 1).endswith(
         f"--quantize static --calibration-size {CALIBRATION_SIZE + 1} --out out")
+
+
+def test_every_export_format_has_one_writer():
+    assert list(WRITERS) == list(EXPORT_FORMATS)
+
+
+def test_save_onnx_never_changes_the_proto_the_quantizers_reuse(tmp_path):
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value("x", TensorProto.FLOAT, [1])],
+                              [value("y", TensorProto.FLOAT, [1])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    before = proto.SerializeToString()
+    save_onnx(proto, tmp_path / "m.onnx", {"arch": "tiny"})
+    assert proto.SerializeToString() == before
+    saved = onnx.load(tmp_path / "m.onnx")
+    assert saved.ir_version == IR_VERSION and {p.key: p.value for p in saved.metadata_props} == {"arch": "tiny"}
+
+
+def test_the_published_torchscript_file_is_the_one_trace_the_gate_ran(tiny_checkpoint, mnist_dir, tmp_path, monkeypatch):
+    traces = []
+    real_trace = torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(args) or real_trace(*args, **kwargs))
+    report = export_checkpoint(tiny_checkpoint, tmp_path, ["torchscript"], [], data_dir=mnist_dir, limit=50)
+    assert report.published and len(traces) == 1
 
 
 def test_impossible_tolerance_refuses_the_file_and_keeps_the_manifest(user_folder, mnist_dir):

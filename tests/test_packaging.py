@@ -55,7 +55,7 @@ def test_each_shipped_file_states_its_own_measured_accuracy(file: str, mnist_dir
 @pytest.mark.torch
 def test_shipped_onnx_files_are_in_the_chosen_format_and_import_only_opsets_they_use() -> None:
     onnx = pytest.importorskip("onnx")
-    from mnist_edge.export.publish import IR_VERSION, OPSET
+    from mnist_edge.export.onnx_writer import IR_VERSION, OPSET
 
     for file in SHIPPED_ONNX:
         proto = onnx.load(SHIPPED / file)

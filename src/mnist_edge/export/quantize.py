@@ -187,6 +187,12 @@ def _float_convs(model: onnx.ModelProto) -> list[str]:
     return found
 
 
+def required(calibration: np.ndarray | None) -> np.ndarray:
+    if calibration is None:
+        raise ValueError("static quantization needs calibration images")  # a bug in the caller
+    return calibration
+
+
 def onnx_static(fp32: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:
     """int8 QDQ model of FP32, per-channel weights, activations calibrated on IMAGES (float32 pixels)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

@@ -42,7 +42,8 @@ from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, file_sha256, read_m
 from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
+from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
+from mnist_edge.export.table import WRITERS
 from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
 from mnist_edge.export.verify import FP32, ParityData, batched, compare, parity_data
 
@@ -153,10 +154,11 @@ def _export_rows(
     a crash of the whole table; the ONNX variants share one fp32 export, so its failure fails them all.
     """
     sha = file_sha256(checkpoint)
-    fp32_onnx, onnx_error = None, ""
+    shared: dict[str, Any] = {}  # one fp32 ONNX export for every ONNX row
+    onnx_error = ""
     if any(fmt == ONNX for fmt, _ in variants):
         try:
-            fp32_onnx = onnx_proto(ckpt.model)
+            WRITERS[ONNX].make(ckpt.model, NONE, None, shared)
         except Exception as exc:  # the exporter raises many unrelated types; the row records which
             onnx_error = first_line(exc)
     calibration = calibration_images(mnist, CALIBRATION_SIZE) if any(mode == STATIC for _, mode in variants) else None
@@ -169,7 +171,7 @@ def _export_rows(
         name = artifact_name(checkpoint.stem, fmt, mode)
         try:
             result = export_artifact(
-                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, fp32_onnx=fp32_onnx
+                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, shared=shared
             )
         except Exception as exc:  # as above: quantizers and tracers fail in their own ways
             rows[key] = Row(fmt, mode, FAILED, name, first_line(exc))
