@@ -36,7 +36,7 @@ from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.train.data import load_mnist
 from mnist_edge.measure.evaluate import to_pixels, torch_logits_fn
 from mnist_edge.export.onnx_writer import onnx_proto
-from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.results import usable_cpus
 from mnist_edge.edge.runtime import OnnxModel, session_options
 from mnist_edge.spec import INPUT_NAME
 from mnist_edge.export.verify import batched

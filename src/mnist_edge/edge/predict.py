@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug, debugging
-from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
+from mnist_edge.edge.results import Failure, Prediction, Result, usable_cpus
 from mnist_edge.edge.preprocess import preprocess, save_png
 from mnist_edge.edge.runtime import OnnxModel
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
-from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.results import usable_cpus
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.results import usable_cpus
 from mnist_edge.edge.preprocess import WORK_SIZE, header_pixels
 from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
