@@ -12,7 +12,6 @@ import itertools
 import os
 import re
 import secrets
-import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import ExifTags, Image
 
-from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
+from mnist_edge.errors import MnistEdgeError, NotRegularFile, bug, debugging, describe, open_regular
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
@@ -131,16 +130,10 @@ def header_pixels(data: bytes) -> int | None:
 
 
 def _open_regular(path: Path, label: str) -> BinaryIO:
-    """PATH opened for reading if what was opened is a regular file. Checked on the open file, not the name, which
-    a symlink swapped in meanwhile could point elsewhere; opened without blocking, as a FIFO would block forever."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(path)
-        raise MnistEdgeError(f"{label}: not a regular file (a device, pipe or socket)")
-    return os.fdopen(fd, "rb")
+    try:
+        return open_regular(path)
+    except NotRegularFile as exc:
+        raise MnistEdgeError(f"{label}: {exc}") from None
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, require_file
+from mnist_edge.errors import MnistEdgeError, first_line, require_file
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
@@ -123,8 +123,3 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
         raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
     return LoadedArtifact(TORCHSCRIPT, {str(k): str(v) for k, v in metadata.items()}, logits_fn)
 
-
-def first_line(exc: BaseException, width: int = 300) -> str:
-    """The first line of EXC's message (its type when it has none), cut to WIDTH characters."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:width] if text else type(exc).__name__

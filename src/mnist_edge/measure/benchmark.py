@@ -35,12 +35,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from mnist_edge.export.artifacts import first_line, open_artifact, require_checkpoint
+from mnist_edge.export.artifacts import open_artifact, require_checkpoint
 from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.train.data import MNIST, load_mnist
 from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, file_sha256, read_manifest
 from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, first_line
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
 from mnist_edge.export.table import WRITERS

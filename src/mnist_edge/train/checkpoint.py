@@ -22,7 +22,7 @@ import torch
 
 from mnist_edge.train.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
-from mnist_edge.errors import MnistEdgeError, mismatch, require_file
+from mnist_edge.errors import MnistEdgeError, first_line, mismatch, require_file
 from mnist_edge.train.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
@@ -59,7 +59,7 @@ def save_checkpoint(
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:120]
+        reason = getattr(exc, "strerror", None) or first_line(exc, 120)
         raise MnistEdgeError(f"{path}: cannot write the checkpoint ({reason}); the previous one is unchanged") from None
 
 
@@ -267,8 +267,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
             raise MnistEdgeError(f"{path}: refused: it holds Python objects beyond weights (loading it could run code)") from None
-        reason = text.strip().splitlines()[0][:100] if text.strip() else type(exc).__name__
-        raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 100)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistEdgeError(f"{path}: is {_describe_payload(payload)}, {NOT_A_CHECKPOINT}")
     if payload.get("version") != VERSION:

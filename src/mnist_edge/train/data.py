@@ -17,7 +17,7 @@ import io
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, require_file
+from mnist_edge.errors import MnistEdgeError, first_line, require_file
 from mnist_edge.spec import IMAGE_SIZE
 
 # SHA-256 of the decompressed bytes: a recompressed .gz still verifies.
@@ -158,7 +158,7 @@ def download_mnist() -> Path:
         TorchvisionMNIST(str(root), train=False, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
         raise MnistEdgeError(
-            f"could not download MNIST into {root} ({str(exc).splitlines()[0][:120]}); offline? "
+            f"could not download MNIST into {root} ({first_line(exc, 120)}); offline? "
             "pass --data-dir DIR with the four IDX files"
         ) from None
     return raw

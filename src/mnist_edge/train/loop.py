@@ -35,7 +35,7 @@ from mnist_edge.train.recipes import SCHEDULES, Recipe
 from mnist_edge.atomic import probe_writable
 from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mnist_edge.train.data import load_mnist
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, first_line
 from mnist_edge.measure.evaluate import evaluate, torch_logits_fn
 from mnist_edge.train.validate import check_recipe, integer, number, recipe_from_dict
 
@@ -417,7 +417,7 @@ def _restore(
         if device.type == "cuda" and len(cuda_rng) == world.size:
             torch.cuda.set_rng_state(cuda_rng[world.rank], device)
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-        raise MnistEdgeError(f"{where} is incomplete or does not fit ({str(exc).splitlines()[0][:120]})") from None
+        raise MnistEdgeError(f"{where} is incomplete or does not fit ({first_line(exc, 120)})") from None
     position = Position(**{k: training[k] for k in ("epoch", "step", "perm", "loss_sum", "seen") if k in training})
     if position.step >= steps or (position.step and position.perm is None):
         raise MnistEdgeError(f"{where}: step {position.step} is not a step of an epoch of {steps}")
