@@ -60,6 +60,7 @@ CRAFTED = {
     "test_accuracy NaN": (lambda p: _meta(p, test_accuracy=float("nan")), "bad 'test_accuracy'"),
     "normalize std 0": (lambda p: _meta(p, normalize=[0.1, 0.0]), "bad 'normalize'"),
     "history with NaN": (lambda p: _meta(p, history=[{"epoch": float("nan")}]), "bad 'history'"),
+    "history with inf": (lambda p: _meta(p, history=[{"loss": float("inf")}]), "bad 'history'"),
     "history a dict": (lambda p: _meta(p, history={"a": 1}), "bad 'history'"),
     "versions not strings": (lambda p: _meta(p, versions={"torch": 2}), "bad 'versions'"),
     "recipe a list": (lambda p: _meta(p, recipe=[1]), "recipe is a list"),

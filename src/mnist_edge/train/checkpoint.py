@@ -22,6 +22,7 @@ import torch
 
 from mnist_edge.train.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
+from mnist_edge.cli_types import integer, number
 from mnist_edge.errors import MnistEdgeError, first_line, mismatch, require_file
 from mnist_edge.train.validate import MAX_EPOCHS, recipe_from_dict
 
@@ -141,11 +142,20 @@ Check = Callable[[Any], bool]
 
 
 def _int(low: int = 0, high: int = 2**63 - 1) -> Check:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    return lambda v: _passes(integer, v, low, high)
 
 
 def _num(low: float = -math.inf, high: float = math.inf) -> Check:
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+    return lambda v: _passes(number, v, low, high)
+
+
+def _passes(check: Callable[[str, Any, Any, Any], Any], value: Any, low: float, high: float) -> bool:
+    """Whether VALUE passes cli_types' range CHECK, the one every flag and TrainConfig field passes."""
+    try:
+        check("", value, low, high)
+    except MnistEdgeError:
+        return False
+    return True
 
 
 def _optional(check: Check) -> Check:
