@@ -15,7 +15,6 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # Over the floors today, each to be split (issue 24); the list may only shrink.
 OVERSIZED = {
-    "train/loop.py",
     "measure/benchmark.py:run_benchmark",
     "cli.py:train",
     "cli.py:export",

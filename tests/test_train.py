@@ -16,7 +16,8 @@ from cli_runner import cli_runner
 from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train.loop import TrainConfig, default_threads, train
+from mnist_edge.train.config import TrainConfig, default_threads
+from mnist_edge.train.loop import train
 
 # `basic` is the cheapest network; a raised learning rate makes a few hundred digits enough to learn.
 # The notebook's constant-LR recipe: a run cut short and resumed with more --epochs then matches a straight run.
@@ -211,7 +212,8 @@ def test_unwritable_out_is_refused_before_training(tmp_path, mnist_dir):
 SUBPROCESS_TRAIN = """
 import resource, signal, sys
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train.loop import TrainConfig, default_threads, train
+from mnist_edge.train.config import TrainConfig, default_threads
+from mnist_edge.train.loop import train
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
 limit_at, out, data = sys.argv[1], sys.argv[2], sys.argv[3]
 
