@@ -16,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manif
 from mnist_edge.edge.preprocess import preprocess
 from mnist_edge.edge.serve.app import BodyLimit
 from mnist_edge.edge.serve.engine import MAX_BATCH, MAX_BATCH_BYTES, Engine
-from mnist_edge.edge.serve.protocol import Job
+from mnist_edge.edge.serve.protocol import Job, Outcome
 from serve_helpers import SAMPLES, Server, multipart, samples
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'mnist-edge[serve]'")
@@ -302,6 +304,50 @@ def test_a_batch_holds_at_most_max_batch_images_and_max_batch_bytes():
     assert take_batch([half, half, 1]) == (2, 1)  # exactly the cap
     assert take_batch([half + 1, half]) == (1, 1)
     assert take_batch([MAX_BATCH_BYTES + 1, 1]) == (1, 1)  # one image over the cap still goes, alone
+
+
+class FakeWorker:
+    """_Worker's interface without a process: answers each batch at once, noting its size."""
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches, self.waiting, self.alive = batches, deque(), True
+        self.process = SimpleNamespace(returncode=None)
+
+    def call(self, name: str, *args) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        if name == "predict_batch":
+            self.batches.append(len(args[0]))
+        answer = [Outcome(200, {"file": job.name}) for job in args[0]] if name == "predict_batch" else {"arch": "fake"}
+        asyncio.get_running_loop().call_soon(self._answer, future, answer)
+        return future
+
+    def _answer(self, future: asyncio.Future, answer) -> None:
+        self.waiting.remove(future)
+        future.set_result(answer)
+
+    async def stop(self) -> None:
+        self.alive = False
+
+
+def test_the_engine_batches_what_waits_up_to_max_batch_and_answers_each_request_in_order():
+    batches: list[int] = []
+
+    async def spawn(_model: Path) -> FakeWorker:
+        return FakeWorker(batches)
+
+    async def serve() -> list[list[Outcome]]:
+        engine = Engine(Path("fake.onnx"), workers=1, spawn=spawn)
+        assert await engine.open() == {"arch": "fake"}
+        requests = [[Job(f"{r}-{k}.png", b"x") for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
+        try:
+            return await asyncio.gather(*(engine.predict(jobs) for jobs in requests))
+        finally:
+            await engine.close()
+
+    answers = asyncio.run(serve())
+    assert [[o.body["file"] for o in a] for a in answers] == [[f"{r}-{k}.png" for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
+    assert sum(batches) == 45 and max(batches) == MAX_BATCH and len(batches) == 2  # all that waited, in two runs
 
 
 def test_slow_and_silent_clients_time_out_while_others_are_served(server):

@@ -21,7 +21,7 @@ import logging
 import pickle
 import sys
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -136,8 +136,12 @@ class _Worker:
 
 
 class Engine:
-    def __init__(self, model_path: Path, workers: int, max_batch: int = MAX_BATCH) -> None:
+    """SPAWN(model_path) starts one worker: a process by default, anything with _Worker's interface in tests."""
+
+    def __init__(self, model_path: Path, workers: int, max_batch: int = MAX_BATCH,
+                 spawn: Callable[[Path], Awaitable[_Worker]] = _Worker.spawn) -> None:
         self.model_path = model_path
+        self._spawn_worker = spawn
         self.workers = workers
         self.max_batch = max_batch
         self.model_info: dict[str, Any] = {}
@@ -152,7 +156,7 @@ class Engine:
         self.prepared_here = 0  # of them, prepared by this process while the workers were busy
 
     async def _start_worker(self) -> _Worker:
-        worker = await _Worker.spawn(self.model_path)
+        worker = await self._spawn_worker(self.model_path)
         try:
             self.model_info = await worker.call("model_facts")
         except BaseException:
@@ -165,7 +169,7 @@ class Engine:
 
         Raises MnistEdgeError for a model the workers cannot open."""
         started = await asyncio.gather(*(self._start_worker() for _ in range(self.workers)), return_exceptions=True)
-        self._workers = [w for w in started if isinstance(w, _Worker)]
+        self._workers = [w for w in started if not isinstance(w, BaseException)]
         failed = [e for e in started if isinstance(e, BaseException)]
         if failed:
             await self.close()
