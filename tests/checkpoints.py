@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from mnist_edge.architectures import create_model
-from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
-from mnist_edge.train import TrainConfig, TrainResult, train
+from mnist_edge.train.architectures import create_model
+from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.train.loop import TrainConfig, TrainResult, train
 
 
 def seeded_checkpoint(path: Path, arch: str = "tiny", seed: int = 0, logit_scale: float = 1.0, **meta: Any) -> Path:

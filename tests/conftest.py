@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mnist_edge.data import DATA_ENV, WILD_ENV, local_dataset
+from mnist_edge.train.data import DATA_ENV, WILD_ENV, local_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # Found by the code's own rule (data.local_dataset): the variable, else shared/data above this checkout. Given

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_edge.architectures import create_model
+from mnist_edge.train.architectures import create_model
 from mnist_edge.spec import INPUT_NAME, OUTPUT_NAME
 
 

@@ -24,7 +24,7 @@ def run_blocks(section: str, folder, monkeypatch) -> dict:
     monkeypatch.chdir(folder)
     namespace: dict = {}
     for code in blocks(section):
-        exec(compile(code, f"{DOC.name}: {section}", "exec"), namespace)  # noqa: S102 - our own page's examples
+        exec(compile(code, f"{DOC.name}: {section}", "exec"), namespace)  # our own page's examples
     return namespace
 
 

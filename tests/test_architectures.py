@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models, min_train_batch
+from mnist_edge.train.architectures import arch_info, create_model, list_models, min_train_batch, register_model
+from mnist_edge.train.cost import count_macs, count_params
+from mnist_edge.train.recipes import RECIPES, Recipe
 from mnist_edge.errors import MnistEdgeError
 
 EXPECTED_PARAMS = {
@@ -30,7 +32,7 @@ def test_logits_shape(name, batch):
     model = create_model(name).eval()
     with torch.no_grad():
         out = model(torch.rand(batch, 1, 28, 28))
-    assert out.shape == (batch, 10)
+    assert out.shape == (batch, 11 if arch_info(name).open_set else 10)  # an open-set network's 11th: not a digit
     assert torch.isfinite(out).all()
 
 
@@ -54,6 +56,23 @@ def test_twoblock_fc_uses_xavier_uniform():
     bound = (6 / (3136 + 10)) ** 0.5  # xavier bound; default Linear init would be 1/sqrt(3136)
     assert weight.abs().max() <= bound
     assert weight.abs().max() > 1 / 3136**0.5
+
+
+def test_the_registry_refuses_a_second_architecture_of_the_same_name_or_one_without_recipes():
+    register = register_model(notebook="-", description="a copy", reported_accuracy=None)
+
+    def tiny() -> torch.nn.Module:
+        return torch.nn.Flatten()
+
+    def untrained() -> torch.nn.Module:
+        return torch.nn.Flatten()
+
+    with pytest.raises(ValueError, match="'tiny' is already registered"):
+        register(tiny)
+    with pytest.raises(ValueError, match="'untrained' has no recipe"):
+        register(untrained)
+    assert arch_info("tiny").description != "a copy" and "untrained" not in list_models()
+    assert set(RECIPES) == set(list_models())
 
 
 def test_unknown_architecture_is_a_clear_error():
@@ -117,7 +136,7 @@ def test_edgenet_is_small_and_int8_friendly():
     assert all(layers[i].out_channels >= 16 for i in convs)
     allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     assert all(isinstance(m, allowed) for m in layers)
-    assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 11)  # ten digits and "not a digit"
 
 
 def test_edgenet_has_only_its_robust_recipe():
@@ -136,7 +155,7 @@ def test_onecycle_warms_up_then_anneals_to_zero():
 
 
 def test_every_registered_recipe_passes_the_training_checks():
-    from mnist_edge.validate import check_recipe, recipe_from_dict
+    from mnist_edge.train.validate import check_recipe, recipe_from_dict
 
     for name in list_models():
         for recipe in arch_info(name).recipes.values():

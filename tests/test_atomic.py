@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mnist_edge.atomic import TMP_MARK, atomic_path, probe_writable, staging, write_text
+from mnist_edge.atomic import TMP_MARK, atomic_path, probe_writable, refuse_existing, staging, write_text
 from mnist_edge.errors import MnistEdgeError
 
 
@@ -39,6 +39,16 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
     finally:
         os.umask(previous)
     assert target.read_text() == "v2" and target.stat().st_mode & 0o777 == 0o600
+
+
+def test_refuse_existing_refuses_any_entry_even_a_dangling_symlink(tmp_path):
+    """A symlink to nothing is the user's too: replacing it would write wherever it points."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("file", "dangling"):
+        with pytest.raises(MnistEdgeError, match=f"{name}: exists; give --overwrite"):
+            refuse_existing([tmp_path / "new", tmp_path / name])
+    refuse_existing([tmp_path / "new"])
 
 
 KILLED_WRITER = """

@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from mnist_edge.augment import apply_params, augment, sample_params
+from mnist_edge.train.augment import apply_params, augment, sample_params
 
 
 def _digits(n: int = 16) -> torch.Tensor:
@@ -39,7 +39,7 @@ def test_parameters_follow_the_notebook_ranges():
     assert angle.abs().max() <= torch.deg2rad(torch.tensor(20.0)) and angle.abs().max() > 0.33
     assert set(dx.unique().tolist()) == {-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0}  # round(U(-2.8, 2.8)), whole pixels
     assert 0.9 <= scale.min() < 0.91 and 1.09 < scale.max() <= 1.1
-    assert 0.8 <= brightness.min() and brightness.max() <= 1.2 and 0.8 <= contrast.min() and contrast.max() <= 1.2
+    assert brightness.min() >= 0.8 and brightness.max() <= 1.2 and contrast.min() >= 0.8 and contrast.max() <= 1.2
     assert 0.45 < order.mean() < 0.55
 
 

@@ -6,11 +6,11 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from mnist_edge.benchmark import (
+from mnist_edge.measure.benchmark import (
     DEFAULT_VARIANTS, EAGER, FAILED, PASSED, REFERENCE, REFUSED, SKIPPED, Benchmark, Row, Settings, default_checkpoint,
     run_benchmark,
 )
-from mnist_edge.benchmark_table import print_table
+from mnist_edge.measure.benchmark_table import print_table
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
 

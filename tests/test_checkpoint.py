@@ -21,18 +21,18 @@ from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from checkpoints import payload, same_weights, seeded_checkpoint
-from mnist_edge.architectures import Recipe
-from mnist_edge.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
+from mnist_edge.train.recipes import Recipe
+from mnist_edge.train.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import build_optimizer
-from mnist_edge.validate import recipe_from_dict
+from mnist_edge.train.config import build_optimizer
+from mnist_edge.train.validate import recipe_from_dict
 
 
 @pytest.fixture(scope="module")
 def resumable(tmp_path_factory, mnist_dir):
     """A real one-epoch checkpoint, with training state and full metadata."""
-    from mnist_edge.train import TrainConfig, train
+    from mnist_edge.train.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("resumable") / "basic.pt"
     config = TrainConfig(arch="basic", epochs=1, limit=64, batch_size=32, device="cpu", threads=1, progress=False, data_dir=mnist_dir, out=out)
@@ -61,6 +61,7 @@ CRAFTED = {
     "test_accuracy NaN": (lambda p: _meta(p, test_accuracy=float("nan")), "bad 'test_accuracy'"),
     "normalize std 0": (lambda p: _meta(p, normalize=[0.1, 0.0]), "bad 'normalize'"),
     "history with NaN": (lambda p: _meta(p, history=[{"epoch": float("nan")}]), "bad 'history'"),
+    "history with inf": (lambda p: _meta(p, history=[{"loss": float("inf")}]), "bad 'history'"),
     "history a dict": (lambda p: _meta(p, history={"a": 1}), "bad 'history'"),
     "versions not strings": (lambda p: _meta(p, versions={"torch": 2}), "bad 'versions'"),
     "recipe a list": (lambda p: _meta(p, recipe=[1]), "recipe is a list"),
@@ -81,6 +82,7 @@ CRAFTED = {
     "weight sparse": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10).to_sparse()}), r"net.fc.bias is torch.float32 \[10\] torch.sparse_coo"),
     "weight not a tensor": (lambda p: p["state_dict"].update({"net.fc.bias": [0.0] * 10}), "weight net.fc.bias is list"),
     "weight with NaN": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("nan")), "net.fc.bias holds NaN"),
+    "weight with inf": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("-inf")), "net.fc.bias holds NaN or inf"),
     "weight missing": (_del("state_dict", "net.fc.bias"), r"missing \['net.fc.bias'\]"),
     "extra weight": (lambda p: p["state_dict"].update(extra=torch.zeros(1)), r"unexpected \['extra'\]"),
     "state_dict a list": (lambda p: p.update(state_dict=[1]), "state_dict is a list"),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from idx_files import idx_bytes, write_dataset, write_idx
-from mnist_edge import data as data_module
-from mnist_edge.data import DATA_ENV, LABELS_MAGIC, WILD_ENV, load_mnist, local_dataset, read_idx
+from mnist_edge.train import data as data_module
+from mnist_edge.train.data import DATA_ENV, LABELS_MAGIC, WILD_ENV, load_mnist, local_dataset, read_idx
 from mnist_edge.errors import MnistEdgeError
 
 
@@ -29,6 +29,17 @@ def test_reads_small_idx_files(tmp_path, gz):
 def test_checksums_reject_files_that_are_not_mnist(tmp_path):
     write_dataset(tmp_path, n_train=60_000, n_test=10_000, gz=False)  # MNIST's shapes, other digits
     with pytest.raises(MnistEdgeError, match="train-images-idx3-ubyte: SHA-256 .* does not match"):
+        load_mnist(tmp_path)
+
+
+def test_a_tampered_test_set_beside_real_training_files_is_refused(mnist_dir, tmp_path):
+    """The t10k files are verified as the train files are: parity and accuracy are measured on them."""
+    for stem in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (tmp_path / stem).symlink_to(mnist_dir / stem)
+    rng = np.random.default_rng(0)  # MNIST's counts, other digits
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (10_000, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 10_000))
+    with pytest.raises(MnistEdgeError, match="t10k-images-idx3-ubyte.gz: SHA-256 .* does not match"):
         load_mnist(tmp_path)
 
 
@@ -94,7 +105,7 @@ def test_real_mnist_loads_verified_and_fast(mnist_dir):
 
 BOMB_READER = """
 import resource, sys
-from mnist_edge.data import read_idx, IMAGES_MAGIC
+from mnist_edge.train.data import read_idx, IMAGES_MAGIC
 from mnist_edge.errors import MnistEdgeError
 try:
     read_idx(__import__("pathlib").Path(sys.argv[1]), IMAGES_MAGIC)
@@ -191,6 +202,7 @@ def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
     for name in ("HOME", "MNIST_EDGE_DATA", "MNIST_EDGE_CACHE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(pwd, "getpwuid", no_entry)  # a container's arbitrary uid: no passwd entry
+    monkeypatch.setattr("mnist_edge.train.data.local_mnist", lambda: None)  # nor a copy beside the checkout
     tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
     result = CliRunner().invoke(app, ["evaluate", str(tiny)])
     assert result.exit_code == 1, result.output  # not a bug (70)

@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 from hypothesis import given, strategies as st
 
-from mnist_edge import distributed
-from mnist_edge.architectures import Recipe
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train import distributed
+from mnist_edge.train.recipes import Recipe
+from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import TrainConfig, steps_per_epoch, train
+from mnist_edge.train.loop import TrainConfig, steps_per_epoch, train
 
 
 @given(n=st.integers(1, 300), batch=st.integers(1, 64), world_size=st.integers(1, 5), seed=st.integers(0, 2**16), least=st.integers(1, 2))

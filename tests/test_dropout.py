@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_edge.architectures import create_model
-from mnist_edge.dropout import Dropout, dropout
+from mnist_edge.train.architectures import create_model
+from mnist_edge.train.dropout import Dropout, dropout
 
 
 def test_drop_rate_and_scale_match_torch() -> None:

@@ -59,7 +59,7 @@ def other_formats(tmp_path: Path) -> dict[str, bytes]:
 
 
 def test_the_suffixes_searched_are_those_of_the_formats_read():
-    assert IMAGE_SUFFIXES == tuple(s for suffixes in IMAGE_FORMATS.values() for s in suffixes)
+    assert tuple(s for suffixes in IMAGE_FORMATS.values() for s in suffixes) == IMAGE_SUFFIXES
     assert set(IMAGE_FORMATS) == {"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM"}
 
 
@@ -281,7 +281,7 @@ def test_every_input_gets_its_own_answer_whatever_is_wrong_with_its_path(tmp_pat
     rows = json.loads(result.stdout)
     assert [row["file"] for row in rows] == args
     assert "digit" in rows[0] and "digit" in rows[-1]
-    for row, (name, problem) in zip(rows[1:], bad.items()):
+    for row, problem in zip(rows[1:], bad.values()):
         assert set(row) == {"file", "error"} and row["error"].endswith(problem), row
     assert result.stderr.count("\n") == len(bad) and "Traceback" not in result.stderr
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import evaluate, ratio_percent
-from mnist_edge.report import LEGEND, MAX_MISTAKES, write_report
+from mnist_edge.measure.evaluate import evaluate, ratio_percent
+from mnist_edge.measure.report import LEGEND, MAX_MISTAKES, write_report
 
 SHIPPED_INT8 = Path(__file__).resolve().parents[1] / "exported" / "tiny.int8.onnx"
 

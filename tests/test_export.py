@@ -17,12 +17,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import list_models
-from mnist_edge.artifacts import open_artifact
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train.architectures import list_models
+from mnist_edge.export.artifacts import open_artifact
+from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
-from mnist_edge.export import IR_VERSION, OPSET, export_checkpoint
+from mnist_edge.formats import CALIBRATION_SIZE, EXPORT_FORMATS
+from mnist_edge.train.data import MNIST
+from mnist_edge.export.onnx_writer import IR_VERSION, OPSET, save_onnx
+from mnist_edge.export.table import WRITERS
+from mnist_edge.export.publish import calibration_images, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 
 # Parity on 200 test digits, int8 calibrated on 64 training digits. Random weights give near-tied logits,
@@ -48,7 +52,7 @@ def exported(mnist_dir, tmp_path_factory, make_checkpoint):
             model = load_checkpoint(make_checkpoint(folder / f"{arch}.pt", arch, test_accuracy=12.5)).model
             formats, modes = ["onnx", "torchscript"], ["dynamic", "static"]
             report = export_checkpoint(folder / f"{arch}.pt", folder, formats, modes, data_dir=mnist_dir, **QUICK)
-            assert report.published and report.data.labels is not None and len(report.data.images) == 200
+            assert report.published and report.data.labels is not None and report.data.digits == 200
             done[arch] = model, folder, report.results
         return done[arch]
 
@@ -106,7 +110,7 @@ def test_onnx_file_is_checked_and_describes_itself(tiny_export):
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # N is symbolic
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert METADATA_KEYS <= meta.keys()
+    assert meta.keys() >= METADATA_KEYS
     assert meta["arch"] == "tiny" and json.loads(meta["labels"]) == list(LABELS)
     assert meta["checkpoint_sha256"] == file_sha256(folder / "tiny.pt") and "torch" in json.loads(meta["versions"])
     int8 = onnx.load(folder / "tiny.int8.onnx")
@@ -134,7 +138,7 @@ def test_torchscript_carries_the_same_metadata(tiny_export):
     with zipfile.ZipFile(folder / "tiny.torchscript.pt") as archive:
         name = next(n for n in archive.namelist() if n.endswith("extra/mnist_edge.json"))
         meta = json.loads(archive.read(name))
-    assert METADATA_KEYS <= meta.keys() and meta["arch"] == "tiny"
+    assert meta.keys() >= METADATA_KEYS and meta["arch"] == "tiny"
 
 
 runner = CliRunner()
@@ -162,6 +166,55 @@ def user_folder(tiny_export, tmp_path):
     (out / "other.onnx").write_bytes(b"x")
     shutil.copy(folder / "tiny.pt", tmp_path / "tiny.pt")
     return tmp_path / "tiny.pt", out
+
+
+def test_calibration_samples_training_digits_never_the_parity_set():
+    """int8 ranges come from training digits: calibrating on the test digits would flatter the parity gate."""
+    train, test = np.full((50, 28, 28), 7, np.uint8), np.full((50, 28, 28), 200, np.uint8)
+    labels = np.zeros(50, np.int64)
+    pixels = calibration_images(MNIST(train, labels, test, labels, {}), 20)
+    assert pixels.shape == (20, 1, 28, 28) and np.all(pixels == np.float32(7 / 255))
+
+
+def test_the_recorded_command_omits_exactly_the_calibration_default_that_export_uses():
+    """One constant: the manifest's command and the real default cannot drift apart."""
+    import inspect
+
+    from mnist_edge import cli
+    from mnist_edge.export.provenance import export_command
+
+    assert inspect.signature(cli.export).parameters["calibration_size"].default == CALIBRATION_SIZE
+    assert inspect.signature(export_checkpoint).parameters["calibration_size"].default == CALIBRATION_SIZE
+    args = (Path("tiny.pt"), Path("out"), None, ["onnx"], ["static"])
+    assert "--calibration-size" not in export_command(*args)
+    assert export_command(*args, calibration_size=CALIBRATION_SIZE + 1).endswith(
+        f"--quantize static --calibration-size {CALIBRATION_SIZE + 1} --out out")
+
+
+def test_every_export_format_has_one_writer():
+    assert list(WRITERS) == list(EXPORT_FORMATS)
+
+
+def test_save_onnx_never_changes_the_proto_the_quantizers_reuse(tmp_path):
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value("x", TensorProto.FLOAT, [1])],
+                              [value("y", TensorProto.FLOAT, [1])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    before = proto.SerializeToString()
+    save_onnx(proto, tmp_path / "m.onnx", {"arch": "tiny"})
+    assert proto.SerializeToString() == before
+    saved = onnx.load(tmp_path / "m.onnx")
+    assert saved.ir_version == IR_VERSION and {p.key: p.value for p in saved.metadata_props} == {"arch": "tiny"}
+
+
+def test_the_published_torchscript_file_is_the_one_trace_the_gate_ran(tiny_checkpoint, mnist_dir, tmp_path, monkeypatch):
+    traces = []
+    real_trace = torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(args) or real_trace(*args, **kwargs))
+    report = export_checkpoint(tiny_checkpoint, tmp_path, ["torchscript"], [], data_dir=mnist_dir, limit=50)
+    assert report.published and len(traces) == 1
 
 
 def test_impossible_tolerance_refuses_the_file_and_keeps_the_manifest(user_folder, mnist_dir):
@@ -302,7 +355,7 @@ def _full_disk(limit_bytes: int):
 def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir):
     checkpoint, out = user_folder
     before = _listing(out)
-    code = "from mnist_edge.cli import main; main()"
+    code = "from mnist_edge.cli_runtime import main; main()"
     args = ["export", str(checkpoint), "--out", str(out), "--limit", "20", "--format", "all"]
     # 40 kB: the fp32 ONNX file (57 kB) cannot be written
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
@@ -316,7 +369,7 @@ def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir)
 def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_export, tmp_path):
     import onnxruntime as ort
 
-    from mnist_edge.quantize import pool_first
+    from mnist_edge.export.quantize import pool_first
 
     _, folder = tiny_export
     proto = onnx.load(folder / "tiny.onnx")
@@ -339,7 +392,7 @@ def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_expor
 def test_batchnorm_as_conv_replaces_every_batchnorm_exactly(tiny_export, tmp_path):
     import onnxruntime as ort
 
-    from mnist_edge.quantize import batchnorm_as_conv
+    from mnist_edge.export.quantize import batchnorm_as_conv
 
     _, folder = tiny_export
     proto = onnx.load(folder / "tiny.onnx")
@@ -375,6 +428,6 @@ def test_static_int8_keeps_only_the_narrow_convs_at_the_input_float(tiny_export)
 
 
 def test_the_onnx_quantizers_work_without_importing_torch():
-    code = "import sys, mnist_edge.quantize; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
+    code = "import sys, mnist_edge.export.quantize; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "[]"

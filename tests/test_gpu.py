@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from checkpoints import same_weights, train_quietly
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 
 pytestmark = [

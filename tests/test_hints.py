@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from mnist_edge.catalog import NOTEBOOK_TITLES, describe_models
+from mnist_edge.train.catalog import NOTEBOOK_TITLES, describe_models
 from mnist_edge.errors import MnistEdgeError, install_hint
 from mnist_edge.edge.runtime import OnnxModel
 
@@ -62,10 +62,10 @@ def test_every_notebook_has_a_title():
 
 @pytest.mark.torch
 def test_the_catalog_file_is_what_the_registry_computes():
-    from mnist_edge.catalog import catalog_text, compute_models
+    from mnist_edge.train.catalog import catalog_text, compute_models
 
     computed = json.loads(catalog_text(compute_models()))  # through JSON: tuples become lists, as in the file
-    assert describe_models() == computed, "the registry changed: run `python -m mnist_edge.catalog`"
+    assert describe_models() == computed, "the registry changed: run `python -m mnist_edge.train.catalog`"
 
 
 def _files(tmp_path):

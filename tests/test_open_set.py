@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from checkpoints import payload, seeded_checkpoint
 from cli_runner import cli_runner
-from mnist_edge import synthetic
-from mnist_edge.calibrate import choose_threshold, fit_temperature
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train import synthetic
+from mnist_edge.train.calibrate import choose_threshold, fit_temperature
+from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.predict import results_from_logits
 from mnist_edge.edge.runtime import OnnxModel
-from mnist_edge.evaluate import expected_calibration_error
+from mnist_edge.measure.evaluate import expected_calibration_error
 from mnist_edge.spec import NOT_DIGIT_NAME, THRESHOLD_KEY, refuses
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import INPUT_SHAPE
@@ -55,7 +55,7 @@ def test_each_shipped_file_states_its_own_measured_accuracy(file: str, mnist_dir
 @pytest.mark.torch
 def test_shipped_onnx_files_are_in_the_chosen_format_and_import_only_opsets_they_use() -> None:
     onnx = pytest.importorskip("onnx")
-    from mnist_edge.export import IR_VERSION, OPSET
+    from mnist_edge.export.onnx_writer import IR_VERSION, OPSET
 
     for file in SHIPPED_ONNX:
         proto = onnx.load(SHIPPED / file)
@@ -71,7 +71,7 @@ def test_unused_opset_imports_are_pruned_and_used_ones_kept_even_inside_subgraph
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from mnist_edge.quantize import without_unused_opsets
+    from mnist_edge.export.quantize import without_unused_opsets
 
     def branch(op: str, domain: str) -> onnx.GraphProto:
         out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)

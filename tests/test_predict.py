@@ -152,7 +152,7 @@ def test_a_model_file_that_is_not_onnx_is_one_line(tmp_path, content):
 
 
 def test_a_model_with_the_wrong_interface_is_one_line(tmp_path):
-    from mnist_edge.architectures import create_model
+    from mnist_edge.train.architectures import create_model
 
     model = export_model(create_model("tiny"), tmp_path / "named.onnx", input_names=("input",))
     result = predict_process(model, str(MNIST_SAMPLES[0]))

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.preprocess import _otsu, _stroke_width, _to_gray, load_gray, preprocess, to_mnist
 

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_edge import robust_augment as ra
-from mnist_edge.robust_augment import N_PARAMS, apply_params, augment, sample_params
+from mnist_edge.train import robust_augment as ra
+from mnist_edge.train.robust_augment import N_PARAMS, apply_params, augment, sample_params
 
 
 def _digits(n: int = 16) -> torch.Tensor:
@@ -99,8 +99,8 @@ def test_sliced_parameters_give_the_slice_of_the_batch():
 
 
 def test_robust_recipe_trains_edgenet_and_resumes_exactly(mnist_dir, tmp_path):
-    from mnist_edge.checkpoint import load_checkpoint
-    from mnist_edge.train import TrainConfig, train
+    from mnist_edge.train.checkpoint import load_checkpoint
+    from mnist_edge.train.loop import TrainConfig, train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

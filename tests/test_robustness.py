@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mnist_edge import robustness
+from mnist_edge.measure import robustness
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import evaluate
-from mnist_edge.artifacts import open_artifact
+from mnist_edge.measure.evaluate import evaluate
+from mnist_edge.export.artifacts import open_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "robustness.py"
@@ -129,7 +129,7 @@ def shipped() -> Path:
 
 
 def test_scores_agree_with_evaluate_and_shifts_cost_accuracy(shipped, mnist_dir):
-    from mnist_edge.data import load_mnist
+    from mnist_edge.train.data import load_mnist
 
     mnist = load_mnist(mnist_dir)
     images, labels = mnist.test_images[:500], mnist.test_labels[:500]

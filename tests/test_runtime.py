@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mnist_edge.edge import manifest, runtime
-from mnist_edge.architectures import create_model
+from mnist_edge.train.architectures import create_model
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel
@@ -170,7 +170,7 @@ def test_an_empty_batch_gives_no_logits(tiny_onnx):
 def test_evaluate_and_verify_get_the_one_line_too(tmp_path, mnist_dir):
     from cli_runner import cli_runner
     from mnist_edge.cli import app
-    from mnist_edge.evaluate import evaluate
+    from mnist_edge.measure.evaluate import evaluate
 
     path = onnx_graphs.out_of_range_gather(tmp_path / "gather.onnx")
     with pytest.raises(MnistEdgeError, match="Gather node"):

@@ -3,6 +3,7 @@ clean shutdown, and a short load. Against a real server process (tests/serve_hel
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +29,9 @@ from PIL import Image
 from conftest import ROOT
 from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
+from mnist_edge.edge.serve.app import BodyLimit
+from mnist_edge.edge.serve.engine import MAX_BATCH, MAX_BATCH_BYTES, Engine
+from mnist_edge.edge.serve.protocol import Job, Outcome
 from serve_helpers import SAMPLES, Server, multipart, samples
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]' in the checkout")
@@ -244,6 +250,105 @@ def test_chunked_body_over_the_limit_is_413_while_streaming(server):
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert sent < MAX_BODY + 10 * len(chunk)  # answered soon after the limit, not at the end of the body
     assert_healthy(server)
+
+
+def test_a_body_of_exactly_max_body_bytes_is_accepted(server):
+    """The limit is inclusive, whether the body is declared by Content-Length or streamed in chunks."""
+    name, png = samples()[0]
+    body = png + b"\0" * (MAX_BODY - len(png))  # PNG readers stop at IEND: the padding is never read
+    reply = server.request("POST", f"/predict?name={name}", body, {"Content-Type": "image/png"})
+    assert reply.status == 200 and reply.json()[0]["file"] == name, reply.body[:300]
+    half = MAX_BODY // 2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        for chunk in (body[:half], body[half:]):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        sock.sendall(b"0\r\n\r\n")
+        reply_bytes = read_reply(sock)
+    assert reply_bytes.startswith(b"HTTP/1.1 200"), reply_bytes[:300]
+
+
+@pytest.mark.parametrize("declared", [b"-1", b"+5", b" 5", b"1e3", b"abc", b""])
+def test_a_content_length_that_is_no_whole_number_is_413_and_never_reaches_the_app(declared):
+    """Uvicorn parses Content-Length itself today; the limit must not depend on which server runs the app."""
+    sent: list[dict] = []
+
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("the app was called")
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-length", declared)]}
+    asyncio.run(BodyLimit(app, MAX_BODY)(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+
+
+def take_batch(sizes: list[int]) -> tuple[int, int]:
+    """(images in the first batch, images left waiting) with uploads of SIZES bytes waiting."""
+    async def take() -> tuple[int, int]:
+        engine = Engine(Path("unused.onnx"), workers=1)
+        loop = asyncio.get_running_loop()
+        engine._pending.extend((Job(f"{k}.png", b"x" * size), loop.create_future()) for k, size in enumerate(sizes))
+        return len(engine._take_batch()), len(engine._pending)
+
+    return asyncio.run(take())
+
+
+def test_a_batch_holds_at_most_max_batch_images_and_max_batch_bytes():
+    assert take_batch([1] * (MAX_BATCH + 1)) == (MAX_BATCH, 1)
+    half = MAX_BATCH_BYTES // 2
+    assert take_batch([half, half, 1]) == (2, 1)  # exactly the cap
+    assert take_batch([half + 1, half]) == (1, 1)
+    assert take_batch([MAX_BATCH_BYTES + 1, 1]) == (1, 1)  # one image over the cap still goes, alone
+
+
+class FakeWorker:
+    """_Worker's interface without a process: answers each batch at once, noting its size."""
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches, self.waiting, self.alive = batches, deque(), True
+        self.process = SimpleNamespace(returncode=None)
+
+    def call(self, name: str, *args) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        if name == "predict_batch":
+            self.batches.append(len(args[0]))
+        answer = [Outcome(200, {"file": job.name}) for job in args[0]] if name == "predict_batch" else {"arch": "fake"}
+        asyncio.get_running_loop().call_soon(self._answer, future, answer)
+        return future
+
+    def _answer(self, future: asyncio.Future, answer) -> None:
+        self.waiting.remove(future)
+        future.set_result(answer)
+
+    async def stop(self) -> None:
+        self.alive = False
+
+
+def test_the_engine_batches_what_waits_up_to_max_batch_and_answers_each_request_in_order():
+    batches: list[int] = []
+
+    async def spawn(_model: Path) -> FakeWorker:
+        return FakeWorker(batches)
+
+    async def serve() -> list[list[Outcome]]:
+        engine = Engine(Path("fake.onnx"), workers=1, spawn=spawn)
+        assert await engine.open() == {"arch": "fake"}
+        requests = [[Job(f"{r}-{k}.png", b"x") for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
+        try:
+            return await asyncio.gather(*(engine.predict(jobs) for jobs in requests))
+        finally:
+            await engine.close()
+
+    answers = asyncio.run(serve())
+    assert [[o.body["file"] for o in a] for a in answers] == [[f"{r}-{k}.png" for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
+    assert sum(batches) == 45 and max(batches) == MAX_BATCH and len(batches) == 2  # all that waited, in two runs
 
 
 def test_slow_and_silent_clients_time_out_while_others_are_served(server):
@@ -520,7 +625,7 @@ def test_listening_socket_says_tcp_so_asyncio_turns_nagle_off():
 
     with listen("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
-        with socket.create_connection(sock.getsockname()) as client:
+        with socket.create_connection(sock.getsockname()):
             accepted, _ = sock.accept()
             with accepted:
                 assert accepted.proto == socket.IPPROTO_TCP

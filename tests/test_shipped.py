@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.predict import Failure, predict_paths
 from mnist_edge.edge.runtime import OnnxModel
-from mnist_edge.evaluate import evaluate
+from mnist_edge.measure.evaluate import evaluate
 
 # Where predict finds its default model: the installed wheel's copy, else the checkout's exported/.
 SHIPPED = next((folder for folder in SHIPPED_DIRS if (folder / MANIFEST).is_file()), SHIPPED_DIRS[-1])
@@ -58,7 +58,7 @@ def test_the_default_model_reads_real_digits(wild_dir):
 def test_the_default_model_is_more_robust_than_tiny(manifest, mnist_dir):
     # The default replaced tiny because it is better on MNIST and on every shift real inputs have (docs/edge-model.md,
     # edgenet): held on the first 2,000 test digits, int8 file against int8 file, as predict would run them.
-    from mnist_edge import robustness
+    from mnist_edge.measure import robustness
 
     tiny = SHIPPED / "tiny.int8.onnx"
     assert manifest["default"] != tiny.name and tiny.is_file()  # tiny stays shipped beside the default

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from checkpoints import same_weights, train_quietly
 from cli_runner import cli_runner
-from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import TrainConfig, default_threads, train
+from mnist_edge.train.config import TrainConfig, default_threads
+from mnist_edge.train.loop import train
 
 # `basic` is the cheapest network; a raised learning rate makes a few hundred digits enough to learn.
 # The notebook's constant-LR recipe: a run cut short and resumed with more --epochs then matches a straight run.
@@ -46,7 +47,7 @@ def test_short_run_beats_chance_and_writes_the_meta_contract(two_epochs):
     assert result.epochs_done == 2 and not result.interrupted
     assert result.test_accuracy > 40  # chance is 10%; 2 epochs of 512 digits reach ~52%
     checkpoint = load_checkpoint(out)
-    assert META_KEYS <= checkpoint.meta.keys()
+    assert checkpoint.meta.keys() >= META_KEYS
     assert checkpoint.meta["epochs_done"] == 2 and checkpoint.meta["test_accuracy"] == result.test_accuracy
     assert checkpoint.meta["recipe"]["lr"] == 0.05 and checkpoint.meta["recipe"]["momentum"] == 0.5
     assert [h["epoch"] for h in checkpoint.meta["history"]] == [1, 2]
@@ -186,8 +187,8 @@ def test_device_and_schedule_are_choices(flag, value):
 
 
 def test_cli_schedules_are_the_recipe_schedules():
-    from mnist_edge.architectures import SCHEDULES
-    from mnist_edge.cli import Schedule
+    from mnist_edge.train.recipes import SCHEDULES
+    from mnist_edge.cli_options import Schedule
 
     assert tuple(s.value for s in Schedule) == SCHEDULES
 
@@ -216,7 +217,8 @@ def test_unwritable_out_is_refused_before_training(tmp_path, mnist_dir):
 SUBPROCESS_TRAIN = """
 import resource, signal, sys
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.train import TrainConfig, default_threads, train
+from mnist_edge.train.config import TrainConfig, default_threads
+from mnist_edge.train.loop import train
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
 limit_at, out, data = sys.argv[1], sys.argv[2], sys.argv[3]
 

@@ -13,12 +13,12 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from mnist_edge.architectures import create_model
-from mnist_edge.artifacts import open_artifact
+from mnist_edge.train.architectures import create_model
+from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.cli import app
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.export import export_checkpoint
-from mnist_edge.verify import ParityData, compare, find_mnist, parity_data, tolerances_for, verify_artifact
+from mnist_edge.export.publish import export_checkpoint
+from mnist_edge.export.verify import ParityData, compare, find_mnist, parity_data, tolerances_for, verify_artifact
 from idx_files import write_dataset
 from onnx_models import export_model
 
@@ -70,7 +70,7 @@ def test_without_mnist_a_seeded_synthetic_batch_says_so():
     first, second = parity_data(None, 16, "no data here"), parity_data(None, 16, "no data here")
     assert first.labels is None and "synthetic" in first.source and "no data here" in first.source
     np.testing.assert_array_equal(first.images, second.images)
-    assert first.images.shape == (16, 1, 28, 28) and 0 <= first.images.min() and first.images.max() <= 1
+    assert first.images.shape == (16, 1, 28, 28) and first.images.min() >= 0 and first.images.max() <= 1
 
 
 @pytest.fixture(scope="module")
@@ -222,12 +222,12 @@ def test_a_configured_but_broken_data_source_is_an_error_not_synthetic(tiny, tmp
 
 
 def test_only_with_no_source_and_no_download_is_the_batch_synthetic(monkeypatch):
-    monkeypatch.setattr("mnist_edge.verify.local_mnist", lambda: None)  # no variable, no copy beside the checkout
+    monkeypatch.setattr("mnist_edge.export.verify.local_mnist", lambda: None)  # no variable, no copy beside the checkout
 
     def offline():
         raise MnistEdgeError("could not download MNIST (offline)")
 
-    monkeypatch.setattr("mnist_edge.verify.download_mnist", offline)
+    monkeypatch.setattr("mnist_edge.export.verify.download_mnist", offline)
     mnist, why = find_mnist(None)
     assert mnist is None and "offline" in why
     assert "synthetic" in parity_data(mnist, 8, why).source
@@ -241,7 +241,8 @@ def offline(monkeypatch):
     def no_download():
         raise MnistEdgeError("could not download MNIST (offline)")
 
-    monkeypatch.setattr("mnist_edge.verify.download_mnist", no_download)
+    monkeypatch.setattr("mnist_edge.export.verify.download_mnist", no_download)
+    monkeypatch.setattr("mnist_edge.export.verify.local_mnist", lambda: None)  # nor a copy beside the checkout
 
 
 def test_without_mnist_verify_says_not_checked_and_fails(tiny, offline):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 from _toolcli import Parser, run
 
 

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_edge import quantize
-from mnist_edge.architectures import count_macs, count_params, create_model
-from mnist_edge.benchmark import interleaved
-from mnist_edge.checkpoint import load_checkpoint
-from mnist_edge.data import load_mnist
+from mnist_edge.export import quantize
+from mnist_edge.train.architectures import create_model
+from mnist_edge.train.cost import count_macs, count_params
+from mnist_edge.measure.benchmark import interleaved
+from mnist_edge.train.checkpoint import load_checkpoint
+from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.runtime import OnnxModel
-from mnist_edge.export import calibration_images, onnx_proto, save_onnx
+from mnist_edge.export.onnx_writer import onnx_proto, save_onnx
+from mnist_edge.export.publish import calibration_images
+from mnist_edge.formats import CALIBRATION_SIZE
 from _toolcli import Parser, run
 
 
@@ -45,7 +48,7 @@ def main() -> None:
         models[arch] = create_model(arch)
     if not models:
         parser.error("give checkpoints or --arch names")
-    calibration = calibration_images(load_mnist(args.data_dir), 1000)
+    calibration = calibration_images(load_mnist(args.data_dir), CALIBRATION_SIZE)
     args.work.mkdir(parents=True, exist_ok=True)
     calls, sizes = {}, {}
     image = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)

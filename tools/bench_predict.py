@@ -21,13 +21,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from mnist_edge.data import local_mnist
+from mnist_edge.train.data import local_mnist
 from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from _toolcli import Parser, run
@@ -102,12 +101,12 @@ def torchscript_model(model: Path, given: Path | None, scratch: Path) -> tuple[P
         return given, str(given)
     arch = OnnxModel(model).metadata.get("arch", "tiny")
     for item in read_manifest(model.parent)["artifacts"]:  # validated: every entry has file, format, quantization
-        if item["format"] == "torchscript" and item.get("arch") == arch and item["quantization"] == "none":
-            if (model.parent / item["file"]).is_file():
-                return model.parent / item["file"], str(model.parent / item["file"])
+        if item["format"] == "torchscript" and item.get("arch") == arch and item["quantization"] == "none" \
+                and (model.parent / item["file"]).is_file():
+            return model.parent / item["file"], str(model.parent / item["file"])
     import torch
 
-    from mnist_edge.architectures import create_model
+    from mnist_edge.train.architectures import create_model
 
     path = scratch / f"{arch}.torchscript.pt"
     torch.jit.script(create_model(arch).eval()).save(str(path))
@@ -117,7 +116,7 @@ def torchscript_model(model: Path, given: Path | None, scratch: Path) -> tuple[P
 def write_images(folder: Path, count: int, data_dir: str | None) -> str:
     """COUNT PNG digits in FOLDER: MNIST test digits when the data is at hand, else the shipped samples cycled."""
     try:
-        from mnist_edge.data import load_mnist
+        from mnist_edge.train.data import load_mnist
 
         digits = load_mnist(data_dir).test_images[:count]
         source = f"the first {count} MNIST test digits (28x28 PNGs)"

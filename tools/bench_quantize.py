@@ -29,17 +29,17 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from mnist_edge import quantize
-from mnist_edge.architectures import create_model, list_models
-from mnist_edge.benchmark import interleaved
-from mnist_edge.checkpoint import load_checkpoint
-from mnist_edge.data import load_mnist
-from mnist_edge.evaluate import split_outputs, to_pixels, torch_logits_fn
-from mnist_edge.export import onnx_proto
-from mnist_edge.edge.common import usable_cpus
+from mnist_edge.export import quantize
+from mnist_edge.train.architectures import create_model, list_models
+from mnist_edge.measure.benchmark import interleaved
+from mnist_edge.train.checkpoint import load_checkpoint
+from mnist_edge.train.data import load_mnist
+from mnist_edge.measure.evaluate import split_outputs, to_pixels, torch_logits_fn
+from mnist_edge.export.onnx_writer import onnx_proto
+from mnist_edge.edge.results import usable_cpus
 from mnist_edge.edge.runtime import OnnxModel, session_options
 from mnist_edge.spec import INPUT_NAME
-from mnist_edge.verify import batched
+from mnist_edge.export.verify import batched
 from _toolcli import Parser, run
 
 BATCH = 256

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the server harness the tests use
 
 from serve_helpers import SAMPLES, Server, cpu_seconds, multipart  # noqa: E402
-from _toolcli import Parser, run
+from _toolcli import Parser, run  # noqa: E402
 
 MIB = 1024 * 1024
 FLOOR_RPS, FLOOR_P99_MS, FLOOR_RSS_MIB = 800, 50, 150

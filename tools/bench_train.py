@@ -3,7 +3,7 @@
 Both are timed as whole processes (start-up, data loading, one training epoch, the test pass):
   notebook:   torchvision MNIST + per-sample PIL RandomAffine/ColorJitter/ToTensor/Normalize + DataLoader
               (num_workers=0, as the notebook runs on a CPU), the same network with torch's own dropout layers
-              (the notebook's; mnist-edge draws dropout masks with numpy, see src/mnist_edge/dropout.py), SGD, batch 128
+              (the notebook's; mnist-edge draws dropout masks with numpy, see src/mnist_edge/train/dropout.py), SGD, batch 128
   mnist-edge: `mnist-edge train --arch tiny --epochs 1 --device cpu`
 Usage: python tools/bench_train.py [--images N] [--repeat R] [--threads T] [--data-dir DIR]
 --threads sets OMP_NUM_THREADS for both: on a machine busy with other work, torch's default (one thread per
@@ -32,8 +32,8 @@ def notebook_epoch(data_dir: Path, images: int) -> None:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from mnist_edge.architectures import arch_info, create_model
-    from mnist_edge.dropout import Dropout
+    from mnist_edge.train.architectures import arch_info, create_model
+    from mnist_edge.train.dropout import Dropout
     from mnist_edge.spec import MNIST_MEAN, MNIST_STD
 
     recipe = arch_info(ARCH).recipe

@@ -9,10 +9,9 @@ x86-64 core: a busy machine (other jobs on the same cores) misses them for reaso
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from mnist_edge.benchmark import Settings, default_checkpoint, run_benchmark
+from mnist_edge.measure.benchmark import Settings, default_checkpoint, run_benchmark
 from _toolcli import Parser, run
 
 MAX_P50_US = 60.0

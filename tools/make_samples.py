@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_edge.atomic import write_bytes
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 from _toolcli import Parser, run
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"

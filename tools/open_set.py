@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_edge import open_set, robustness
-from mnist_edge.artifacts import open_artifact, threshold_of
-from mnist_edge.data import load_mnist, local_wild
+from mnist_edge.measure import open_set, robustness
+from mnist_edge.export.artifacts import open_artifact, threshold_of
+from mnist_edge.train.data import load_mnist, local_wild
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.errors import MnistEdgeError
 from _toolcli import Parser, run

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_edge.data import load_mnist
-from mnist_edge.evaluate import expected_calibration_error
+from mnist_edge.train.data import load_mnist
+from mnist_edge.measure.evaluate import expected_calibration_error
 from _toolcli import Parser, run
 
 

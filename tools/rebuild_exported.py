@@ -21,9 +21,9 @@ from pathlib import Path
 
 from reproduce import train  # tools/ is on sys.path when this script runs
 
-from mnist_edge.architectures import list_models
-from mnist_edge.checkpoint import load_checkpoint, save_checkpoint
-from mnist_edge.export import checkpoint_entry
+from mnist_edge.train.architectures import list_models
+from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
+from mnist_edge.export.publish import checkpoint_entry
 from mnist_edge.edge.manifest import update_manifest
 from _toolcli import Parser, run
 

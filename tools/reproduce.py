@@ -14,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_edge.architectures import Recipe, arch_info, count_macs, count_params, create_model, list_models
+from mnist_edge.train.architectures import arch_info, create_model, list_models
+from mnist_edge.train.cost import count_macs, count_params
+from mnist_edge.train.recipes import Recipe
 from mnist_edge.atomic import write_text
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train.checkpoint import load_checkpoint
 from _toolcli import Parser, run
 
 # What each reproduction must reach on the 10k test digits (percent). twoblock's notebook reported 97.93%

@@ -1,5 +1,5 @@
 """Accuracy per shift, side by side for several models: MNIST's test digits under the shifts real inputs have
-(src/mnist_edge/robustness.py: thicker and thinner strokes, blur, low resolution, elastic distortion, rotation,
+(src/mnist_edge/measure/robustness.py: thicker and thinner strokes, blur, low resolution, elastic distortion, rotation,
 scale, JPEG, noise; each at a fixed seed and severity) and the real images of digits-in-the-wild through
 `predict`'s preprocessing. A check, not a set to tune on.
 
@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_edge import robustness
-from mnist_edge.data import load_mnist, local_wild
+from mnist_edge.measure import robustness
+from mnist_edge.train.data import load_mnist, local_wild
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.artifacts import open_artifact
+from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.edge.manifest import default_model_path
 from _toolcli import Parser, run
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import load_mnist
+from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.manifest import read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE

@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from mnist_edge.checkpoint import load_checkpoint
+from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.errors import MnistEdgeError
 from _toolcli import Parser, run
 

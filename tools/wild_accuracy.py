@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnist_edge.data import local_wild
+from mnist_edge.train.data import local_wild
 from mnist_edge.edge.predict import Failure, predict_paths
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel

@@ -20,8 +20,8 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 _API = {
     "load": "mnist_edge.edge.api",
     "Model": "mnist_edge.edge.api",
-    "Prediction": "mnist_edge.edge.common",
-    "Failure": "mnist_edge.edge.common",
+    "Prediction": "mnist_edge.edge.results",
+    "Failure": "mnist_edge.edge.results",
     "MnistEdgeError": "mnist_edge.errors",
     "train_model": "mnist_edge.api",
     "export_model": "mnist_edge.api",

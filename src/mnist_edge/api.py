@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from mnist_edge.formats import DEFAULT_EXPORT_DIR
 
 if TYPE_CHECKING:  # for the signatures only: importing them loads torch
-    from mnist_edge.export import ExportReport
-    from mnist_edge.train import TrainResult
-    from mnist_edge.verify import Parity
+    from mnist_edge.export.publish import ExportReport
+    from mnist_edge.train.config import TrainResult
+    from mnist_edge.export.verify import Parity
 
 PathLike = str | os.PathLike[str]
 # TrainConfig fields that hold paths: the API takes a str as well
@@ -27,7 +27,8 @@ def train_model(arch: str | None = None, *, log: Callable[[str], None] | None = 
     (`.out`) and holds its test accuracy and history. OPTIONS are `mnist-edge train`'s flags as keywords: recipe,
     epochs, batch_size, lr, seed, augment, schedule, device, threads, data_dir, out, resume, limit, overwrite.
     LOG gets the progress lines (None: silent)."""
-    from mnist_edge.train import TrainConfig, train
+    from mnist_edge.train.config import TrainConfig
+    from mnist_edge.train.loop import train
 
     paths = {key: Path(options[key]) for key in _PATH_OPTIONS if options.get(key) is not None}
     config = TrainConfig(arch=arch, **{**options, **paths})
@@ -49,14 +50,14 @@ def export_model(
     """Export CHECKPOINT into the folder OUT in FORMATS ("onnx", "torchscript"), each also QUANTIZE'd ("static",
     "dynamic"), as `mnist-edge export` does: every file passes the parity gate or none is written (`.published`).
     TOLERANCES: max_abs_diff, min_agreement, max_accuracy_drop, to override the gate's defaults."""
-    from mnist_edge.export import export_checkpoint
+    from mnist_edge.export.publish import export_checkpoint
 
     return export_checkpoint(
-        checkpoint,
-        out,
+        Path(checkpoint),
+        Path(out),
         list(formats),
         list(quantize),
-        data_dir=data_dir,
+        data_dir=None if data_dir is None else Path(data_dir),
         limit=limit,
         tolerance_overrides=tolerances,
         command=f"mnist_edge.export_model({os.fspath(checkpoint)!r}) (Python API)",
@@ -77,8 +78,9 @@ def verify_model(
 ) -> Parity:
     """Check that the exported FILE computes what CHECKPOINT's PyTorch model computes, as `mnist-edge verify` does:
     `.passed`, `.on_mnist`, `.failures`, `.summary()`. SYNTHETIC: on random pixels, not MNIST (no accuracy)."""
-    from mnist_edge.verify import verify_artifact
+    from mnist_edge.export.verify import verify_artifact
 
+    folder = None if data_dir is None else Path(data_dir)
     return verify_artifact(
-        file, checkpoint, data_dir, limit, tolerances, trust_torchscript=trust_torchscript, synthetic=synthetic
+        Path(file), Path(checkpoint), folder, limit, tolerances, trust_torchscript=trust_torchscript, synthetic=synthetic
     )

@@ -42,7 +42,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_temps(path: Path) -> list[Path]:
     """Remove the temporary files of PATH whose writing process is gone; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     prefix = temp_prefix(path)
     try:
         candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]

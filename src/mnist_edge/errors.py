@@ -3,9 +3,11 @@ exception is told in one line."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 # Long enough for ONNX Runtime's longest useful causes (its opset notice is ~330 characters), short
 # enough that a hostile message (a file name, a decoder's dump) cannot flood a terminal or a JSON field.
@@ -45,6 +47,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def first_line(exc: BaseException, width: int = 300) -> str:
+    """The first line of EXC's message (its type when it has none), cut to WIDTH characters."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:width] if text else type(exc).__name__
+
+
 def bug(what: str, exc: BaseException) -> str:
     """WHAT (naming the input) failed with EXC, which no check foresaw: said so, on one line."""
     return f"{what} ({describe(exc)}; this is a bug, please report it)"
@@ -64,9 +72,32 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXTS)
 
 
+def mismatch(unknown: list[str], missing: list[str], unknown_word: str = "unknown keys") -> str:
+    """What a mapping has too many and too few of, for the parts that are not empty."""
+    return "; ".join(part for part in (unknown and f"{unknown_word} {unknown}", missing and f"missing {missing}") if part)
+
+
 def debugging() -> bool:
     """MNIST_EDGE_DEBUG=1: let unexpected exceptions out with their traceback instead of one line."""
     return os.environ.get("MNIST_EDGE_DEBUG", "") not in ("", "0")
+
+
+class NotRegularFile(ValueError):
+    """A device, pipe or socket where a file was expected."""
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """PATH opened for reading if what was opened is a regular file: checked on the open file, not the name, which
+    a symlink swapped in meanwhile could point elsewhere; opened without blocking, as a FIFO would block forever.
+    IsADirectoryError for a folder, NotRegularFile for a device, pipe or socket."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        raise NotRegularFile("not a regular file (a device, pipe or socket)")
+    return os.fdopen(fd, "rb")
 
 
 def require_file(path: Path, what: str = "file") -> None:

@@ -18,6 +18,8 @@ SUFFIXES = {ONNX: ".onnx", TORCHSCRIPT: ".torchscript.pt", CHECKPOINT: ".pt"}
 VARIANTS = {NONE: "", DYNAMIC: ".dynamic", STATIC: ".int8"}
 # Where `export` writes unless told: a folder of the user's own, never the shipped exported/ of a checkout.
 DEFAULT_EXPORT_DIR = Path("mnist-edge-export")
+# Training digits that calibrate static int8 unless `export --calibration-size` says otherwise.
+CALIBRATION_SIZE = 1000
 FORMAT_NAMES = {ONNX: "ONNX", TORCHSCRIPT: "TorchScript", CHECKPOINT: "PyTorch eager"}
 QUANTIZATION_NAMES = {NONE: "fp32", DYNAMIC: "dynamic int8", STATIC: "static int8"}
 

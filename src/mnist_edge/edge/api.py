@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.common import Failure, Prediction, Result
+from mnist_edge.edge.results import Failure, Prediction, Result
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.predict import infer, predict_paths
 from mnist_edge.edge.preprocess import preprocess, preprocess_image

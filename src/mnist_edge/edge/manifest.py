@@ -12,14 +12,13 @@ import hashlib
 import json
 import math
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mnist_edge.atomic import open_lock_file, write_text
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, open_regular
 from mnist_edge.formats import MODEL_FORMATS, QUANTIZATIONS
 
 MANIFEST = "manifest.json"
@@ -131,13 +130,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def _read_small_file(path: Path) -> bytes:
-    """PATH's bytes if it is a regular file of at most MAX_MANIFEST_BYTES, else ValueError: a FIFO would block
-    the open and the read forever, /dev/zero or a huge file would fill memory."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once instead of waiting for a writer
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # what was opened, not the name (a symlink swap can change it)
-        os.close(fd)
-        raise ValueError("not a regular file")
-    with os.fdopen(fd, "rb") as f:
+    """PATH's bytes if it is a regular file of at most MAX_MANIFEST_BYTES, else OSError or ValueError: a FIFO would
+    block the open and the read forever, /dev/zero or a huge file would fill memory."""
+    with open_regular(path) as f:
         data = f.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
         raise ValueError(f"over {MAX_MANIFEST_BYTES:,} bytes")

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug, debugging
-from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
 from mnist_edge.edge.lifetime import die_with_parent
 from mnist_edge.edge.preprocess import IMAGE_SUFFIXES, preprocess, save_png
+from mnist_edge.edge.results import Failure, Prediction, Result, usable_cpus
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import refuses
 

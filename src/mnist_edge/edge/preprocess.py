@@ -11,12 +11,10 @@ import io
 import itertools
 import os
 import re
-import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -27,7 +25,7 @@ from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin 
 from PIL import PpmImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from mnist_edge.atomic import fresh_temp
-from mnist_edge.errors import MnistEdgeError, bug, debugging, describe
+from mnist_edge.errors import MnistEdgeError, NotRegularFile, bug, debugging, describe, open_regular
 from mnist_edge.spec import DIGIT_BOX, IMAGE_SIZE
 
 # Above any phone photo (50 MP), below Pillow's own bomb limits (89 MP warns, 179 MP refused): a bigger
@@ -84,7 +82,7 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     """Decode SOURCE (EXIF-rotated, any mode, alpha flattened) to float32 grayscale in [0, 1]."""
     path = _label(source, name)
     try:
-        with io.BytesIO(source) if isinstance(source, bytes) else _open_regular(Path(source), path) as stream, _guarded():
+        with io.BytesIO(source) if isinstance(source, bytes) else open_regular(Path(source)) as stream, _guarded():
             img = Image.open(stream, formats=tuple(IMAGE_FORMATS))  # reads the header only
             if img.width * img.height > MAX_PIXELS:
                 raise MnistEdgeError(
@@ -103,6 +101,8 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
         raise MnistEdgeError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise MnistEdgeError(f"{path}: is a folder, not an image") from None
+    except NotRegularFile as exc:  # a device, pipe or socket: never read
+        raise MnistEdgeError(f"{path}: {exc}") from None
     except Image.UnidentifiedImageError:
         raise MnistEdgeError(f"{path}: not a supported image format ({SUPPORTED})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # refused inside open()
@@ -139,19 +139,6 @@ def header_pixels(data: bytes) -> int | None:
         return MAX_PIXELS + 1
     except Exception:  # not one of those formats, or a corrupt header: preprocess names the problem in a worker
         return None
-
-
-def _open_regular(path: Path, label: str) -> BinaryIO:
-    """PATH opened for reading if what was opened is a regular file. Checked on the open file, not the name, which
-    a symlink swapped in meanwhile could point elsewhere; opened without blocking, as a FIFO would block forever."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(path)
-        raise MnistEdgeError(f"{label}: not a regular file (a device, pipe or socket)")
-    return os.fdopen(fd, "rb")
 
 
 def _to_gray(img: Image.Image) -> np.ndarray:

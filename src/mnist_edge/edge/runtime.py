@@ -24,8 +24,8 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
-from mnist_edge.edge.common import usable_cpus
 from mnist_edge.edge.external_data import external_bytes
+from mnist_edge.edge.results import usable_cpus
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NOT_DIGIT_NAME, NUM_CLASSES, OUTPUT_NAME, THRESHOLD_KEY
 
 if TYPE_CHECKING:

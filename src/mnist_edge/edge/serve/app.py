@@ -162,7 +162,7 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
 def create_app(engine: Engine, max_body: int, max_files: int, always_digit: bool = False) -> Starlette:
     """The app for ENGINE, which is open (its model_info is known) for as long as the app serves. ALWAYS_DIGIT:
     answer a digit even for what the model says is not one, as every request's ?always_digit=1 asks."""
-    static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in STATIC}
+    static = {name: resources.files(__package__).joinpath("static").joinpath(name).read_bytes() for name in STATIC}
 
     async def page(request: Request) -> Response:
         # /favicon.ico: what a browser asks for on its own (a page it shows as JSON, /healthz, names no icon)

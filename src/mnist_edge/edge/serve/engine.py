@@ -22,12 +22,13 @@ import os
 import pickle
 import sys
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.results import usable_cpus
 from mnist_edge.edge.preprocess import WORK_SIZE, header_pixels
 from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
@@ -136,8 +137,12 @@ class _Worker:
 
 
 class Engine:
-    def __init__(self, model_path: Path, workers: int, max_batch: int = MAX_BATCH) -> None:
+    """SPAWN(model_path) starts one worker: a process by default, anything with _Worker's interface in tests."""
+
+    def __init__(self, model_path: Path, workers: int, max_batch: int = MAX_BATCH,
+                 spawn: Callable[[Path], Awaitable[_Worker]] = _Worker.spawn) -> None:
         self.model_path = model_path
+        self._spawn_worker = spawn
         self.workers = workers
         self.max_batch = max_batch
         self.model_info: dict[str, Any] = {}
@@ -146,12 +151,13 @@ class Engine:
         self._changed = asyncio.Event()  # work arrived, a batch ended or a worker started: look again
         self._dispatcher: asyncio.Task[None] | None = None
         self._replacing: set[int] = set()  # indexes of dead workers being replaced
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to running tasks
         self._closing = False
         self.images = 0  # received so far
         self.prepared_here = 0  # of them, prepared by this process while the workers were busy
 
     async def _start_worker(self) -> _Worker:
-        worker = await _Worker.spawn(self.model_path)
+        worker = await self._spawn_worker(self.model_path)
         try:
             self.model_info = await worker.call("model_facts")
         except BaseException:
@@ -164,7 +170,7 @@ class Engine:
 
         Raises MnistEdgeError for a model the workers cannot open."""
         started = await asyncio.gather(*(self._start_worker() for _ in range(self.workers)), return_exceptions=True)
-        self._workers = [w for w in started if isinstance(w, _Worker)]
+        self._workers = [w for w in started if not isinstance(w, BaseException)]
         failed = [e for e in started if isinstance(e, BaseException)]
         if failed:
             await self.close()
@@ -198,7 +204,8 @@ class Engine:
         return list(await asyncio.gather(*futures))
 
     def _take_batch(self) -> list[tuple[Job, asyncio.Future[Outcome]]]:
-        batch, size = [], 0
+        batch: list[tuple[Job, asyncio.Future[Outcome]]] = []
+        size = 0
         while self._pending and len(batch) < self.max_batch and (not batch or size + len(self._pending[0][0].data) <= MAX_BATCH_BYTES):
             job, future = self._pending.popleft()
             if not future.done():  # a request whose gather was cancelled
@@ -207,25 +214,29 @@ class Engine:
         return batch
 
     async def _dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._changed.wait()
             self._changed.clear()
-            for k, worker in enumerate(self._workers):
-                if not worker.alive and k not in self._replacing:
+            for k, dead in enumerate(self._workers):
+                if not dead.alive and k not in self._replacing:
                     self._replacing.add(k)
-                    loop.create_task(self._replace(k))
+                    self._spawn(self._replace(k))
             while self._pending:
                 worker = self._with_room()
                 if worker is not None:
                     batch = self._take_batch()
                     if batch:  # sent now, so it counts against the worker's room at once
                         answer = worker.call("predict_batch", [job for job, _ in batch])
-                        loop.create_task(self._settle(batch, answer))
+                        self._spawn(self._settle(batch, answer))
                 elif self._prepare_one_here():
                     await asyncio.sleep(0)  # HTTP first: whatever arrived meanwhile is read before the next image
                 else:
                     break  # the workers have all they can take, and what waits is theirs to prepare
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _with_room(self) -> _Worker | None:
         """The least busy live worker, if it can take another batch (with none alive, requests wait for the replacements)."""

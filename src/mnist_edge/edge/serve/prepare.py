@@ -8,7 +8,7 @@ import traceback
 import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug
-from mnist_edge.edge.common import Failure
+from mnist_edge.edge.results import Failure
 from mnist_edge.edge.preprocess import preprocess
 from mnist_edge.edge.serve.protocol import Job, Outcome
 

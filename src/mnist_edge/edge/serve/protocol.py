@@ -1,7 +1,6 @@
 """What the server process and its workers say to each other: calls and answers as length-prefixed pickles.
 
-Both ends are this package, over a private pipe. Kept apart so a worker imports no asyncio, and the
-server process no numpy.
+Both ends are this package, over a private pipe. Kept apart so a worker imports no asyncio.
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ def deadline_protocol(timeout: float) -> type[asyncio.Protocol]:
     at Uvicorn's keep-alive timeout. Only the arrival is timed: the app's own work is not."""
     base: Any = import_from_string(HTTP_PROTOCOLS["auto"])
 
-    class DeadlineProtocol(base):  # type: ignore[misc,valid-type]
+    class DeadlineProtocol(base):
         _deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self._arm()
 
@@ -157,7 +157,7 @@ async def _serve(config: ServeConfig, sock: socket.socket, echo: Callable[[str],
                 proxy_headers=False,  # no proxy is assumed: X-Forwarded-* headers are a client's to forge
                 server_header=False,
                 log_level="info",
-                timeout_graceful_shutdown=3 * SHUTDOWN_GRACE_S,
+                timeout_graceful_shutdown=int(3 * SHUTDOWN_GRACE_S),
             ),
             engine,
         )

@@ -9,13 +9,14 @@ answers with a MnistEdgeError.
 from __future__ import annotations
 
 import base64
-import io
 import math
 import os
 import pickle
 import signal
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -100,10 +101,10 @@ def predict_batch(jobs: list[Job]) -> list[Outcome]:
     return outcomes
 
 
-CALLS = {"model_facts": model_facts, "predict_batch": predict_batch}
+CALLS: dict[str, Callable[..., Any]] = {"model_facts": model_facts, "predict_batch": predict_batch}
 
 
-def _read(stream: io.BufferedReader, size: int) -> bytes | None:
+def _read(stream: BinaryIO, size: int) -> bytes | None:
     data = stream.read(size)
     return data if len(data) == size else None  # end of input: the server closed it, or is gone
 

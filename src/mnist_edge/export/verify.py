@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnist_edge.artifacts import open_artifact, require_checkpoint
-from mnist_edge.data import MNIST, download_mnist, load_mnist, local_mnist
+from mnist_edge.export.artifacts import open_artifact, require_checkpoint
+from mnist_edge.train.data import MNIST, download_mnist, load_mnist, local_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import LogitsFn, percent, split_outputs, to_pixels, torch_logits_fn
+from mnist_edge.measure.evaluate import LogitsFn, percent, split_outputs, to_pixels, torch_logits_fn
 from mnist_edge.spec import INPUT_SHAPE, THRESHOLD_KEY
 
 if TYPE_CHECKING:
-    from mnist_edge.architectures import MnistClassifier
+    from mnist_edge.train.architectures import MnistClassifier
 
 BATCH = 1000
 SYNTHETIC_IMAGES = 512
@@ -130,7 +130,7 @@ def parity_data(mnist: MNIST | None, limit: int | None = None, missing: str = ""
         data = ParityData(to_pixels(digits), labels, source)
     if not non_digits:
         return data
-    from mnist_edge import synthetic
+    from mnist_edge.train import synthetic
 
     others, _ = synthetic.non_digits(non_digits, 0, synthetic.fonts_for("held-out"))
     images = np.concatenate([data.images, to_pixels(others)])
@@ -170,7 +170,8 @@ def compare(
     if agreement < tolerances.min_agreement:
         disagree = int((ref_top != art_top).sum())
         failures.append(f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)")
-    if tolerances.max_accuracy_drop is not None and ref_acc is not None and ref_acc - art_acc > tolerances.max_accuracy_drop:
+    if tolerances.max_accuracy_drop is not None and ref_acc is not None and art_acc is not None \
+            and ref_acc - art_acc > tolerances.max_accuracy_drop:
         failures.append(
             f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > {tolerances.max_accuracy_drop:g}"
         )
@@ -221,7 +222,7 @@ def verify_artifact(
 ) -> Parity:
     """The `verify` command: the file at PATH against the checkpoint it claims to come from, on MNIST. SYNTHETIC:
     on a seeded batch of random pixels instead; without it, a run that finds no MNIST fails ("NOT checked")."""
-    from mnist_edge.checkpoint import load_checkpoint
+    from mnist_edge.train.checkpoint import load_checkpoint
     from mnist_edge.edge.manifest import file_sha256
 
     artifact = open_artifact(path, trust_torchscript=trust_torchscript)

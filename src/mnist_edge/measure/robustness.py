@@ -16,6 +16,7 @@ import io
 import re
 import zlib
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import split_outputs, to_pixels
+from mnist_edge.measure.evaluate import split_outputs, to_pixels
 
 SEED = 2026
 ROTATE_DEGREES = 15.0
@@ -38,7 +39,7 @@ NOISE_STD = 0.2  # of the full [0, 1] range
 Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
-def _pad(images: np.ndarray, r: int, mode: str = "constant", **kwargs: int) -> np.ndarray:
+def _pad(images: np.ndarray, r: int, mode: Any = "constant", **kwargs: int) -> np.ndarray:
     return np.pad(images, ((0, 0), (r, r), (r, r)), mode=mode, **kwargs)
 
 
@@ -85,7 +86,7 @@ def _per_image(images: np.ndarray, fn: Callable[[Image.Image, int], Image.Image]
 def lowres(images: np.ndarray, _rng: np.random.Generator | None = None) -> np.ndarray:
     """A low-resolution capture: box-averaged down to {LOWRES_SIZE} px square, bilinear back up to 28."""
     size = images.shape[1:][::-1]
-    return _per_image(images, lambda im, _i: im.resize((LOWRES_SIZE,) * 2, Image.BOX).resize(size, Image.BILINEAR))
+    return _per_image(images, lambda im, _i: im.resize((LOWRES_SIZE,) * 2, Image.Resampling.BOX).resize(size, Image.Resampling.BILINEAR))
 
 
 def _sample(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -251,7 +252,7 @@ def score_models(
 
     Each shift is computed once and shown to every model; the wild images go in as `predict` prepared them.
     """
-    from mnist_edge.verify import batched
+    from mnist_edge.export.verify import batched
 
     def score(pixels: np.ndarray, truth: np.ndarray) -> dict[str, Score]:
         def correct(fn: Callable[[np.ndarray], np.ndarray]) -> int:

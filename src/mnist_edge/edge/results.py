@@ -1,6 +1,5 @@
-"""What `predict` and the server process share, kept apart from predict.py and runtime.py because those load
-ONNX Runtime, which the server's HTTP process never does: the result objects `predict --json` prints, and
-how many CPUs this process may use."""
+"""The result objects `predict --json` prints (and how many CPUs this process may use), kept apart from predict.py
+and runtime.py because those load ONNX Runtime, which the server's HTTP process never does."""
 
 from __future__ import annotations
 

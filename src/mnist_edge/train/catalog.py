@@ -2,7 +2,7 @@
 
 The figures (parameters, multiply-accumulates, recipes) come from building every model, which needs torch; they
 are kept in catalog.json beside this file, so listing the architectures works on the base install too.
-tests/test_catalog.py checks the file against the registry; `python -m mnist_edge.catalog` rewrites it.
+tests/test_catalog.py checks the file against the registry; `python -m mnist_edge.train.catalog` rewrites it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def describe_models() -> list[dict[str, Any]]:
 
 def compute_models() -> list[dict[str, Any]]:
     """The rows computed from the registry itself (imports torch): what catalog.json must hold."""
-    from mnist_edge.architectures import arch_info, count_macs, count_params, create_model, list_models
+    from mnist_edge.train.architectures import arch_info, create_model, list_models
+    from mnist_edge.train.cost import count_macs, count_params
 
     rows = []
     for name in list_models():
@@ -55,7 +56,7 @@ def catalog_text(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2) + "\n"
 
 
-if __name__ == "__main__":  # after a change to the registry: python -m mnist_edge.catalog
+if __name__ == "__main__":  # after a change to the registry: python -m mnist_edge.train.catalog
     from mnist_edge.atomic import write_text
 
     write_text(CATALOG_FILE, catalog_text(compute_models()))

@@ -12,7 +12,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from mnist_edge.atomic import staging
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import ECE_BINS, Evaluation, expected_calibration_error
+from mnist_edge.measure.evaluate import ECE_BINS, Evaluation, expected_calibration_error
 from mnist_edge.spec import LABELS
 
 CELL = 44  # confusion-matrix cell, pixels
@@ -145,3 +145,19 @@ def write_report(result: Evaluation, images: np.ndarray, labels: np.ndarray, out
     except OSError as exc:
         raise MnistEdgeError(f"{out_dir}: cannot write the report ({exc.strerror or exc})") from None
     return {path: what for path, (_, what) in pictures.items()}
+
+
+def evaluate_file(model: Path, data_dir: Path | None, limit: int | None, report_dir: Path | None,
+                  trust_torchscript: bool = False) -> tuple[str, Evaluation, dict[Path, str]]:
+    """`mnist-edge evaluate`: MODEL's architecture, its evaluation on the first LIMIT MNIST test digits, and the
+    report files written into REPORT_DIR (none without one)."""
+    from mnist_edge.export.artifacts import open_artifact, threshold_of
+    from mnist_edge.measure.evaluate import evaluate
+    from mnist_edge.train.data import load_mnist
+
+    opened = open_artifact(model, trust_torchscript=trust_torchscript)
+    data = load_mnist(data_dir)
+    images, labels = data.test_images[:limit], data.test_labels[:limit]
+    result = evaluate(opened.logits_fn, images, labels, threshold=threshold_of(opened))
+    written = write_report(result, images, labels, report_dir) if report_dir is not None else {}
+    return opened.metadata.get("arch", "unknown architecture"), result, written

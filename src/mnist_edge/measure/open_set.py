@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_edge import robustness, synthetic
-from mnist_edge.evaluate import LogitsFn, expected_calibration_error, split_outputs, to_pixels
-from mnist_edge.verify import batched
+from mnist_edge.measure import robustness
+from mnist_edge.train import synthetic
+from mnist_edge.measure.evaluate import LogitsFn, expected_calibration_error, split_outputs, to_pixels
+from mnist_edge.export.verify import batched
 
 SEED = 20261207  # the generated sets' own: training uses the recipe's seed, calibration seed + 1
 

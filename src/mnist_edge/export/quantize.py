@@ -174,7 +174,7 @@ def _float_convs(model: onnx.ModelProto) -> list[str]:
     after_int8: set[str] = set()  # tensors computed from an int8 conv's output
     found = []
     for node in model.graph.node:  # topologically sorted, as ONNX requires
-        dims = weights.get(node.input[1], ()) if node.op_type == "Conv" else ()
+        dims: tuple[int, ...] = tuple(weights.get(node.input[1], ())) if node.op_type == "Conv" else ()
         downstream = any(name in after_int8 for name in node.input)
         if len(dims) == 4:
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
@@ -185,6 +185,12 @@ def _float_convs(model: onnx.ModelProto) -> list[str]:
         if downstream:
             after_int8.update(node.output)
     return found
+
+
+def required(calibration: np.ndarray | None) -> np.ndarray:
+    if calibration is None:
+        raise ValueError("static quantization needs calibration images")  # a bug in the caller
+    return calibration
 
 
 def onnx_static(fp32: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:

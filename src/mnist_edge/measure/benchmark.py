@@ -28,22 +28,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Hashable
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from mnist_edge.artifacts import first_line, open_artifact, require_checkpoint
-from mnist_edge.checkpoint import Checkpoint, load_checkpoint
-from mnist_edge.data import MNIST, load_mnist
+from mnist_edge.export.artifacts import open_artifact, require_checkpoint
+from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
+from mnist_edge.train.data import MNIST, load_mnist
 from mnist_edge.edge.manifest import MANIFEST, SHIPPED_DIRS, file_sha256, read_manifest
 from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
-from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.export import Exported, artifact_metadata, calibration_images, export_artifact, onnx_proto
-from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
-from mnist_edge.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
+from mnist_edge.errors import MnistEdgeError, first_line
+from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
+from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
+from mnist_edge.export.table import WRITERS
+from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
+from mnist_edge.export.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
 
 K = TypeVar("K", bound=Hashable)
 Variant = tuple[str, str]  # (format, quantization), as `export --format/--quantize` name them
@@ -51,7 +53,6 @@ EAGER: Variant = (CHECKPOINT, NONE)  # the checkpoint's own PyTorch model: the r
 DEFAULT_VARIANTS: list[Variant] = [(TORCHSCRIPT, NONE), (ONNX, NONE), (ONNX, DYNAMIC), (ONNX, STATIC)]
 REFERENCE, PASSED, REFUSED, FAILED = "reference", "passed", "exported but failed verification", "failed to export"
 SKIPPED = "not made"  # e.g. dynamic int8 of a model with no layer it quantizes
-CALIBRATION_IMAGES = 1000  # static int8 calibration sample, as `mnist-edge export` defaults
 
 
 @dataclass(frozen=True)
@@ -154,13 +155,14 @@ def _export_rows(
     a crash of the whole table; the ONNX variants share one fp32 export, so its failure fails them all.
     """
     sha = file_sha256(checkpoint)
-    fp32_onnx, onnx_error = None, ""
+    shared: dict[str, Any] = {}  # one fp32 ONNX export for every ONNX row
+    onnx_error = ""
     if any(fmt == ONNX for fmt, _ in variants):
         try:
-            fp32_onnx = onnx_proto(ckpt.model)
-        except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types; the row records which
+            WRITERS[ONNX].make(ckpt.model, NONE, None, shared)
+        except Exception as exc:  # the exporter raises many unrelated types; the row records which
             onnx_error = first_line(exc)
-    calibration = calibration_images(mnist, CALIBRATION_IMAGES) if any(mode == STATIC for _, mode in variants) else None
+    calibration = calibration_images(mnist, CALIBRATION_SIZE) if any(mode == STATIC for _, mode in variants) else None
     rows: dict[Variant, Row] = {}
     for key in variants:
         fmt, mode = key
@@ -170,9 +172,9 @@ def _export_rows(
         name = artifact_name(checkpoint.stem, fmt, mode)
         try:
             result = export_artifact(
-                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, fp32_onnx=fp32_onnx
+                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, shared=shared
             )
-        except Exception as exc:  # noqa: BLE001 - as above: quantizers and tracers fail in their own ways
+        except Exception as exc:  # as above: quantizers and tracers fail in their own ways
             rows[key] = Row(fmt, mode, FAILED, name, first_line(exc))
             continue
         rows[key] = _exported_row(result)
@@ -308,9 +310,10 @@ def run_benchmark(
         onnx = next((work / r.file for k, r in timed.items() if k[0] == ONNX), None)
         ort_settings = _ort_settings(onnx) if onnx else {}
 
+    eager_p50_us = float(np.percentile(latency[EAGER], 50)) / 1000
     for key, row in timed.items():
         row.p50_us, row.p99_us = (float(v) / 1000 for v in np.percentile(latency[key], [50, 99]))
-        row.speedup = eager.p50_us / row.p50_us if key != EAGER else 1.0
+        row.speedup = eager_p50_us / row.p50_us
         row.images_per_s = len(many) / (float(np.median(throughput[key])) / 1e9)
     return Benchmark(
         str(checkpoint),

@@ -5,7 +5,7 @@ batch is converted to float and (for recipes with augmentation) warped on the de
 randomness comes from seeded generators whose state is checkpointed, so `--resume` continues exactly,
 and Ctrl-C stops after the current step with a resumable checkpoint.
 
-A run reads top to bottom: `train` plans it (`make_plan`: every flag and file checked before any work), holds
+A run reads top to bottom: `train` plans it (config.make_plan: every flag and file checked before any work), holds
 its checkpoint file against other runs (`atomic.holding`) and sets it up (`set_up`: data, model, optimizer,
 restored state), then `_train` runs each epoch (`run_epoch`), evaluates it (`evaluate_epoch`) and saves (`save`).
 """
@@ -13,14 +13,9 @@ restored state), then `_train` runs each epoch (`run_epoch`), evaluates it (`eva
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import os
-import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,272 +24,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnist_edge import __version__, augment, distributed, robust_augment, synthetic
-from mnist_edge.architectures import SCHEDULES, MnistClassifier, Recipe, arch_info, create_model, min_train_batch
-from mnist_edge.atomic import holding, probe_writable, require_replaceable
-from mnist_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from mnist_edge.data import load_mnist
-from mnist_edge.errors import MnistEdgeError, out_of_memory
-from mnist_edge.spec import NUM_CLASSES
-from mnist_edge.evaluate import evaluate, torch_logits_fn
-from mnist_edge.validate import check_recipe, integer, number, recipe_from_dict
+from mnist_edge import __version__
+from mnist_edge.atomic import holding
+from mnist_edge.errors import MnistEdgeError, first_line, out_of_memory
+from mnist_edge.measure.evaluate import evaluate, torch_logits_fn
+from mnist_edge.train import augment, distributed, robust_augment
+from mnist_edge.train.architectures import MnistClassifier, arch_info, create_model, min_train_batch
+from mnist_edge.train.checkpoint import save_checkpoint
+from mnist_edge.train.config import Plan, TrainConfig, TrainResult, build_optimizer, check_out, cpu_threads
+from mnist_edge.train.config import make_plan, resolve_device
+from mnist_edge.train.data import load_mnist
+from mnist_edge.train.open_set import calibrate_run, training_set
+from mnist_edge.train.progress import Progress, stop_on_interrupt
+from mnist_edge.train.recipes import Recipe
 
 Log = Callable[[str], None]
-DEVICES = ("auto", "cpu", "cuda", "mps")
-AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # architectures.AUGMENTATIONS: each a sample_params + apply_params
-MNIST_TRAIN_IMAGES = 60_000  # what a recipe's image counts (holdout, printed, non_digits) are written for
-CALIBRATION_IMAGES = 2000  # printed digits and non-digits generated (each) in calibration fonts
-PROGRESS_EVERY_S = 10.0  # a progress line this often when the output is not a terminal (a pipe, a log file)
+AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # recipes.AUGMENTATIONS: each a sample_params + apply_params
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """What the user asked for; None means "the recipe's value" (or the resumed checkpoint's).
-
-    Every number is range-checked here, so the library refuses what the command line refuses.
-    """
-
-    arch: str | None = None
-    recipe: str | None = None  # a named recipe of the architecture; default: its default recipe
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int | None = None
-    augment: bool | None = None
-    schedule: str | None = None
-    device: str = "auto"
-    data_dir: Path | None = None
-    out: Path | None = None  # a checkpoint file; default: checkpoints/ARCH.pt, or the resumed file
-    resume: Path | None = None
-    limit: int | None = None  # use only the first LIMIT training images and the first LIMIT test images
-    threads: int | None = None  # CPU threads; default: the usable CPUs the load average leaves free
-    overwrite: bool = False  # replace an existing OUT that is not the resumed checkpoint
-    progress: bool = True  # a live bar on a terminal, else a line every progress_every_s seconds
-    progress_every_s: float = PROGRESS_EVERY_S
-
-    def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise MnistEdgeError(f"--device {self.device}: choose {', '.join(DEVICES)}")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise MnistEdgeError(f"--schedule {self.schedule}: choose {' or '.join(SCHEDULES)}")
-        # the recipe's own checks, on the fields given; resolve_recipe checks the merged recipe again
-        probe = Recipe(optimizer="sgd", lr=1.0, batch_size=1, epochs=1)
-        given = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "seed") if getattr(self, k) is not None}
-        check_recipe(dataclasses.replace(probe, **given))
-        if self.limit is not None:
-            integer("--limit", self.limit, 1, 2**31)
-        if self.threads is not None:
-            integer("--threads", self.threads, 1, os.cpu_count() or 1)  # more than the CPUs only contend
-        number("progress_every_s", self.progress_every_s, 0.0, 86_400.0)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out: Path
-    epochs_done: int
-    test_accuracy: float | None
-    interrupted: bool
-    history: list[dict[str, Any]]
-    arch: str = ""
-    recipe: dict[str, Any] = field(default_factory=dict)
-    wall_time_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "out": str(self.out)}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MnistEdgeError("--device cuda: no CUDA device is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise MnistEdgeError("--device mps: MPS is not available")
-    if name not in DEVICES:
-        raise MnistEdgeError(f"--device {name}: choose {', '.join(DEVICES)}")
-    return torch.device(name)
-
-
-def default_threads() -> int:
-    """The usable CPUs minus those the 1-minute load average says are busy, at least 1.
-
-    On a busy machine more threads than free cores only contend (OpenMP threads wait on each other).
-    """
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, usable - busy)
-
-
-@contextmanager
-def cpu_threads(threads: int | None, world_size: int) -> Iterator[int]:
-    """Run with THREADS CPU threads (default: default_threads() shared among the ranks); restores the previous count.
-
-    An OMP_NUM_THREADS the user (or torchrun) set is left alone unless THREADS is given.
-    """
-    previous = torch.get_num_threads()
-    if threads is None and "OMP_NUM_THREADS" in os.environ:
-        yield previous
-        return
-    torch.set_num_threads(threads or max(1, default_threads() // world_size))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
-
-
-def resolve_recipe(base: Recipe, config: TrainConfig, resuming: bool) -> Recipe:
-    """The recipe with the user's overrides; a resumed run may only extend --epochs."""
-    overrides = {
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "seed": config.seed,
-        "augment": config.augment,
-        "schedule": config.schedule,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if resuming:
-        changed = [k for k, v in overrides.items() if k != "epochs" and v != getattr(base, k)]
-        if changed:
-            raise MnistEdgeError(f"--resume continues the checkpoint's recipe; cannot change {', '.join(changed)}")
-    return check_recipe(dataclasses.replace(base, **overrides))
-
-
-def build_optimizer(recipe: Recipe, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    # fused kernels update all parameters in one pass (CPU and CUDA); MPS keeps the default path
-    fused = True if device.type in ("cpu", "cuda") else None
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay, fused=fused,
-        )
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
-    raise MnistEdgeError(f"unknown optimizer {recipe.optimizer!r} in the recipe")
-
-
-def checkpoint_bytes(model: torch.nn.Module) -> int:
-    """A generous estimate of a checkpoint's size: weights, two optimizer buffers each, and metadata."""
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return 3 * weights + (1 << 20)
-
-
-class Progress:
-    """Live progress of an epoch: a rich bar on a terminal; elsewhere (a pipe, a log file) a line every few seconds."""
-
-    def __init__(self, enabled: bool, every_s: float, log: Log) -> None:
-        self.enabled, self.log, self.bar = enabled, log, None
-        self.every_s = every_s
-        if enabled and sys.stderr.isatty():  # the bar goes to stderr, so --json keeps stdout clean
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
-
-            self.every_s = 0.3  # .item() syncs with the device: only a few times a second
-            self.bar = RichProgress(
-                TextColumn("epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:,.0f} img/s"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-
-    @contextmanager
-    def epoch(self, label: str, total: int, done: int) -> Iterator[Callable[[int, float, float], None]]:
-        if self.bar is None:
-            yield lambda step, loss, speed: self.log(f"epoch {label}: step {step}/{total}, loss {loss:.4f}, {speed:,.0f} img/s")
-            return
-        with self.bar:
-            task = self.bar.add_task("", total=total, completed=done, epoch=label, loss=float("nan"), speed=0.0)
-            yield lambda step, loss, speed: self.bar.update(task, completed=step, loss=loss, speed=speed)
-            self.bar.remove_task(task)
-
-
-@contextmanager
-def stop_on_interrupt(escalate: bool = True) -> Iterator[Callable[[], bool]]:
-    """First Ctrl-C asks the loop to stop after the current step; a second one (if ESCALATE) interrupts at once.
-
-    Under torchrun a worker gets Ctrl-C twice (from the terminal and forwarded by torchrun), so there it
-    never escalates: torchrun kills workers that do not stop in time.
-    """
-    requested = False
-
-    def handler(_signum: int, _frame: Any) -> None:
-        nonlocal requested
-        if requested and escalate:
-            raise KeyboardInterrupt
-        requested = True
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
-        yield lambda: False
-        return
-    try:
-        yield lambda: requested
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "mnist_edge": __version__}  # str: TorchVersion is not weights_only-loadable
-
-
-# --- 1. plan: every decision and check before any work ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    arch: str
-    recipe: Recipe
-    limit: int | None
-    out: Path
-    resumed: Checkpoint | None
-    resume: Path | None  # the resumed file
-
-
-def make_plan(config: TrainConfig) -> Plan:
-    """What this run trains, for how long and into which file; refuses a bad combination or an unwritable --out."""
-    resumed = load_checkpoint(config.resume) if config.resume else None
-    if resumed is not None:
-        if config.arch not in (None, resumed.arch):
-            raise MnistEdgeError(f"--arch {config.arch} does not match the checkpoint's architecture {resumed.arch!r}")
-        if not resumed.training:
-            raise MnistEdgeError(f"{config.resume}: holds no training state to resume (a final or exported checkpoint)")
-        if config.recipe is not None:
-            raise MnistEdgeError("--resume continues the checkpoint's recipe; leave out --recipe")
-        arch, base = resumed.arch, recipe_from_dict(resumed.meta["recipe"], str(config.resume))
-        limit = resumed.training.get("limit")
-        if config.limit not in (None, limit):
-            raise MnistEdgeError(f"--limit {config.limit} differs from the checkpoint's ({limit})")
-    elif config.arch is None:
-        raise MnistEdgeError("give --arch NAME (or --resume FILE)")
-    else:
-        arch, base, limit = config.arch, arch_info(config.arch).get_recipe(config.recipe), config.limit
-    recipe = resolve_recipe(base, config, resuming=resumed is not None)
-    trained = resumed.training.get("epoch") if resumed is not None else None
-    if trained is not None and trained >= recipe.epochs:
-        raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
-    out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
-    check_out(out, config)
-    probe_writable(out, checkpoint_bytes(create_model(arch)), "checkpoint")
-    return Plan(arch, recipe, limit, out, resumed, config.resume)
-
-
-def check_out(out: Path, config: TrainConfig) -> None:
-    """OUT may be written: nothing there, or a file that is the resumed one or that --overwrite may replace; never
-    a FIFO or a device (as root, `--out /dev/null` would replace the system's)."""
-    require_replaceable(out, "checkpoint file")
-    resumed = config.resume is not None and out.resolve() == Path(config.resume).resolve()
-    if os.path.lexists(out) and not config.overwrite and not resumed:
-        raise MnistEdgeError(f"{out}: exists; --resume it, choose another --out, or give --overwrite to replace it")
 
 
 # --- 2. set up: data, model, optimizer, and the state a resumed run left -----------------------------------
@@ -351,27 +104,6 @@ def steps_per_epoch(n: int, recipe: Recipe, world_size: int, min_per_rank: int =
     if recipe.drop_last or 0 < tail < world_size * min_per_rank:
         return n // recipe.batch_size
     return math.ceil(n / recipe.batch_size)
-
-
-def scaled(count: int, n: int) -> int:
-    """COUNT of a recipe written for MNIST's 60,000 training digits, scaled to a run on N of them (--limit)."""
-    return round(count * n / MNIST_TRAIN_IMAGES)
-
-
-def training_set(recipe: Recipe, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The images and labels a recipe trains on, and the held-out digits it calibrates on: MNIST's training digits
-    less the last `holdout`, plus generated printed digits (labels 0-9) and non-digits (label 10)."""
-    n = len(x)
-    holdout = scaled(recipe.holdout, n)
-    holdout_x, holdout_y = x[n - holdout :], y[n - holdout :]
-    x, y = x[: n - holdout], y[: n - holdout]
-    if recipe.printed or recipe.non_digits:
-        fonts = synthetic.fonts_for("train")
-        printed_x, printed_y = synthetic.printed_digits(scaled(recipe.printed, n), recipe.seed, fonts)
-        others, _ = synthetic.non_digits(scaled(recipe.non_digits, n), recipe.seed, fonts)
-        x = np.concatenate([x, printed_x, others])
-        y = np.concatenate([y, printed_y.astype(y.dtype), np.full(len(others), NUM_CLASSES, y.dtype)])
-    return x, y, holdout_x, holdout_y
 
 
 def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None, threads: int, started: float) -> Run:
@@ -452,7 +184,7 @@ def _restore(
         if device.type == "cuda" and len(cuda_rng) == world.size:
             torch.cuda.set_rng_state(cuda_rng[world.rank], device)
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-        raise MnistEdgeError(f"{where} is incomplete or does not fit ({str(exc).splitlines()[0][:120]})") from None
+        raise MnistEdgeError(f"{where} is incomplete or does not fit ({first_line(exc, 120)})") from None
     position = Position(**{k: training[k] for k in ("epoch", "step", "perm", "loss_sum", "seen") if k in training})
     if position.step >= steps or (position.step and position.perm is None):
         raise MnistEdgeError(f"{where}: step {position.step} is not a step of an epoch of {steps}")
@@ -634,7 +366,7 @@ def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
             f"training {plan.arch} on {run.n:,} images ({len(run.test_x):,} test) | device {device}, {run.threads} threads"
             + (f", {world.size} processes" if world.distributed else "")
         )
-        log(f"recipe: {_describe(recipe)}" + (f" | resuming {config.resume} at epoch {run.start.epoch + 1}" if plan.resumed else ""))
+        log(f"recipe: {recipe.describe()}" + (f" | resuming {config.resume} at epoch {run.start.epoch + 1}" if plan.resumed else ""))
         for epoch in range(run.start.epoch, recipe.epochs):
             with progress.epoch(f"{epoch + 1}/{recipe.epochs}", run.steps, run.start.step if epoch == run.start.epoch else 0) as show:
                 outcome = run_epoch(run, epoch, run.start, stop_requested, show, every_s)
@@ -652,7 +384,7 @@ def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
                     f"test accuracy {record['test_accuracy']:.2f}% | {record['images_per_s']:,.0f} img/s, {record['seconds']:.1f}s"
                 )
             if epoch + 1 == recipe.epochs and run.model.open_set and world.is_main:
-                _calibrate(run, log)
+                run.calibration = calibrate_run(run.model, recipe, run.holdout, plan.limit, log)
             save(run, epoch + 1, Position(epoch + 1))
             if stop_requested():
                 interrupted = epoch + 1 < recipe.epochs
@@ -666,35 +398,3 @@ def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
         log(f"done: {plan.arch}, {done} epochs, test accuracy {accuracy:.2f}%, {took:.1f}s; checkpoint {out}")
     return TrainResult(out, done, accuracy, interrupted, run.history, plan.arch, recipe.as_dict(), took)
 
-
-def _calibrate(run: Run, log: Log) -> None:
-    """Fit the open-set model's temperature and "not a digit" threshold on what training left out (calibrate.py)."""
-    from mnist_edge.calibrate import calibrate
-
-    recipe, (holdout_x, holdout_y) = run.plan.recipe, run.holdout
-    if not len(holdout_y):
-        log("no held-out digits (recipe holdout 0): temperature 1, and nothing is refused")
-        return
-    generated = scaled(CALIBRATION_IMAGES, run.plan.limit or MNIST_TRAIN_IMAGES)
-    result = calibrate(run.model, holdout_x, holdout_y, recipe.seed, generated, generated)
-    run.calibration = result.figures
-    f = result.figures
-    log(
-        f"calibrated on {len(holdout_y):,} held-out digits: temperature {result.temperature:.3f}, not-a-digit threshold "
-        f"{result.threshold:.4f} (answers {f['holdout_answered']:.2f}% of them, {f['shifted_answered']:.2f}% shifted, "
-        f"{f['printed_answered']:.2f}% printed; refuses {f['non_digits_refused']:.2f}% of calibration non-digits)"
-    )
-
-
-def _describe(recipe: Recipe) -> str:
-    opt = f"{recipe.optimizer} lr {recipe.lr:g}" + (f" momentum {recipe.momentum:g}" if recipe.optimizer == "sgd" else "")
-    parts = [opt, f"batch {recipe.batch_size}", f"{recipe.epochs} epochs", f"seed {recipe.seed}"]
-    parts.append(f"{recipe.augmentation} augmentation" if recipe.augment else "no augmentation")
-    parts += [f"{k.replace('_', ' ')} {v:g}" for k in ("weight_decay", "label_smoothing") if (v := getattr(recipe, k))]
-    if recipe.nesterov:
-        parts.append("nesterov")
-    if recipe.drop_last:
-        parts.append("drop_last")
-    if recipe.schedule != "constant":
-        parts.append(f"{recipe.schedule} LR schedule" + (f" ({recipe.warmup:g} warm-up)" if recipe.schedule == "onecycle" else ""))
-    return ", ".join(parts)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, require_file
-from mnist_edge.evaluate import LogitsFn, torch_logits_fn
+from mnist_edge.errors import MnistEdgeError, first_line, require_file
+from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, THRESHOLD_KEY
 
@@ -91,7 +91,7 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
         model = OnnxModel(path)
         return LoadedArtifact(ONNX, model.metadata, functools.partial(_joined, model))
     if fmt == CHECKPOINT:
-        from mnist_edge.checkpoint import load_checkpoint
+        from mnist_edge.train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         meta = {"arch": ckpt.arch, "quantization": "none"}
@@ -131,7 +131,7 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
     probe = np.zeros((2, *INPUT_SHAPE), np.float32)
     try:
         shape = tuple(np.asarray(logits_fn(probe)).shape)
-    except Exception as exc:  # noqa: BLE001 - a foreign module can raise anything
+    except Exception as exc:  # a foreign module can raise anything
         raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({first_line(exc)})") from None
     if shape not in ((2, NUM_CLASSES), (2, NUM_CLASSES + 1)):
         raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
@@ -146,9 +146,3 @@ def threshold_of(artifact: LoadedArtifact) -> float | None:
     except ValueError:
         return None
     return value if value is not None and 0.0 <= value <= 1.0 else None
-
-
-def first_line(exc: BaseException, width: int = 300) -> str:
-    """The first line of EXC's message (its type when it has none), cut to WIDTH characters."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:width] if text else type(exc).__name__

@@ -211,8 +211,9 @@ def _shape(rng: np.random.Generator) -> Image.Image:
             draw.line(_points(pts), fill=255, width=width)
         else:
             sides = int(rng.integers(3, 7))
-            a = np.arange(sides) * 2 * math.pi / sides
-            draw.polygon(_points(_place(rng, np.stack([np.cos(a), np.sin(a)], 1))), fill=fill, outline=255, width=width)
+            angles = np.arange(sides) * 2 * math.pi / sides
+            corners = np.stack([np.cos(angles), np.sin(angles)], 1)
+            draw.polygon(_points(_place(rng, corners)), fill=fill, outline=255, width=width)
     else:  # a flower: petals round a centre
         petals = int(rng.integers(4, 9))
         c, r = CANVAS / 2, CANVAS * rng.uniform(0.12, 0.18)
@@ -298,7 +299,8 @@ def non_digits(n: int, seed: int, fonts: list[Font]) -> tuple[np.ndarray, np.nda
         lambda: _letters(rng, fonts), lambda: _shape(rng), lambda: _scribble(rng), lambda: _texture(rng)
     ]
     shares = np.array([0.4, 0.25, 0.2, 0.15])
-    images, kinds = [], []
+    images: list[np.ndarray] = []
+    kinds: list[int] = []
     while len(images) < n:
         kind = int(rng.choice(len(draws), p=shares))
         image = _prepared(rng, draws[kind])
@@ -311,10 +313,11 @@ def non_digits(n: int, seed: int, fonts: list[Font]) -> tuple[np.ndarray, np.nda
 def printed_digits(n: int, seed: int, fonts: list[Font]) -> tuple[np.ndarray, np.ndarray]:
     """N printed digits uint8 [N,28,28] in FONTS, each digit equally often, and their labels."""
     rng = np.random.default_rng([seed, 2])
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
     while len(images) < n:
         digit = len(images) % 10
-        image = _prepared(rng, lambda: _text(rng, str(digit), fonts))
+        image = _prepared(rng, lambda: _text(rng, str(digit), fonts))  # noqa: B023 - called before the next digit
         if image is not None:
             images.append(image)
             labels.append(digit)

@@ -13,11 +13,11 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+import io
 
 import numpy as np
 
-from mnist_edge.errors import MnistEdgeError, install_hint, require_file
+from mnist_edge.errors import MnistEdgeError, first_line, install_hint, require_file
 from mnist_edge.spec import IMAGE_SIZE
 
 # SHA-256 of the decompressed bytes: a recompressed .gz still verifies.
@@ -57,11 +57,11 @@ def _find(data_dir: Path, stem: str) -> Path:
     raise MnistEdgeError(f"{data_dir / (stem + '.gz')}: missing (neither {stem}.gz nor {stem} is in {data_dir})")
 
 
-def _open(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115 - the caller closes
+def _open(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # the caller closes
 
 
-def _read_into(f: BinaryIO, buffer: memoryview) -> int:
+def _read_into(f: io.BufferedIOBase, buffer: memoryview) -> int:
     """Fill BUFFER from F as far as F goes; returns the bytes read."""
     done = 0
     while done < len(buffer):
@@ -99,7 +99,7 @@ def read_idx(path: Path, magic: int, verify_sha256: str | None = None, count: in
             if size > MAX_IDX_BYTES:
                 raise MnistEdgeError(f"{path}: header promises {size:,} bytes for shape {shape}, over the {MAX_IDX_BYTES:,} allowed")
             array = np.empty(size, dtype=np.uint8)
-            got, header = _read_into(f, memoryview(array)), 4 + 4 * ndim
+            got, header = _read_into(f, array.data), 4 + 4 * ndim
             if got < size:
                 raise MnistEdgeError(f"{path}: header promises {header + size} bytes for shape {shape}, file has {header + got}")
             if f.read(1):
@@ -109,7 +109,7 @@ def read_idx(path: Path, magic: int, verify_sha256: str | None = None, count: in
     except OSError as exc:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     sha = hashlib.sha256(head + dims)
-    sha.update(array)
+    sha.update(array.data)
     digest = sha.hexdigest()
     if verify_sha256 is not None and digest != verify_sha256:
         raise MnistEdgeError(f"{path}: SHA-256 {digest[:12]}... does not match MNIST's {verify_sha256[:12]}...")
@@ -130,7 +130,7 @@ def _read_split(data_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, 
 
 def checkout() -> Path | None:
     """The source checkout this package runs from (an editable install), or None (an installed wheel)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     return root if (root / "pyproject.toml").is_file() else None
 
 
@@ -202,7 +202,7 @@ def download_mnist() -> Path:
         TorchvisionMNIST(str(root), train=False, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
         raise MnistEdgeError(
-            f"could not download MNIST into {root} ({str(exc).splitlines()[0][:120]}); offline? "
+            f"could not download MNIST into {root} ({first_line(exc, 120)}); offline? "
             "pass --data-dir DIR with the four IDX files"
         ) from None
     return raw

@@ -8,61 +8,17 @@ predictions). `create_model` wraps it with the notebook's input normalization, s
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_edge.dropout import Dropout, dropout
+from mnist_edge.train.dropout import Dropout, dropout
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import INPUT_SHAPE, MNIST_MEAN, MNIST_STD, NUM_CLASSES, OPEN_SET_CLASSES
-
-
-SCHEDULES = ("constant", "cosine", "onecycle")
-AUGMENTATIONS = ("notebook", "robust")  # augment.py, robust_augment.py
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A notebook's training recipe; `mnist-edge train` uses it unless flags override."""
-
-    optimizer: str  # "sgd" or "adam"
-    lr: float
-    batch_size: int
-    epochs: int
-    momentum: float = 0.0
-    augment: bool = False  # on: the augmentation below
-    augmentation: str = "notebook"  # notebook 004's RandomAffine + ColorJitter, or "robust" (robust_augment.py)
-    drop_last: bool = False
-    seed: int = 1
-    # "constant" (every notebook), "cosine": the LR anneals to zero over the run, step by step, or
-    # "onecycle": a linear warm-up from lr/25 over the first `warmup` of the steps, then the cosine
-    schedule: str = "constant"
-    warmup: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    # Open-set architectures only: training digits kept out of training to calibrate on (the last ones), and
-    # generated printed digits and non-digits added to the training set (synthetic.py)
-    holdout: int = 0
-    printed: int = 0
-    non_digits: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def lr_at(self, step: int, total_steps: int) -> float:
-        """The learning rate for global STEP of TOTAL_STEPS: a pure function, so resuming needs no scheduler state."""
-        if self.schedule == "constant":
-            return self.lr
-        warm = round(self.warmup * total_steps) if self.schedule == "onecycle" else 0
-        if step < warm:
-            return self.lr * (1 + 24 * step / warm) / 25
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / (total_steps - warm)))
+from mnist_edge.train.recipes import RECIPES, Recipe
 
 
 @dataclass(frozen=True)
@@ -72,7 +28,7 @@ class ArchInfo:
     notebook: str
     description: str
     reported_accuracy: float | None  # percent, as the notebook reported it
-    recipes: dict[str, Recipe]  # "notebook" is the notebook's own; the first is the default
+    recipes: dict[str, Recipe]  # recipes.RECIPES[name]: "notebook" is the notebook's own; the first is the default
     normalize: tuple[float, float] | None  # (mean, std) on [0, 1] pixels, or None
     open_set: bool = False  # the network has an eleventh output, "not a digit"
 
@@ -98,19 +54,18 @@ def register_model(
     notebook: str,
     description: str,
     reported_accuracy: float | None,
-    recipe: Recipe | None,
     normalize: tuple[float, float] | None = None,
-    default_recipe: tuple[str, Recipe] | None = None,
     open_set: bool = False,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
-    """Register an architecture with its notebook's RECIPE; DEFAULT_RECIPE (name, recipe) replaces it as the
-    default where the notebook's recipe does not reproduce the notebook's accuracy here, and is the only
-    recipe of an architecture that comes from no notebook (RECIPE None)."""
+    """Register the architecture its builder's name names, with its recipes from recipes.RECIPES."""
 
     def register(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         name = build.__name__
-        recipes = dict([default_recipe] if default_recipe else []) | ({"notebook": recipe} if recipe else {})
-        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, recipes, normalize, open_set)
+        if name in _REGISTRY:  # a second builder of the same name would silently replace the first
+            raise ValueError(f"architecture {name!r} is already registered")
+        if not RECIPES.get(name):
+            raise ValueError(f"architecture {name!r} has no recipe in recipes.RECIPES")
+        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, RECIPES[name], normalize, open_set)
         return build
 
     return register
@@ -132,6 +87,11 @@ class MnistClassifier(nn.Module):
 
     `forward` gives what the network trains on: [N,10], or [N,11] for an open-set network (the eleventh is
     "not a digit"). `deploy` gives what every exported file computes (see Deployed)."""
+
+    mean: torch.Tensor  # buffers, registered below
+    std: torch.Tensor
+    temperature: torch.Tensor  # open-set networks only
+    not_digit_threshold: torch.Tensor
 
     def __init__(self, arch: str, net: nn.Module, normalize: tuple[float, float] | None, open_set: bool = False) -> None:
         super().__init__()
@@ -193,42 +153,7 @@ def create_model(name: str) -> MnistClassifier:
     return MnistClassifier(name, info.build(), info.normalize, info.open_set)
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module) -> int:
-    """Multiply-accumulates of the conv and linear layers for one image."""
-    total = 0
-
-    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        per_output = module.weight[0].numel()  # in_channels/groups * kh * kw, or in_features
-        total += output[0].numel() * per_output
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *INPUT_SHAPE))
-        model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
-
-
 # --- notebook 000: basic CNN and the CNN with two Inception-A modules -------------------------------
-
-# The intro says "just 12 epochs", but the training cell runs 9 epochs and says "Run code below couple of
-# times: 4 to 5"; its 98.88% was printed by such a repeat. 4 x 9 = 36 epochs is what the notebook did (12
-# epochs land at 98.4% for basic here, still improving).
-_NOTEBOOK_000 = Recipe(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=36)
-# Its constant LR leaves the last epoch wherever the noise does; annealed from a higher peak it settles.
-_ANNEALED_000 = dataclasses.replace(_NOTEBOOK_000, lr=0.05, schedule="cosine")
-
 
 class BasicNet(nn.Module):
     def __init__(self) -> None:
@@ -284,11 +209,7 @@ class InceptionNet(nn.Module):
 @register_model(
     notebook="000_f69d7aa103122d14",
     description="basic CNN: conv 10, conv 20 (5x5), FC 320",
-    reported_accuracy=None,
-    recipe=_NOTEBOOK_000,
-    # The notebook trains only the Inception CNN; its recipe plateaus this one at 98.6-98.76% (test loss rising
-    # from epoch 22, no dropout). A cosine from a higher LR settles at 98.8-98.9% over the last fifteen epochs.
-    default_recipe=("annealed", _ANNEALED_000),
+    reported_accuracy=None,  # the notebook trains only the Inception CNN
 )
 def basic() -> nn.Module:
     return BasicNet()
@@ -298,9 +219,6 @@ def basic() -> nn.Module:
     notebook="000_f69d7aa103122d14",
     description="CNN with two Inception-A modules, FC 1408",
     reported_accuracy=98.88,
-    recipe=_NOTEBOOK_000,
-    # The notebook's recipe ended at 98.80% here, swinging 98.6-98.83% over its last ten epochs.
-    default_recipe=("annealed", _ANNEALED_000),
 )
 def inception() -> nn.Module:
     return InceptionNet()
@@ -332,7 +250,6 @@ class WideNet(nn.Module):
     notebook="001_5728f5b63760230c",
     description="wide CNN: conv 150, conv 64 (5x5, pad 2), FC 1024/500/10 with dropout",
     reported_accuracy=99.0,
-    recipe=Recipe(optimizer="sgd", lr=0.01, momentum=0.95, batch_size=50, epochs=3),
 )
 def wide() -> nn.Module:
     return WideNet()
@@ -345,10 +262,6 @@ def wide() -> nn.Module:
     notebook="002_2128578c4b91858e",
     description="nn.Sequential: three unpadded 3x3 convs (32, 16, 8), maxpool, Linear 968/512/128/10",
     reported_accuracy=97.99,
-    recipe=Recipe(optimizer="adam", lr=1e-4, batch_size=128, epochs=7),
-    # The notebook reports one run and says a rerun differs: seeds 1-3 of its recipe gave 97.95/98.30/98.20%, still
-    # improving at epoch 7. Annealed from a higher peak, the 7 epochs end at 98.35% (seed 1).
-    default_recipe=("annealed", Recipe(optimizer="adam", lr=3e-4, batch_size=128, epochs=7, schedule="cosine")),
 )
 def convstack() -> nn.Module:
     return nn.Sequential(
@@ -389,7 +302,6 @@ class TwoBlockNet(nn.Module):
     notebook="003_046b4e35bb6cf4bf",
     description="two conv blocks (32, 64, 3x3, pool) + FC 3136->10, xavier init",
     reported_accuracy=97.93,
-    recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=100, epochs=20, drop_last=True),
 )
 def twoblock() -> nn.Module:
     return TwoBlockNet()
@@ -435,15 +347,7 @@ class TinyNet(nn.Module):
     notebook="004_fa5cafab2b41519e",
     description="tiny CNN (<20k params): BatchNorm, dropout 0.1, 1x1 conv, no FC; augmentation",
     reported_accuracy=99.48,
-    recipe=Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=20, augment=True),
     normalize=(MNIST_MEAN, MNIST_STD),
-    # The notebook's constant LR ends wherever the last epoch's noise leaves it: its own run swung 99.23-99.50%
-    # over the last ten epochs, and here it ended at 99.23%. Annealing to zero ends at a low-noise point; a cosine
-    # from 0.01 averages half the notebook's LR and ended at 99.39%, from 0.03 at 99.49%.
-    default_recipe=(
-        "annealed",
-        Recipe(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=128, epochs=20, augment=True, schedule="cosine"),
-    ),
 )
 def tiny() -> nn.Module:
     return TinyNet()
@@ -463,26 +367,6 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     description="edge CNN (<20k params): five conv-BN-ReLU 3x3 (16 | 16, 24 | 24, 30), global depthwise 7x7 conv, "
     "1x1 conv; says \"not a digit\"",
     reported_accuracy=None,
-    recipe=None,
-    # SGD with Nesterov momentum, a one-cycle LR (warm-up, then cosine to zero), weight decay and label
-    # smoothing, on robust_augment.py's shifts: thickness, affine + elastic, blur, low resolution, ink, noise.
-    default_recipe=("robust", Recipe(
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        label_smoothing=0.05,
-        batch_size=128,
-        epochs=36,
-        augment=True,
-        augmentation="robust",
-        schedule="onecycle",
-        warmup=0.15,
-        holdout=3000,
-        printed=6000,
-        non_digits=8000,
-    )),
     normalize=(MNIST_MEAN, MNIST_STD),
     open_set=True,
 )

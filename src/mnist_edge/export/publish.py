@@ -1,4 +1,5 @@
-"""Write a model as deployable files: ONNX (the edge format) and TorchScript (legacy, for torch users).
+"""Export a checkpoint as deployable files, through the writers of table.py: ONNX (the edge format) and
+TorchScript (legacy, for torch users), and publish them.
 
 Every file has the interface in spec.py (input `image` [N,1,28,28] pixels in [0,1], output `logits`
 [N,10], N dynamic, normalization inside the graph) and carries metadata: arch, labels, input spec,
@@ -12,42 +13,29 @@ asked (force), and the report lists what was replaced.
 
 from __future__ import annotations
 
-import functools
-import io
 import json
 import os
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-from torch import nn
 
-from mnist_edge import __version__, quantize
-from mnist_edge.artifacts import TORCHSCRIPT_METADATA, require_checkpoint
-from mnist_edge.atomic import Staged, require_replaceable, staging, write_bytes
-from mnist_edge.checkpoint import Checkpoint, load_checkpoint
-from mnist_edge.data import MNIST
+from mnist_edge import __version__
+from mnist_edge.atomic import Staged, require_replaceable, staging
 from mnist_edge.edge.manifest import LOCK, MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
+from mnist_edge.export.artifacts import require_checkpoint
+from mnist_edge.export.table import WRITERS
+from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
+from mnist_edge.train.data import MNIST
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
-from mnist_edge.architectures import Deployed, MnistClassifier
-from mnist_edge.spec import (
-    INPUT_NAME,
-    INPUT_SHAPE,
-    INPUT_SPEC,
-    LABELS,
-    NOT_DIGIT_NAME,
-    OUTPUT_NAME,
-    TEMPERATURE_KEY,
-    THRESHOLD_KEY,
-)
-from mnist_edge.verify import (
+from mnist_edge.measure.evaluate import to_pixels, torch_logits_fn
+from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
+from mnist_edge.spec import INPUT_NAME, INPUT_SPEC, LABELS, NOT_DIGIT_NAME, OUTPUT_NAME, TEMPERATURE_KEY, THRESHOLD_KEY
+from mnist_edge.export.verify import (
     Parity,
     ParityData,
     Tolerances,
@@ -60,14 +48,6 @@ from mnist_edge.verify import (
     parity_non_digits,
     tolerances_for,
 )
-
-# The ONNX format every file is written in, chosen for the runtimes users load them in (docs/runtimes.md;
-# tools/runtimes.py measures them): opset 19 is the lowest whose DequantizeLinear onnx's reference evaluator
-# implements, and OpenVINO, OpenCV and tract run it; ONNX Runtime runs it from 1.16 (1.15 lacks Reshape-19 and
-# QuantizeLinear-19). IR 9 is the version opset 19 needs; the exporter's default IR 10 would need ONNX Runtime >= 1.18.
-OPSET = 19
-IR_VERSION = 9
-
 
 def artifact_metadata(ckpt: Checkpoint, checkpoint_sha256: str, quantization: str) -> dict[str, str]:
     """What a deployed file says about itself: strings only, as ONNX metadata_props require.
@@ -109,88 +89,6 @@ def measured_accuracy(parity: Parity) -> dict[str, str]:
     return {"test_accuracy": f"{parity.artifact_accuracy:.2f}", "test_accuracy_on": parity.source}
 
 
-def _example_input(batch: int = 2) -> torch.Tensor:
-    return torch.rand(batch, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
-
-
-def deployable(model: nn.Module) -> nn.Module:
-    """What a file holds of MODEL: a MnistClassifier as Deployed (calibrated logits, and not_digit where it has it)."""
-    return Deployed(model) if isinstance(model, MnistClassifier) else model
-
-
-def output_names(model: nn.Module) -> list[str]:
-    open_set = isinstance(model, MnistClassifier) and model.open_set
-    return [OUTPUT_NAME, NOT_DIGIT_NAME] if open_set else [OUTPUT_NAME]
-
-
-def onnx_proto(model: nn.Module) -> onnx.ModelProto:
-    """Export MODEL (in eval mode) with the torch.export-based exporter, the default since torch 2.9.
-
-    It traces through torch.export (no Python control flow lost), constant-folds and simplifies
-    with onnxscript's optimizer, and keeps every weight inside the proto.
-    """
-    names = output_names(model)
-    model = deployable(model).eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # exporter chatter about its own internals, not about our model
-        program = torch.onnx.export(
-            model,
-            (_example_input(),),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=names,
-            dynamic_shapes=({0: torch.export.Dim("N")},),
-            opset_version=OPSET,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-    return _without_debug_info(program.model_proto)
-
-
-def _without_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop the exporter's per-node stack traces and intermediate shape annotations.
-
-    They would ship the build machine's file paths and make the file ~40% larger (tiny: 87 kB -> 57 kB);
-    ONNX Runtime infers the shapes itself.
-    """
-    graph = proto.graph
-    for item in (*graph.node, *graph.input, *graph.output, *graph.initializer):
-        del item.metadata_props[:]
-    del graph.value_info[:]
-    return proto
-
-
-def save_onnx(proto: onnx.ModelProto, path: Path | str, metadata: dict[str, str]) -> None:
-    """Stamp METADATA on PROTO, check it fully (types and shapes included), write it as one file in the
-    chosen format (OPSET, IR_VERSION)."""
-    opsets = {o.domain: o.version for o in proto.opset_import}
-    if opsets.get("", opsets.get("ai.onnx")) != OPSET:
-        raise ValueError(f"expected ONNX opset {OPSET}, the graph imports {opsets}")  # a bug in the exporter or quantizer
-    proto.ir_version = IR_VERSION
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto, full_check=True)
-    write_bytes(path, proto.SerializeToString())
-
-
-def export_torchscript(model: nn.Module, path: Path | str, metadata: dict[str, str]) -> None:
-    """Trace MODEL (float or torch-quantized) to TorchScript, frozen, with METADATA as an extra file.
-
-    Tracing is exact here: in eval mode the models have no data-dependent control flow.
-    """
-    model = deployable(model).eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream: we ship it as legacy
-        # A torch-quantized model's scales and zero points become constants, which is what they are.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.freeze(torch.jit.trace(model, _example_input()))
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
-    write_bytes(path, buffer.getvalue())
-
-
 @dataclass
 class Exported:
     """One artifact an export produced, or refused (parity failed) or skipped (nothing to quantize)."""
@@ -214,36 +112,6 @@ class _Refused(Exception):
 
 # When asked to set the default model, the smallest ONNX file that passed parity wins.
 DEFAULT_PREFERENCE = (STATIC, DYNAMIC, NONE)
-NOTHING_TO_QUANTIZE = {
-    "onnx": "{arch} has no Linear (MatMul/Gemm) layer, and dynamic quantization here only quantizes those "
-    "(ONNX Runtime's ConvInteger ran slower than fp32); use --quantize static",
-    "torchscript": "{arch} has no Linear layer, and torch dynamic quantization only touches Linear layers",
-}
-
-
-def _onnx_variant(fp32: onnx.ModelProto, mode: str, calibration: np.ndarray | None) -> onnx.ModelProto | None:
-    if mode == "dynamic":
-        return quantize.onnx_dynamic(fp32)
-    if mode == "static":
-        return quantize.onnx_static(fp32, _required(calibration))
-    return fp32
-
-
-def _torch_variant(model: nn.Module, mode: str, calibration: np.ndarray | None) -> nn.Module | None:
-    model = deployable(model)
-    if mode == "dynamic":
-        return quantize.torch_dynamic(model)
-    if mode == "static":
-        return quantize.torch_static(model, _required(calibration))
-    return model
-
-
-def _required(calibration: np.ndarray | None) -> np.ndarray:
-    if calibration is None:
-        raise ValueError("static quantization needs calibration images")  # a bug in the caller
-    return calibration
-
-
 def calibration_images(mnist: MNIST, size: int) -> np.ndarray:
     """A seeded random sample of SIZE training digits (never test digits: parity is measured on those)."""
     if not 1 <= size <= len(mnist.train_images):
@@ -264,32 +132,27 @@ def export_artifact(
     *,
     calibration: np.ndarray | None = None,
     tolerances: Tolerances | None = None,
-    fp32_onnx: onnx.ModelProto | None = None,
+    shared: dict[str, Any] | None = None,
 ) -> Exported:
     """Make file NAME, FORMAT/QUANTIZATION of CKPT's model, and run the parity gate on it against REFERENCE
     (the PyTorch model's logits on DATA). STAGE(NAME) says where to write its bytes (a temporary name when
     the caller publishes later); it is not called when there is nothing to make.
 
-    FP32_ONNX saves re-exporting when several ONNX variants are made from one model.
+    SHARED: what the writers keep across one model's files (the fp32 ONNX graph every quantizer starts from).
     """
-    result = Exported(name, fmt, quantization)
-    if fmt == ONNX:
-        proto = _onnx_variant(fp32_onnx or onnx_proto(ckpt.model), quantization, calibration)
-        write = None if proto is None else functools.partial(save_onnx, proto, metadata=metadata)
-    else:
-        module = _torch_variant(ckpt.model, quantization, calibration)
-        write = None if module is None else functools.partial(export_torchscript, module, metadata=metadata)
-    if write is None:
-        result.note = "skipped: " + NOTHING_TO_QUANTIZE[fmt].format(arch=ckpt.arch)
+    result, writer = Exported(name, fmt, quantization), WRITERS[fmt]
+    made = writer.make(ckpt.model, quantization, calibration, {} if shared is None else shared)
+    if made is None:
+        result.note = "skipped: " + writer.nothing_to_quantize[quantization].format(arch=ckpt.arch)
         return result
     path = stage(name)
-    write(path=path)
+    writer.save(made, path, metadata)
     result.size_bytes = path.stat().st_size  # a refused file's size is reported too
     tolerances = tolerances or default_tolerances(quantization)
     result.parity = check_artifact(path, reference, data, tolerances, fmt, model_threshold(ckpt.model))
     if result.parity.passed:
-        # Its accuracy is known only now that it ran: stamp it (metadata only; the graph is the one verified).
-        write(path=path, metadata={**metadata, **measured_accuracy(result.parity)})
+        # Its accuracy is known only now that it ran: stamp it (metadata only; the model is the one verified).
+        writer.save(made, path, {**metadata, **measured_accuracy(result.parity)})
         result.size_bytes = path.stat().st_size
     return result
 
@@ -347,7 +210,7 @@ def export_checkpoint(
     *,
     data_dir: Path | str | None = None,
     limit: int | None = None,
-    calibration_size: int = 1000,
+    calibration_size: int = CALIBRATION_SIZE,
     tolerance_overrides: dict[str, float] | None = None,
     command: str = "",
     make_default: bool = False,
@@ -385,13 +248,13 @@ def export_checkpoint(
 
     try:
         with staging() as staged:  # each file under a temporary name until _publish renames them all, or none
-            fp32_onnx = onnx_proto(ckpt.model) if any(fmt == ONNX for fmt, _ in planned) else None
+            shared: dict[str, Any] = {}  # one fp32 ONNX export for every ONNX file
             fp32_size: dict[str, int] = {}
             for (fmt, mode), name in zip(planned, names):
                 result = export_artifact(
                     ckpt, fmt, mode, name, stage,
                     artifact_metadata(ckpt, sha, mode), reference, data,
-                    calibration=calibration, tolerances=tolerances_for(mode, tolerance_overrides), fp32_onnx=fp32_onnx,
+                    calibration=calibration, tolerances=tolerances_for(mode, tolerance_overrides), shared=shared,
                 )
                 fp32_size.setdefault(fmt, result.size_bytes)  # NONE comes first for each format
                 result.fp32_size_bytes = fp32_size[fmt]

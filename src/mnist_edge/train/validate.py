@@ -10,9 +10,9 @@ import dataclasses
 import math
 from typing import Any
 
-from mnist_edge.architectures import AUGMENTATIONS, SCHEDULES, Recipe
+from mnist_edge.train.recipes import AUGMENTATIONS, SCHEDULES, Recipe
 from mnist_edge.cli_types import integer, number
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, mismatch
 
 OPTIMIZERS = ("sgd", "adam")
 MAX_EPOCHS = 100_000
@@ -75,6 +75,5 @@ def recipe_from_dict(values: Any, where: str) -> Recipe:
     required = {f.name for f in dataclasses.fields(Recipe) if f.default is dataclasses.MISSING}
     unknown, missing = sorted(set(values) - fields, key=str), sorted(required - set(values))
     if unknown or missing:
-        detail = "; ".join(filter(None, [unknown and f"unknown keys {unknown}", missing and f"missing {missing}"]))
-        raise MnistEdgeError(f"{where}: recipe does not fit this mnist-edge ({detail})")
+        raise MnistEdgeError(f"{where}: recipe does not fit this mnist-edge ({mismatch(unknown, missing)})")
     return check_recipe(Recipe(**values), where)

@@ -74,7 +74,7 @@ class Evaluation:
         return {
             "accuracy": self.accuracy,
             "loss": self.loss,
-            "errors": int((self.confusion.sum() - np.trace(self.confusion))),
+            "errors": int(self.confusion.sum() - np.trace(self.confusion)),
             "images": int(self.confusion.sum()),
             "ece": self.ece,
             "refused": None if self.refused is None else int(self.refused.sum()),
@@ -138,7 +138,7 @@ def torch_logits_fn(model: torch.nn.Module, device: torch.device | str = "cpu") 
     as Deployed, a loaded TorchScript module as it is (one output, or the pair an open-set model returns)."""
     import torch
 
-    from mnist_edge.architectures import Deployed, MnistClassifier
+    from mnist_edge.train.architectures import Deployed, MnistClassifier
 
     module = Deployed(model) if isinstance(model, MnistClassifier) else model
     module.eval()

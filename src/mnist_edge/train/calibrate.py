@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mnist_edge import robust_augment, synthetic
-from mnist_edge.architectures import MnistClassifier, not_digit_score
-from mnist_edge.evaluate import to_pixels
+from mnist_edge.train import robust_augment, synthetic
+from mnist_edge.train.architectures import MnistClassifier, not_digit_score
+from mnist_edge.measure.evaluate import to_pixels
 from mnist_edge.spec import NUM_CLASSES
 
 ANSWER_RATE = 0.995  # of real digits, per pool: the operating point

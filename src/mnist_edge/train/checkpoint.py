@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from mnist_edge.architectures import MnistClassifier, create_model, list_models
+from mnist_edge.train.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
-from mnist_edge.errors import MnistEdgeError, require_file
-from mnist_edge.validate import MAX_EPOCHS, recipe_from_dict
+from mnist_edge.cli_types import integer, number
+from mnist_edge.errors import MnistEdgeError, first_line, mismatch, require_file
+from mnist_edge.train.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
 VERSION = 1
@@ -59,7 +60,7 @@ def save_checkpoint(
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:120]
+        reason = getattr(exc, "strerror", None) or first_line(exc, 120)
         raise MnistEdgeError(f"{path}: cannot write the checkpoint ({reason}); the previous one is unchanged") from None
 
 
@@ -92,7 +93,7 @@ def _is_onnx(path: Path, head: bytes) -> bool:
         import onnx
 
         model = onnx.load_model(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - not parseable as ONNX is the answer, whatever the parser raised
+    except Exception:  # not parseable as ONNX is the answer, whatever the parser raised
         return False
     return len(model.graph.node) > 0 or len(model.opset_import) > 0
 
@@ -108,7 +109,7 @@ def sniff(path: Path) -> str | None:
         return "an empty file"
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
         return f"a file of {path.stat().st_size:,} bytes, larger than any mnist-edge checkpoint (at most {MAX_CHECKPOINT_BYTES:,})"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _zip_kind(path)
     if head.startswith(b"\x80"):  # never unpickled: mnist-edge has always written torch's zip format
         return "a pickle (plain, or PyTorch's pre-1.6 format): not loaded, as unpickling can run code"
@@ -141,11 +142,20 @@ Check = Callable[[Any], bool]
 
 
 def _int(low: int = 0, high: int = 2**63 - 1) -> Check:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+    return lambda v: _passes(integer, v, low, high)
 
 
 def _num(low: float = -math.inf, high: float = math.inf) -> Check:
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+    return lambda v: _passes(number, v, low, high)
+
+
+def _passes(check: Callable[[str, Any, Any, Any], Any], value: Any, low: float, high: float) -> bool:
+    """Whether VALUE passes cli_types' range CHECK, the one every flag and TrainConfig field passes."""
+    try:
+        check("", value, low, high)
+    except MnistEdgeError:
+        return False
+    return True
 
 
 def _optional(check: Check) -> Check:
@@ -224,8 +234,7 @@ def _check_fields(path: Path, what: str, value: Any, checks: dict[str, Check], r
     unknown = sorted(map(str, set(value) - set(checks)))
     missing = [k for k in required if k not in value]
     if unknown or missing:
-        detail = "; ".join(filter(None, [unknown and f"unknown keys {unknown}", missing and f"missing {missing}"]))
-        raise MnistEdgeError(f"{path}: its {what} does not fit this mnist-edge ({detail})")
+        raise MnistEdgeError(f"{path}: its {what} does not fit this mnist-edge ({mismatch(unknown, missing)})")
     for key, v in value.items():
         if not checks[key](v):
             shown = repr(v) if not isinstance(v, (dict, list, torch.Tensor)) else type(v).__name__
@@ -239,7 +248,7 @@ def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) ->
     expected = model.state_dict()
     unknown, missing = sorted(map(str, set(state) - set(expected))), sorted(set(expected) - set(state))
     if unknown or missing:
-        detail = "; ".join(filter(None, [unknown and f"unexpected {unknown[:3]}", missing and f"missing {missing[:3]}"]))
+        detail = mismatch(unknown[:3], missing[:3], "unexpected")
         raise MnistEdgeError(f"{path}: weights do not fit architecture {arch!r} ({detail})")
     for name, want in expected.items():
         got = state[name]
@@ -269,12 +278,11 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise MnistEdgeError(f"{path}: is {kind}, {NOT_A_CHECKPOINT}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors saved on CUDA land on the CPU
-    except Exception as exc:  # noqa: BLE001 - a crafted file can make the unpickler raise anything
+    except Exception as exc:  # a crafted file can make the unpickler raise anything
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
             raise MnistEdgeError(f"{path}: refused: it holds Python objects beyond weights (loading it could run code)") from None
-        reason = text.strip().splitlines()[0][:100] if text.strip() else type(exc).__name__
-        raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 100)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistEdgeError(f"{path}: is {_describe_payload(payload)}, {NOT_A_CHECKPOINT}")
     if payload.get("version") != VERSION:

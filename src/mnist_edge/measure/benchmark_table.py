@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mnist_edge.benchmark import FAILED, PASSED, REFERENCE, REFUSED, SKIPPED, Benchmark, Row
+from mnist_edge.measure.benchmark import FAILED, PASSED, REFERENCE, REFUSED, SKIPPED, Benchmark, Row
 
 HEADERS = (
     "format",
