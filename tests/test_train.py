@@ -448,8 +448,8 @@ def test_a_second_run_on_the_same_out_fails_at_once_and_a_killed_holder_blocks_n
 
 OUT_OF_MEMORY = """
 import resource, sys
-import mnist_edge.train  # torch and the training code load before the limit
-from mnist_edge.cli import main
+import mnist_edge.train.loop  # torch and the training code load before the limit
+from mnist_edge.cli_runtime import main
 
 data = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmData:"))
 limit = data + 400 * 2**20  # enough for MNIST, far too little for a batch of 8192 through `basic`
