@@ -10,10 +10,6 @@ than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 from __future__ import annotations
 
 import re
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
-from mnist_edge.edge.common import usable_cpus
+from mnist_edge.edge.common import ctrl_c_ends_the_process, require_model_file, usable_cpus
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -29,9 +25,6 @@ if TYPE_CHECKING:
 
 # Smallest chunk worth a thread of its own: below it, handing work over costs more than it saves.
 MIN_CHUNK = 16
-# Largest model file opened. MNIST models are kilobytes to a few MB; ONNX Runtime holds about twice a file's
-# size while it loads, so a file of gigabytes would take down a Pi (the OOM killer prints no error line).
-MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
 def session_options() -> ort.SessionOptions:
@@ -98,22 +91,6 @@ def _interface_problem(session: ort.InferenceSession) -> str | None:
     return None
 
 
-@contextmanager
-def _ctrl_c_ends_the_process() -> Iterator[None]:
-    """Ctrl-C (SIGINT) ends the process at once while a model runs. Python runs its handler (KeyboardInterrupt)
-    only once ONNX Runtime returns, and a model that loops or computes for hours never does. Only where Python's
-    own handler is in place, in the main thread: a caller with a handler of its own (the server's workers ignore
-    SIGINT) keeps it."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 class OnnxModel:
     """An exported MNIST model opened with ONNX Runtime on the CPU."""
 
@@ -122,11 +99,7 @@ class OnnxModel:
         self.path = Path(path)
         self.threads = max(1, threads or usable_cpus())
         self._pool: ThreadPoolExecutor | None = None
-        if not self.path.is_file():
-            what = "not a file (a folder, device or pipe)" if self.path.exists() else "no such model file"
-            raise MnistEdgeError(f"{self.path}: {what}")
-        if (size := self.path.stat().st_size) > MAX_MODEL_BYTES:
-            raise MnistEdgeError(f"{self.path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
+        require_model_file(self.path)
         try:
             self.session = ort.InferenceSession(
                 str(self.path), session_options(), providers=["CPUExecutionProvider"]
@@ -148,7 +121,7 @@ class OnnxModel:
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        with _ctrl_c_ends_the_process():
+        with ctrl_c_ends_the_process():
             return self._run_chunks(images)
 
     def _run_chunks(self, images: np.ndarray) -> np.ndarray:
