@@ -19,7 +19,7 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, require_file
 from mnist_edge.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
+from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, SUFFIXES, TFLITE, TORCHSCRIPT, is_tflite
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES
 
 TORCHSCRIPT_METADATA = "mnist_edge.json"  # the _extra_files entry of a TorchScript file that holds its metadata
@@ -47,11 +47,13 @@ def model_format(path: Path) -> str:
         except (zipfile.BadZipFile, OSError, ValueError):
             names = []  # load_checkpoint says what is wrong with it
         return TORCHSCRIPT if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else CHECKPOINT
+    if is_tflite(path) or path.suffix == SUFFIXES[TFLITE]:
+        return TFLITE
     if path.suffix == ".onnx":
         return ONNX
     if path.suffix in (".pt", ".pth"):
         return CHECKPOINT  # load_checkpoint says what it is instead
-    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, a TorchScript .pt or a checkpoint .pt)")
+    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, .tflite, a TorchScript .pt or a checkpoint .pt)")
 
 
 def require_checkpoint(path: Path) -> None:
@@ -72,7 +74,7 @@ def untrusted_torchscript(path: Path) -> MnistEdgeError:
 
 
 def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript: bool = False) -> LoadedArtifact:
-    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TorchScript or a training checkpoint.
+    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TFLite (LiteRT), TorchScript or a training checkpoint.
 
     FMT defaults to what the file is (model_format). A TorchScript file is refused unless TRUST_TORCHSCRIPT.
     Wrong files and wrong interfaces are MnistEdgeErrors.
@@ -85,6 +87,11 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
 
         model = OnnxModel(path)
         return LoadedArtifact(ONNX, model.metadata, model.run)
+    if fmt == TFLITE:
+        from mnist_edge.edge.litert import LiteRTModel
+
+        tflite = LiteRTModel(path)
+        return LoadedArtifact(TFLITE, tflite.metadata, tflite.run)
     if fmt == CHECKPOINT:
         from mnist_edge.checkpoint import load_checkpoint
 

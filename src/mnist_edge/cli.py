@@ -119,6 +119,8 @@ app = typer.Typer(
 EXTRAS = {
     **dict.fromkeys(("torch", "torchvision", "onnx", "onnxscript"), "train"),
     **dict.fromkeys(("starlette", "uvicorn", "python_multipart"), "serve"),
+    **dict.fromkeys(("litert_torch", "torchao", "jax", "flatbuffers"), "tflite"),
+    "ai_edge_litert": "litert",
 }
 
 DataDir = Annotated[
@@ -391,7 +393,7 @@ def evaluate(
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (every image inside) or glob patterns.", show_default=False)],
     model: Annotated[
-        Path | None, typer.Option("--model", help="ONNX model file. Default: the model shipped with mnist-edge.", dir_okay=False)
+        Path | None, typer.Option("--model", help="ONNX or LiteRT (.tflite) model file. Default: the model shipped with mnist-edge.", dir_okay=False)
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, max=10, help="How many most likely digits to show.")] = 3,
     json_output: JsonFlag = False,
@@ -402,13 +404,12 @@ def predict(
 ) -> None:
     """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made."""
     from mnist_edge.edge.manifest import default_model_path
+    from mnist_edge.edge.models import open_model
     from mnist_edge.edge.predict import Failure, predict_paths
-    from mnist_edge.edge.runtime import OnnxModel
 
     model_path = model or default_model_path()
-    onnx_model = OnnxModel(model_path)
     results = predict_paths(
-        onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=lambda note: typer.echo(printable(note), err=True)
+        open_model(model_path), paths, top=top, raw=raw, save_dir=save_preprocessed, log=lambda note: typer.echo(printable(note), err=True)
     )
     if not json_output:
         typer.echo(f"model: {printable(str(model_path))}")  # which model answered: the shipped default changes with releases
@@ -433,7 +434,7 @@ def predict(
 @command
 def serve(
     model: Annotated[
-        Path | None, typer.Option("--model", help="ONNX model file. Default: the model shipped with mnist-edge.", dir_okay=False)
+        Path | None, typer.Option("--model", help="ONNX or LiteRT (.tflite) model file. Default: the model shipped with mnist-edge.", dir_okay=False)
     ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on. 0.0.0.0 opens it to every network this machine is on.")
@@ -475,7 +476,10 @@ def serve(
 
 ExportFormat = Enum("ExportFormat", {name: name for name in (*EXPORT_FORMATS, "all")}, type=str)  # type: ignore[misc]
 Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)  # type: ignore[misc]
-FORMAT_HELP = "onnx (the edge format), torchscript (legacy: deprecated upstream, for torch users) or all."
+FORMAT_HELP = (
+    "onnx (the edge format), tflite (LiteRT; needs the tflite extra), torchscript (legacy: deprecated upstream, for torch "
+    "users) or all (onnx and torchscript)."
+)
 QUANTIZE_HELP = (
     "A quantized copy besides the fp32 file (repeatable): static = int8 QDQ calibrated on training digits (the fast one), "
     "dynamic = int8 weights of Linear layers only (skipped, with a note, for models without any)."

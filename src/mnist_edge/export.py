@@ -1,4 +1,5 @@
-"""Write a model as deployable files: ONNX (the edge format) and TorchScript (legacy, for torch users).
+"""Write a model as deployable files: ONNX (the edge format), LiteRT .tflite (export_tflite.py) and TorchScript
+(legacy, for torch users).
 
 Every file has the interface in spec.py (input `image` [N,1,28,28] pixels in [0,1], output `logits`
 [N,10], N dynamic, normalization inside the graph) and carries metadata: arch, labels, input spec,
@@ -35,7 +36,7 @@ from mnist_edge.data import MNIST
 from mnist_edge.edge.manifest import MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
+from mnist_edge.formats import CHECKPOINT, DYNAMIC, NONE, ONNX, QUANTIZES, STATIC, TFLITE, artifact_name, variants
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, LABELS, OUTPUT_NAME
 from mnist_edge.verify import (
     Parity,
@@ -186,6 +187,7 @@ NOTHING_TO_QUANTIZE = {
     "onnx": "{arch} has no Linear (MatMul/Gemm) layer, and dynamic quantization here only quantizes those "
     "(ONNX Runtime's ConvInteger ran slower than fp32); use --quantize static",
     "torchscript": "{arch} has no Linear layer, and torch dynamic quantization only touches Linear layers",
+    "tflite": "LiteRT files are quantized static int8 only (PT2E, calibrated); use --quantize static",
 }
 
 
@@ -203,6 +205,19 @@ def _torch_variant(model: nn.Module, mode: str, calibration: np.ndarray | None) 
     if mode == "static":
         return quantize.torch_static(model, _required(calibration))
     return model
+
+
+def _tflite_writer(
+    ckpt: Checkpoint, mode: str, calibration: np.ndarray | None, metadata: dict[str, str]
+) -> Callable[..., None] | None:
+    """How to write CKPT's model as a LiteRT file in MODE (None: a mode LiteRT export does not make)."""
+    if mode != NONE and mode not in QUANTIZES[TFLITE]:
+        return None
+    from mnist_edge import export_tflite
+
+    content = export_tflite.tflite_model(ckpt.model, mode, calibration if mode == NONE else _required(calibration))
+    extra = export_tflite.litert_metadata(ckpt.model, metadata)
+    return functools.partial(export_tflite.save_tflite, content, metadata=metadata, extra=extra)
 
 
 def _required(calibration: np.ndarray | None) -> np.ndarray:
@@ -240,7 +255,9 @@ def export_artifact(
     FP32_ONNX saves re-exporting when several ONNX variants are made from one model.
     """
     result = Exported(name, fmt, quantization)
-    if fmt == ONNX:
+    if fmt == TFLITE:
+        write = _tflite_writer(ckpt, quantization, calibration, metadata)
+    elif fmt == ONNX:
         proto = _onnx_variant(fp32_onnx or onnx_proto(ckpt.model), quantization, calibration)
         write = None if proto is None else functools.partial(save_onnx, proto, metadata=metadata)
     else:

@@ -65,7 +65,7 @@ def _convert(module: nn.Module, quant_config: object | None = None) -> bytes:
 def _quantized(model: nn.Module, calibration: np.ndarray) -> tuple[nn.Module, object]:
     """MODEL with PT2E int8 fake-quant ops calibrated on CALIBRATION, and the config the converter needs."""
     from litert_torch.quantize import pt2e_quantizer, quant_config
-    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     with _quiet(), torch.no_grad():
@@ -74,6 +74,7 @@ def _quantized(model: nn.Module, calibration: np.ndarray) -> tuple[nn.Module, ob
         for i in range(0, len(calibration), CALIBRATION_BATCH):
             prepared(torch.from_numpy(calibration[i : i + CALIBRATION_BATCH]))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    move_exported_model_to_eval(converted)  # a captured graph has no eval(); the converter warns of training mode
     return converted, quant_config.QuantConfig(pt2e_quantizer=quantizer)
 
 
@@ -115,6 +116,19 @@ def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
     return bytes(builder.Output())
 
 
-def save_tflite(content: bytes, path: Path | str, metadata: dict[str, str]) -> None:
-    """Write CONTENT with METADATA stamped in, as one file (atomically: export stages it under a temporary name)."""
-    write_bytes(path, with_metadata(content, metadata))
+def litert_metadata(model: nn.Module, metadata: dict[str, str]) -> dict[str, str]:
+    """What a LiteRT file's metadata adds to export's METADATA: its outputs' names, its signatures, and the
+    converter's and runtime's versions beside the others."""
+    from importlib.metadata import version
+
+    versions = {**json.loads(metadata.get("versions", "{}")), **{p: version(p) for p in ("litert-torch", "ai-edge-litert")}}
+    return {
+        "output_names": json.dumps(output_names(model)),
+        "signatures": json.dumps([signature_name(b) for b in BATCHES]),
+        "versions": json.dumps(versions),
+    }
+
+
+def save_tflite(content: bytes, path: Path | str, metadata: dict[str, str], extra: dict[str, str] | None = None) -> None:
+    """Write CONTENT with METADATA and EXTRA stamped in, as one file (export stages it under a temporary name)."""
+    write_bytes(path, with_metadata(content, {**metadata, **(extra or {})}))

@@ -83,8 +83,8 @@ class LiteRTModel:
         if content[4:8] != TFLITE_IDENTIFIER:
             raise MnistEdgeError(f"{self.path}: not a TFLite model (no TFL3 flatbuffer identifier)")
         try:
+            self._signatures = self._open(content)  # first: LiteRT verifies the flatbuffer that read_metadata walks
             self.metadata: dict[str, str] = read_metadata(content)
-            self._signatures = self._open(content)
         except MnistEdgeError:
             raise
         except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError; a corrupt flatbuffer, anything

@@ -1,10 +1,10 @@
-"""Predict digits for image files: collect paths, preprocess, run the ONNX model in batches.
+"""Predict digits for image files: collect paths, preprocess, run the model in batches.
 
 Every bad input becomes a `Failure` beside the good ones, in input order, so one bad file never
 stops the rest: whatever preprocessing raises, even a worker process dying, and a model that fails
 on an image or returns non-finite logits for it. `results_from_logits` and the `as_dict` methods make
 the objects `predict --json` prints, for any caller (the server) that runs the model itself.
-Torch-free: numpy, Pillow and ONNX Runtime only.
+Torch-free: numpy, Pillow and the model's runtime (ONNX Runtime or LiteRT) only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from mnist_edge.errors import MnistEdgeError, bug, debugging
 from mnist_edge.edge.common import Failure, Prediction, Result, usable_cpus
 from mnist_edge.edge.preprocess import preprocess, save_png
-from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.edge.models import EdgeModel
 
 # What a folder is searched for; files named explicitly are tried whatever their suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
@@ -189,7 +189,7 @@ def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
             return Failure(str(path), f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)")
 
 
-def infer(model: OnnxModel, files: Sequence[str], images: Sequence[np.ndarray], top: int) -> list[Result]:
+def infer(model: EdgeModel, files: Sequence[str], images: Sequence[np.ndarray], top: int) -> list[Result]:
     """Results for a batch of preprocessed IMAGES named FILES (here and by the server); when the model fails on
     the batch, each image is run alone, so only those it fails on fail."""
     try:
@@ -202,7 +202,7 @@ def infer(model: OnnxModel, files: Sequence[str], images: Sequence[np.ndarray], 
 
 
 def predict_paths(
-    model: OnnxModel,
+    model: EdgeModel,
     paths: Iterable[str],
     top: int = 3,
     raw: bool = False,
@@ -226,7 +226,7 @@ def predict_paths(
 
 
 def _predict(
-    model: OnnxModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None, log: Callable[[str], None]
+    model: EdgeModel, jobs: list[_Job | Failure], top: int, batch_size: int, workers: int | None, log: Callable[[str], None]
 ) -> Generator[Result, None, None]:
     """The results of JOBS in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
     for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
