@@ -93,7 +93,9 @@ def torch_logits_fn(model: torch.nn.Module, device: torch.device | str = "cpu") 
 
     def logits_fn(pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
+            out = model(torch.from_numpy(pixels).to(device))
+            logits = out[0] if isinstance(out, (tuple, list)) else out  # a model may return more after its logits
+            return logits.float().cpu().numpy()
 
     return logits_fn
 

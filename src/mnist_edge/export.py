@@ -269,7 +269,12 @@ def export_artifact(
     path = stage(name)
     write(path=path)
     result.size_bytes = path.stat().st_size  # a refused file's size is reported too
-    result.parity = check_artifact(path, reference, data, tolerances or default_tolerances(quantization), fmt)
+    tolerances = tolerances or default_tolerances(quantization)
+    result.parity = check_artifact(path, reference, data, tolerances, fmt)
+    if fmt == TFLITE:
+        from mnist_edge.export_tflite import extra_output_failures
+
+        result.parity.failures += extra_output_failures(ckpt.model, path, data.images, tolerances.max_abs_diff)
     if result.parity.passed:
         # Its accuracy is known only now that it ran: stamp it (metadata only; the graph is the one verified).
         write(path=path, metadata={**metadata, **measured_accuracy(result.parity)})

@@ -33,6 +33,7 @@ from mnist_edge.spec import INPUT_SHAPE, OUTPUT_NAME
 
 BATCHES = (1, 64)  # the signatures: one image (predict's usual case) and predict's batch size
 CALIBRATION_BATCH = 64
+PARITY_BATCH = 1000
 DEFAULT_OUTPUT_NAMES = (OUTPUT_NAME, "not_digit")  # a model returning a tuple returns them in this order
 
 
@@ -96,6 +97,25 @@ def output_names(model: nn.Module) -> list[str]:
     count = len(out) if isinstance(out, (tuple, list)) else 1
     names = list(getattr(model, "output_names", DEFAULT_OUTPUT_NAMES))[:count]
     return names + [f"output_{i}" for i in range(len(names), count)]
+
+
+def extra_output_failures(model: nn.Module, path: Path, images: np.ndarray, max_abs_diff: float | None) -> list[str]:
+    """The parity gate for the outputs after the logits (such as not_digit): each within MAX_ABS_DIFF of what
+    MODEL computes on IMAGES (None: unchecked, as quantized logits are). The logits are check_artifact's."""
+    from mnist_edge.edge.litert import LiteRTModel
+
+    names = output_names(model)
+    if max_abs_diff is None or len(names) < 2:
+        return []
+    file = LiteRTModel(path)
+    worst = np.zeros(len(names) - 1)
+    for i in range(0, len(images), PARITY_BATCH):
+        batch = images[i : i + PARITY_BATCH]
+        with torch.no_grad():
+            expected = [t.float().numpy() for t in model(torch.from_numpy(batch))[1:]]
+        got = file.outputs(batch)[1:]
+        worst = np.maximum(worst, [np.abs(g.astype(np.float64) - e).max(initial=0) for g, e in zip(got, expected)])
+    return [f"{name}: max abs diff {w:.3g} > {max_abs_diff:g}" for name, w in zip(names[1:], worst) if not w <= max_abs_diff]
 
 
 def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:

@@ -2,7 +2,8 @@
 
 A `.tflite` file has static shapes, so export writes one signature per batch size (`batch_1` and `batch_64`,
 sharing their weights); a batch runs as chunks through the smallest signature that holds what is left, the
-last chunk padded with zeros. LiteRT's int8 outputs come back dequantized with their scale and zero point.
+last chunk padded with zeros. An int8 input is quantized, and int8 outputs come back dequantized, with their
+scale and zero point.
 The file's mnist-edge metadata is JSON in the flatbuffer's own `metadata` list, under METADATA_NAME.
 Never imports torch or ONNX Runtime.
 """
@@ -48,10 +49,12 @@ class _Signature:
         if len(inputs) != 1:
             raise ValueError(f"signature {key!r} has {len(inputs)} inputs, expected 1: {INPUT_SPEC}")
         (self.input, spec), = inputs.items()
-        shape = tuple(int(d) for d in spec["shape"])
-        if spec["dtype"] is not np.float32 or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
-            raise ValueError(f"signature {key!r} takes {np.dtype(spec['dtype']).name} {list(shape)}, expected {INPUT_SPEC}")
-        self.batch = shape[0]
+        shape, dtype = tuple(int(d) for d in spec["shape"]), np.dtype(spec["dtype"])
+        self.input_scale, self.input_zero_point = spec["quantization"]
+        quantized = dtype in (np.int8, np.uint8) and self.input_scale > 0  # PT2E may quantize a first conv's input
+        if not (dtype == np.float32 or quantized) or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
+            raise ValueError(f"signature {key!r} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
+        self.input_dtype, self.batch = dtype, shape[0]
         # The converter names outputs output_0, output_1, ... in the order the torch module returns them.
         self.outputs = sorted(outputs, key=lambda name: (len(name), name))
         self.dequantize = {name: tuple(outputs[name]["quantization"]) for name in self.outputs}
@@ -61,8 +64,15 @@ class _Signature:
         padded = chunk if len(chunk) == self.batch else np.concatenate(
             [chunk, np.zeros((self.batch - len(chunk), *INPUT_SHAPE), np.float32)]
         )
-        found = self.runner(**{self.input: padded})
+        found = self.runner(**{self.input: self._input(padded)})
         return [self._float(name, found[name])[: len(chunk)] for name in self.outputs]
+
+    def _input(self, images: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.float32:
+            return images
+        info = np.iinfo(self.input_dtype)
+        quantized = np.round(images / np.float32(self.input_scale)) + self.input_zero_point
+        return np.clip(quantized, info.min, info.max).astype(self.input_dtype)
 
     def _float(self, name: str, values: np.ndarray) -> np.ndarray:
         scale, zero_point = self.dequantize[name]
