@@ -11,6 +11,7 @@ Never imports torch or ONNX Runtime.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,32 +41,26 @@ def read_metadata(content: bytes) -> dict[str, str]:
     return {}
 
 
-class _Signature:
-    """One batch size of the model: its runner, input name, output names in order and their dequantization."""
+class _Batch:
+    """One static batch size of the model: how to run it, and how its input and outputs are (de)quantized."""
 
-    def __init__(self, interpreter: Interpreter, key: str) -> None:
-        self.runner = interpreter.get_signature_runner(key)
-        inputs, outputs = self.runner.get_input_details(), self.runner.get_output_details()
-        if len(inputs) != 1:
-            raise ValueError(f"signature {key!r} has {len(inputs)} inputs, expected 1: {INPUT_SPEC}")
-        (self.input, spec), = inputs.items()
-        shape, dtype = tuple(int(d) for d in spec["shape"]), np.dtype(spec["dtype"])
-        self.input_scale, self.input_zero_point = spec["quantization"]
+    def __init__(self, what: str, input_spec: dict, output_specs: list[dict], call: Callable[[np.ndarray], list[np.ndarray]]) -> None:
+        shape, dtype = tuple(int(d) for d in input_spec["shape"]), np.dtype(input_spec["dtype"])
+        self.input_scale, self.input_zero_point = input_spec["quantization"]
         quantized = dtype in (np.int8, np.uint8) and self.input_scale > 0  # PT2E may quantize a first conv's input
         if not (dtype == np.float32 or quantized) or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
-            raise ValueError(f"signature {key!r} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
+            raise ValueError(f"{what} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
         self.input_dtype, self.batch = dtype, shape[0]
-        # The converter names outputs output_0, output_1, ... in the order the torch module returns them.
-        self.outputs = sorted(outputs, key=lambda name: (len(name), name))
-        self.dequantize = {name: tuple(outputs[name]["quantization"]) for name in self.outputs}
-        self.shapes = {name: tuple(int(d) for d in outputs[name]["shape"]) for name in self.outputs}
+        self.dequantize = [tuple(spec["quantization"]) for spec in output_specs]
+        self.shapes = [tuple(int(d) for d in spec["shape"]) for spec in output_specs]
+        self._call = call
 
     def run(self, chunk: np.ndarray) -> list[np.ndarray]:
         padded = chunk if len(chunk) == self.batch else np.concatenate(
             [chunk, np.zeros((self.batch - len(chunk), *INPUT_SHAPE), np.float32)]
         )
-        found = self.runner(**{self.input: self._input(padded)})
-        return [self._float(name, found[name])[: len(chunk)] for name in self.outputs]
+        found = self._call(self._input(padded))
+        return [_as_float(values, *quantization)[: len(chunk)] for values, quantization in zip(found, self.dequantize)]
 
     def _input(self, images: np.ndarray) -> np.ndarray:
         if self.input_dtype == np.float32:
@@ -74,11 +69,43 @@ class _Signature:
         quantized = np.round(images / np.float32(self.input_scale)) + self.input_zero_point
         return np.clip(quantized, info.min, info.max).astype(self.input_dtype)
 
-    def _float(self, name: str, values: np.ndarray) -> np.ndarray:
-        scale, zero_point = self.dequantize[name]
-        if values.dtype == np.float32:
-            return values
-        return ((values.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+
+def _as_float(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    if values.dtype == np.float32:
+        return values
+    return (values.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def _main_graph(interpreter: Interpreter) -> _Batch:
+    """The interpreter's main graph, run through tensor indices: a signature runner re-allocates on every call,
+    which cost about a tenth of an int8 image's time."""
+    interpreter.allocate_tensors()
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1:
+        raise ValueError(f"it has {len(inputs)} inputs, expected 1: {INPUT_SPEC}")
+    index, output_indices = inputs[0]["index"], [spec["index"] for spec in outputs]
+
+    def call(images: np.ndarray) -> list[np.ndarray]:
+        interpreter.set_tensor(index, images)
+        interpreter.invoke()
+        return [interpreter.get_tensor(i) for i in output_indices]
+
+    return _Batch("its main graph", inputs[0], outputs, call)
+
+
+def _signature(interpreter: Interpreter, key: str) -> _Batch:
+    runner = interpreter.get_signature_runner(key)
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    if len(inputs) != 1:
+        raise ValueError(f"signature {key!r} has {len(inputs)} inputs, expected 1: {INPUT_SPEC}")
+    (name, spec), = inputs.items()
+    order = sorted(outputs, key=lambda n: (len(n), n))  # the converter's output_0, output_1, ...: the module's order
+
+    def call(images: np.ndarray) -> list[np.ndarray]:
+        found = runner(**{name: images})
+        return [found[n] for n in order]
+
+    return _Batch(f"signature {key!r}", spec, [outputs[n] for n in order], call)
 
 
 class LiteRTModel:
@@ -93,31 +120,30 @@ class LiteRTModel:
         if content[4:8] != TFLITE_IDENTIFIER:
             raise MnistEdgeError(f"{self.path}: not a TFLite model (no TFL3 flatbuffer identifier)")
         try:
-            self._signatures = self._open(content)  # first: LiteRT verifies the flatbuffer that read_metadata walks
+            self._batches = self._open(content)  # first: LiteRT verifies the flatbuffer that read_metadata walks
             self.metadata: dict[str, str] = read_metadata(content)
         except MnistEdgeError:
             raise
         except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError; a corrupt flatbuffer, anything
             raise MnistEdgeError(f"{self.path}: not a usable TFLite model ({describe(exc)})") from None
-        self.output_names: list[str] = json.loads(self.metadata.get("output_names", "[]")) or [OUTPUT_NAME]
 
-    def _open(self, content: bytes) -> list[_Signature]:
-        """Each signature on an interpreter of its own: batch 1 on one thread (waking a pool costs more than one
-        image's work), bigger batches on THREADS. Smallest batch first."""
-        keys = list(Interpreter(model_content=content, num_threads=1).get_signature_list())
-        if not keys:
-            raise ValueError("it has no signature")
-        signatures = []
-        for key in keys:
-            probe = _Signature(Interpreter(model_content=content, num_threads=1), key)
-            threads = 1 if probe.batch == 1 else self.threads
-            signatures.append(probe if threads == 1 else _Signature(Interpreter(model_content=content, num_threads=threads), key))
-        signatures.sort(key=lambda s: s.batch)
-        for sig in signatures:
-            problem = _output_problem(sig)
+    def _open(self, content: bytes) -> list[_Batch]:
+        """The main graph and each signature of another batch size, smallest first, each on an interpreter of its
+        own: batch 1 on one thread (waking a pool costs more than one image's work), bigger ones on THREADS."""
+        probe = Interpreter(model_content=content, num_threads=1)
+        main = _main_graph(probe)
+        if main.batch > 1 and self.threads > 1:
+            main = _main_graph(Interpreter(model_content=content, num_threads=self.threads))
+        batches = {main.batch: main}
+        for key in probe.get_signature_list():
+            sig = _signature(Interpreter(model_content=content, num_threads=self.threads), key)
+            if sig.batch not in batches:
+                batches[sig.batch] = sig if sig.batch > 1 else _signature(Interpreter(model_content=content, num_threads=1), key)
+        for batch in batches.values():
+            problem = _output_problem(batch)
             if problem:
                 raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
-        return signatures
+        return sorted(batches.values(), key=lambda b: b.batch)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """Logits [N,10] float32 for float32 pixels [N,1,28,28] in [0,1], white digit on black (as OnnxModel.run)."""
@@ -129,30 +155,30 @@ class LiteRTModel:
             raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]")
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
-            return [np.zeros((0, *s.shapes[name][1:]), np.float32) for s in self._signatures[:1] for name in s.outputs]
+            return [np.zeros((0, *shape[1:]), np.float32) for shape in self._batches[0].shapes]
         parts: list[list[np.ndarray]] = []
         with ctrl_c_ends_the_process():
             done = 0
             while done < len(images):
                 left = len(images) - done
-                sig = next((s for s in self._signatures if s.batch >= left), self._signatures[-1])
-                parts.append(self._run(sig, images[done : done + sig.batch]))
-                done += sig.batch
-        return [np.concatenate(column) for column in zip(*parts)]
+                batch = self._batches[0] if left == 1 else next((b for b in self._batches if b.batch >= left), self._batches[-1])
+                parts.append(self._run(batch, images[done : done + batch.batch]))
+                done += batch.batch
+        return parts[0] if len(parts) == 1 else [np.concatenate(column) for column in zip(*parts)]
 
-    def _run(self, sig: _Signature, chunk: np.ndarray) -> list[np.ndarray]:
+    def _run(self, batch: _Batch, chunk: np.ndarray) -> list[np.ndarray]:
         try:
-            return sig.run(chunk)
+            return batch.run(chunk)
         except Exception as exc:  # noqa: BLE001 - LiteRT raises RuntimeError/ValueError from its C++ core
             raise MnistEdgeError(f"{self.path}: the model fails in LiteRT ({describe(exc)})") from None
 
 
-def _output_problem(sig: _Signature) -> str | None:
-    """What is wrong with a signature's outputs: logits [B,10] first, then optional [B] outputs; else None."""
-    shapes = [sig.shapes[name] for name in sig.outputs]
-    if not shapes or shapes[0] != (sig.batch, NUM_CLASSES):
+def _output_problem(batch: _Batch) -> str | None:
+    """What is wrong with a batch size's outputs: logits [B,10] first, then optional [B] outputs; else None."""
+    shapes = batch.shapes
+    if not shapes or shapes[0] != (batch.batch, NUM_CLASSES):
         return f"output is {[list(s) for s in shapes]}, expected {OUTPUT_NAME!r} [N,{NUM_CLASSES}] first"
-    if any(s != (sig.batch,) for s in shapes[1:]):
+    if any(s != (batch.batch,) for s in shapes[1:]):
         return f"outputs after the logits are {[list(s) for s in shapes[1:]]}, expected one value per image ([N])"
     return None
 
