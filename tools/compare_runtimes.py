@@ -39,6 +39,15 @@ IMPORT_AND_LOAD = (
 )
 
 
+# One `predict` as a whole process: its wall time and its peak RSS (KiB on Linux).
+COLD_PREDICT = (
+    "import resource, subprocess, sys, time; t = time.perf_counter(); "
+    "subprocess.run([sys.executable, '-m', 'mnist_edge', 'predict', '--model', *sys.argv[1:]], check=True, "
+    "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
 def _times_ns(fn: Callable[[], object], n: int) -> list[int]:
     out = []
     for _ in range(n):
@@ -65,19 +74,12 @@ def interleaved(calls: dict[str, Callable[[], object]], runs: int, warmup: int) 
 
 
 def cold_predict(path: Path) -> tuple[float, float]:
-    """Median wall seconds and peak RSS (MiB) of `mnist-edge predict --model PATH` on one sample, whole process."""
+    """Median wall seconds and peak RSS (MiB) of `mnist-edge predict --model PATH` on one sample, whole process.
+    Started from a small Python of its own: a child forked from this big process would report this one's peak."""
     sample = sorted(SAMPLE.glob("*.png"))[0]
-    walls, peaks = [], []
-    for _ in range(COLD_RUNS):
-        start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "mnist_edge", "predict", "--model", str(path), str(sample)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        walls.append(time.perf_counter() - start)
-        if status:
-            raise SystemExit(f"predict --model {path} failed (status {status})")
-        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
-    return statistics.median(walls), statistics.median(peaks)
+    runs = [subprocess.run([sys.executable, "-c", COLD_PREDICT, str(path), str(sample)], capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(COLD_RUNS)]
+    return statistics.median(float(wall) for wall, _ in runs), statistics.median(float(rss) / 1024 for _, rss in runs)
 
 
 def import_and_load(path: Path) -> float:
