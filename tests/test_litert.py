@@ -149,3 +149,17 @@ def test_a_cut_or_corrupted_tflite_file_fails_with_an_error_never_a_crash(tmp_pa
 def test_wrong_image_shapes_are_refused():
     with pytest.raises(MnistEdgeError, match=r"images have shape \[2, 28, 28\]"):
         LiteRTModel(FP32).run(np.zeros((2, 28, 28), np.float32))
+
+
+def test_serve_runs_a_tflite_file_and_answers_as_predict_does():
+    pytest.importorskip("starlette")
+    from serve_helpers import Server, samples
+
+    files = samples()
+    with Server(["--model", str(INT8), "--workers", "1"]) as server:
+        model = server.get("/model").json()
+        reply = server.upload(files)
+    assert model["file"] == INT8.name and model["quantization"] == "static" and 99 < model["test_accuracy"] <= 100
+    assert reply.status == 200
+    predicted, _ = _predict_in_a_process(INT8, *(SAMPLES / name for name, _ in files))
+    assert [(r["file"], r["digit"]) for r in reply.json()] == [(Path(r["file"]).name, r["digit"]) for r in predicted]
