@@ -163,3 +163,11 @@ def test_serve_runs_a_tflite_file_and_answers_as_predict_does():
     assert reply.status == 200
     predicted, _ = _predict_in_a_process(INT8, *(SAMPLES / name for name, _ in files))
     assert [(r["file"], r["digit"]) for r in reply.json()] == [(Path(r["file"]).name, r["digit"]) for r in predicted]
+
+
+def test_predict_without_litert_says_which_extra_to_install():
+    code = "import sys; sys.modules['ai_edge_litert'] = None; from mnist_edge.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", code, "predict", "--model", str(INT8), str(SAMPLES)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: this command needs ai_edge_litert: pip install 'mnist-edge[litert]'"]
