@@ -51,7 +51,8 @@ class _Batch:
         if not (dtype == np.float32 or quantized) or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
             raise ValueError(f"{what} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
         self.input_dtype, self.batch = dtype, shape[0]
-        self.dequantize = [tuple(spec["quantization"]) for spec in output_specs]
+        # (scale, -zero_point * scale) of each output, for _as_float
+        self.dequantize = [(np.float32(s), np.float32(-z * s)) for s, z in (spec["quantization"] for spec in output_specs)]
         self.shapes = [tuple(int(d) for d in spec["shape"]) for spec in output_specs]
         self._call = call
 
@@ -70,10 +71,9 @@ class _Batch:
         return np.clip(quantized, info.min, info.max).astype(self.input_dtype)
 
 
-def _as_float(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    if values.dtype == np.float32:
-        return values
-    return (values.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+def _as_float(values: np.ndarray, scale: np.float32, offset: np.float32) -> np.ndarray:
+    """VALUES as float32: an int8 output dequantized, (q - zero_point) * scale written as q * scale + offset."""
+    return values if values.dtype == np.float32 else values * scale + offset
 
 
 def _main_graph(interpreter: Interpreter) -> _Batch:
