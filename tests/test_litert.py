@@ -84,7 +84,9 @@ def _predict_in_a_process(model: Path, *inputs: Path) -> tuple[list[dict], list[
     return json.loads(done.stdout), json.loads(done.stderr.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("tflite", "onnx"), [(INT8, "edgenet.int8.onnx"), (FP32, "edgenet.onnx")], ids=["int8", "fp32"])
+@pytest.mark.parametrize(
+    ("tflite", "onnx"), [(INT8, "edgenet.int8.onnx"), (FP32, "edgenet.onnx")], ids=["int8", "fp32"]
+)
 def test_predict_runs_a_tflite_file_with_litert_alone_and_gives_the_onnx_files_digits(tflite, onnx, wild_dir):
     """The runtime is chosen by the file and is the only one imported (no torch either), and the digits on the
     samples and on the photos of digits-in-the-wild are the ONNX file's."""
@@ -170,4 +172,5 @@ def test_predict_without_litert_says_which_extra_to_install():
     done = subprocess.run([sys.executable, "-c", code, "predict", "--model", str(INT8), str(SAMPLES)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == ["error: this command needs ai_edge_litert: pip install 'mnist-edge[litert]'"]
+    expected = "error: this command needs ai_edge_litert: pip install 'mnist-edge[litert]'"
+    assert done.stderr.strip().splitlines() == [expected]

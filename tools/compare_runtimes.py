@@ -1,6 +1,7 @@
 """ONNX Runtime and LiteRT side by side, on the shipped files, in one run and torch-free (it runs on a Pi too).
 
-usage: python tools/compare_runtimes.py [--data-dir DIR] [--exported DIR] [--arch edgenet] [--runs 4000] [--markdown FILE]
+usage: python tools/compare_runtimes.py [--data-dir DIR] [--exported DIR] [--arch edgenet] [--runs 4000]
+                                       [--markdown FILE]
 
 For each .onnx and .tflite file of ARCH in the folder's manifest: import + load in a fresh process, load alone
 (in this process, mean of 5 after one), batch-1 p50/p99 on one thread and batch-256 throughput on every thread
@@ -103,7 +104,7 @@ def runtime(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
-    parser.add_argument("--exported", type=Path, default=ROOT / "exported", help="folder of exported files with a manifest")
+    parser.add_argument("--exported", type=Path, default=ROOT / "exported", help="exported files and their manifest")
     parser.add_argument("--arch", default="edgenet")
     parser.add_argument("--runs", type=int, default=4000, help="timed batch-1 runs per file")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
@@ -111,8 +112,10 @@ def main() -> None:
 
     mnist = load_mnist(args.data_dir)
     images = (mnist.test_images.astype(np.float32) / 255)[:, None]
-    entries = [a for a in read_manifest(args.exported)["artifacts"] if a.get("arch") == args.arch and a["format"] in ("onnx", "tflite")]
-    files = {e["file"]: args.exported / e["file"] for e in sorted(entries, key=lambda e: (e["format"], e["quantization"]))}
+    entries = [a for a in read_manifest(args.exported)["artifacts"]
+               if a.get("arch") == args.arch and a["format"] in ("onnx", "tflite")]
+    entries.sort(key=lambda e: (e["format"], e["quantization"]))
+    files = {e["file"]: args.exported / e["file"] for e in entries}
     reference_file = next(e["file"] for e in entries if e["format"] == "onnx" and e["quantization"] == "none")
     single = {n: open_model(p, threads=1) for n, p in files.items()}
     many = {n: open_model(p) for n, p in files.items()}
@@ -136,12 +139,14 @@ def main() -> None:
             name, runtime(path), f"{import_and_load(path) * 1000:.0f} ms", f"{load_ms(path):.1f} ms", f"{p50:.1f} us",
             f"{p99:.1f} us", f"{256 / (float(np.median(throughput[name])) / 1e9):,.0f}/s", f"{wall * 1000:.0f} ms",
             f"{rss:.0f} MiB", f"{100 * float((top1 == mnist.test_labels).mean()):.2f}%",
-            f"{float(np.abs(logits[name] - reference).max()):.1e}", f"{100 * float((top1 == reference.argmax(1)).mean()):.2f}%",
+            f"{float(np.abs(logits[name] - reference).max()):.1e}",
+            f"{100 * float((top1 == reference.argmax(1)).mean()):.2f}%",
         ])
     table = "\n".join("| " + " | ".join(r) + " |" for r in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
     int8 = {runtime(files[n]): f["p50_us"] for n, f in figures.items() if ".int8." in n}
     if len(int8) == 2:
-        table += f"\n\nLiteRT int8 batch-1 p50 / ONNX Runtime int8 batch-1 p50: {int8['LiteRT'] / int8['ONNX Runtime']:.2f}x"
+        ratio = int8["LiteRT"] / int8["ONNX Runtime"]
+        table += f"\n\nLiteRT int8 batch-1 p50 / ONNX Runtime int8 batch-1 p50: {ratio:.2f}x"
     print(f"\n{args.arch}, {len(images):,} test digits, {os.cpu_count()} logical CPUs\n\n{table}")
     if args.markdown:
         args.markdown.write_text(table + "\n")

@@ -549,7 +549,7 @@ def export(
     max_accuracy_drop: MaxAccuracyDrop = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary of what was written, refused and replaced.")] = False,
 ) -> None:
-    """Export a checkpoint to ONNX and/or TorchScript; every file must pass the parity gate (see `verify`),
+    """Export a checkpoint to ONNX, LiteRT (.tflite) and/or TorchScript; every file must pass the parity gate (see `verify`),
     else none is written. Existing files are replaced only with --force."""
     from mnist_edge.export import export_checkpoint
 

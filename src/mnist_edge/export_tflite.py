@@ -68,7 +68,8 @@ def _quantized(model: nn.Module, calibration: np.ndarray) -> tuple[nn.Module, ob
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
     with _quiet(), torch.no_grad():
         captured = torch.export.export(model, _zeros(2), dynamic_shapes=({0: torch.export.Dim("N")},)).module()
         prepared = quantize_pt2e.prepare_pt2e(captured, quantizer)
@@ -85,7 +86,8 @@ def tflite_model(model: nn.Module, quantization: str, calibration: np.ndarray | 
     if quantization == "none":
         return _convert(model)
     if quantization != "static" or calibration is None:
-        raise ValueError(f"LiteRT export makes fp32 or calibrated static int8, not {quantization!r}")  # a bug in the caller
+        # a bug in the caller
+        raise ValueError(f"LiteRT export makes fp32 or calibrated static int8, not {quantization!r}")
     return _convert(*_quantized(model, calibration))
 
 
@@ -115,7 +117,8 @@ def extra_output_failures(model: nn.Module, path: Path, images: np.ndarray, max_
             expected = [t.float().numpy() for t in model(torch.from_numpy(batch))[1:]]
         got = file.outputs(batch)[1:]
         worst = np.maximum(worst, [np.abs(g.astype(np.float64) - e).max(initial=0) for g, e in zip(got, expected)])
-    return [f"{name}: max abs diff {w:.3g} > {max_abs_diff:g}" for name, w in zip(names[1:], worst) if not w <= max_abs_diff]
+    return [f"{name}: max abs diff {w:.3g} > {max_abs_diff:g}"
+            for name, w in zip(names[1:], worst) if not w <= max_abs_diff]
 
 
 def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
@@ -141,7 +144,7 @@ def litert_metadata(model: nn.Module, metadata: dict[str, str]) -> dict[str, str
     converter's and runtime's versions beside the others."""
     from importlib.metadata import version
 
-    versions = {**json.loads(metadata.get("versions", "{}")), **{p: version(p) for p in ("litert-torch", "ai-edge-litert")}}
+    versions = json.loads(metadata.get("versions", "{}")) | {p: version(p) for p in ("litert-torch", "ai-edge-litert")}
     return {
         "output_names": json.dumps(output_names(model)),
         "signatures": json.dumps([signature_name(b) for b in BATCHES]),
@@ -149,6 +152,8 @@ def litert_metadata(model: nn.Module, metadata: dict[str, str]) -> dict[str, str
     }
 
 
-def save_tflite(content: bytes, path: Path | str, metadata: dict[str, str], extra: dict[str, str] | None = None) -> None:
+def save_tflite(
+    content: bytes, path: Path | str, metadata: dict[str, str], extra: dict[str, str] | None = None
+) -> None:
     """Write CONTENT with METADATA and EXTRA stamped in, as one file (export stages it under a temporary name)."""
     write_bytes(path, with_metadata(content, {**metadata, **(extra or {})}))

@@ -44,7 +44,9 @@ def read_metadata(content: bytes) -> dict[str, str]:
 class _Batch:
     """One static batch size of the model: how to run it, and how its input and outputs are (de)quantized."""
 
-    def __init__(self, what: str, input_spec: dict, output_specs: list[dict], call: Callable[[np.ndarray], list[np.ndarray]]) -> None:
+    def __init__(
+        self, what: str, input_spec: dict, output_specs: list[dict], call: Callable[[np.ndarray], list[np.ndarray]]
+    ) -> None:
         shape, dtype = tuple(int(d) for d in input_spec["shape"]), np.dtype(input_spec["dtype"])
         self.input_scale, self.input_zero_point = input_spec["quantization"]
         quantized = dtype in (np.int8, np.uint8) and self.input_scale > 0  # PT2E may quantize a first conv's input
@@ -52,7 +54,8 @@ class _Batch:
             raise ValueError(f"{what} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
         self.input_dtype, self.batch = dtype, shape[0]
         # (scale, -zero_point * scale) of each output, for _as_float
-        self.dequantize = [(np.float32(s), np.float32(-z * s)) for s, z in (spec["quantization"] for spec in output_specs)]
+        quantization = [spec["quantization"] for spec in output_specs]
+        self.dequantize = [(np.float32(s), np.float32(-z * s)) for s, z in quantization]
         self.shapes = [tuple(int(d) for d in spec["shape"]) for spec in output_specs]
         self._call = call
 
@@ -137,8 +140,9 @@ class LiteRTModel:
         batches = {main.batch: main}
         for key in probe.get_signature_list():
             sig = _signature(Interpreter(model_content=content, num_threads=self.threads), key)
-            if sig.batch not in batches:
-                batches[sig.batch] = sig if sig.batch > 1 else _signature(Interpreter(model_content=content, num_threads=1), key)
+            if sig.batch == 1 and self.threads > 1:
+                sig = _signature(Interpreter(model_content=content, num_threads=1), key)
+            batches.setdefault(sig.batch, sig)
         for batch in batches.values():
             problem = _output_problem(batch)
             if problem:
@@ -152,7 +156,8 @@ class LiteRTModel:
     def outputs(self, images: np.ndarray) -> list[np.ndarray]:
         """Every output of the model for IMAGES, in order: logits [N,10], then any others ([N] each)."""
         if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
-            raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]")
+            expected = ",".join(map(str, INPUT_SHAPE))
+            raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{expected}]")
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
             return [np.zeros((0, *shape[1:]), np.float32) for shape in self._batches[0].shapes]
@@ -161,7 +166,8 @@ class LiteRTModel:
             done = 0
             while done < len(images):
                 left = len(images) - done
-                batch = self._batches[0] if left == 1 else next((b for b in self._batches if b.batch >= left), self._batches[-1])
+                fits = (b for b in self._batches if b.batch >= left)
+                batch = self._batches[0] if left == 1 else next(fits, self._batches[-1])
                 parts.append(self._run(batch, images[done : done + batch.batch]))
                 done += batch.batch
         return parts[0] if len(parts) == 1 else [np.concatenate(column) for column in zip(*parts)]
