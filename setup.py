@@ -11,8 +11,9 @@ from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
 SHIPPED = "mnist_edge.exported"
-# The shipped ONNX models and their manifest; the checkpoint and TorchScript files stay in the repo (torch users).
-SHIPPED_FILES = ["*.onnx", "manifest.json"]
+# The shipped ONNX and LiteRT models and their manifest; the checkpoint and TorchScript files stay in the repo
+# (torch users). A .tflite file runs only with the [litert] extra; the default is always an ONNX file.
+SHIPPED_FILES = ["*.onnx", "*.tflite", "manifest.json"]
 
 
 class BuildPy(build_py):

@@ -50,7 +50,7 @@ def no_such_option(flag: str) -> str:
     [
         (["models", "--no-such-flag"], no_such_option("--no-such-flag")),
         (["predict"], re.escape("error: missing argument 'PATH...'.")),
-        (["export", "x.pt", "--format", "zip"], re.escape("error: invalid value for '--format': 'zip' is not one of 'onnx', 'torchscript', 'all'.")),
+        (["export", "x.pt", "--format", "zip"], re.escape("error: invalid value for '--format': 'zip' is not one of 'onnx', 'tflite', 'torchscript', 'all'.")),
         (["predict", "--top", "three", "x.png"], re.escape("error: invalid value for '--top': 'three' is not a valid int")),
         (["predict", "--top", "11", "x.png"], re.escape("error: invalid value for '--top': 11 is not in the range 1<=x<=10.")),
     ],
@@ -81,7 +81,7 @@ def test_help_names_values_by_what_they_are():
     assert "Usage: mnist-edge predict [OPTIONS] PATH..." in text
     assert "--model FILE" in text and "--top N" in text and "--save-preprocessed DIR" in text
     text = runner.invoke(app, ["export", "--help"]).stdout
-    assert "--format onnx|torchscript|all" in text and "--max-abs-diff NUMBER" in text
+    assert "--format onnx|tflite|torchscript|all" in text and "--max-abs-diff NUMBER" in text
     assert "Usage: mnist-edge benchmark [OPTIONS] [CHECKPOINT]" in runner.invoke(app, ["benchmark", "--help"]).stdout
 
 

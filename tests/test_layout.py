@@ -1,5 +1,5 @@
 """The edge package's boundary, read from the source: everything under mnist_edge/edge/ (and the shared modules it
-uses) imports only the standard library, numpy, Pillow, ONNX Runtime, serve's ASGI stack and the project's
+uses) imports only the standard library, numpy, Pillow, ONNX Runtime, LiteRT, serve's ASGI stack and the project's
 torch-free shared modules, anywhere in a file (imports inside functions count: they run too)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 EDGE = SRC / "mnist_edge" / "edge"
-THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "starlette", "uvicorn", "python_multipart"}  # the last three: serve only
+# starlette, uvicorn, python_multipart: serve only; ai_edge_litert: the [litert] extra's runtime for .tflite files
+THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "ai_edge_litert", "starlette", "uvicorn", "python_multipart"}
 SHARED = {"mnist_edge.spec", "mnist_edge.errors", "mnist_edge.atomic", "mnist_edge.formats"}  # torch-free, shared
 
 

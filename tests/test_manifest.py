@@ -70,7 +70,7 @@ MALFORMED = {
     "backslash": json.dumps({"default": None, "artifacts": [entry("..\\\\a.onnx")]}),
     "no file": json.dumps({"default": None, "artifacts": [{"format": "onnx", "quantization": "none"}]}),
     "file not a string": json.dumps({"default": None, "artifacts": [entry(7)]}),
-    "unknown format": json.dumps({"default": None, "artifacts": [entry("a.tflite", fmt="tflite")]}),
+    "unknown format": json.dumps({"default": None, "artifacts": [entry("a.mlmodel", fmt="coreml")]}),
     "quantization a number": json.dumps({"default": None, "artifacts": [entry("a.onnx", quantization=8)]}),
     "size a string": json.dumps({"default": None, "artifacts": [entry("a.onnx", size_bytes="big")]}),
     "size negative": json.dumps({"default": None, "artifacts": [entry("a.onnx", size_bytes=-1)]}),
@@ -97,7 +97,7 @@ def test_a_malformed_manifest_is_one_line_and_is_left_alone(tmp_path, monkeypatc
 
 
 def test_bad_new_entries_are_refused_before_writing(tmp_path):
-    for bad in (entry("x.bin", fmt="tflite"), entry("../x.onnx")):
+    for bad in (entry("x.bin", fmt="coreml"), entry("../x.onnx")):
         with pytest.raises(MnistEdgeError):
             update_manifest(tmp_path, [bad])
     assert not (tmp_path / "manifest.json").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_edge.edge import manifest, runtime
+from mnist_edge.edge import manifest, model_checks, runtime
 from mnist_edge.train.architectures import create_model
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.manifest import default_model_path
@@ -200,6 +200,6 @@ def test_a_model_file_over_the_size_limit_is_refused_before_onnx_runtime_reads_i
     """ONNX Runtime reads a whole file into memory (about twice its size at the peak): a 600 MB model took
     1.2 GB before. A sparse file takes no disk."""
     with open(tmp_path / "fat.onnx", "wb") as f:
-        f.truncate(runtime.MAX_MODEL_BYTES + 1)
+        f.truncate(model_checks.MAX_MODEL_BYTES + 1)
     with pytest.raises(MnistEdgeError, match=r"fat\.onnx: .* bytes is over the .*-byte limit"):
         runtime.OnnxModel(tmp_path / "fat.onnx")

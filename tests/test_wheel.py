@@ -33,15 +33,15 @@ def test_every_file_of_every_subpackage_under_src_is_in_the_wheel(wheel: zipfile
     assert files <= names, sorted(files - names)
 
 
-def test_the_wheel_carries_the_shipped_onnx_models_and_a_manifest_of_exactly_them(wheel: zipfile.ZipFile) -> None:
+def test_the_wheel_carries_the_shipped_onnx_and_tflite_models_and_a_manifest_of_them(wheel: zipfile.ZipFile) -> None:
     repo = json.loads((ROOT / "exported" / "manifest.json").read_text())
-    onnx = {a["file"]: a for a in repo["artifacts"] if a["format"] == "onnx"}
+    shipped = {a["file"]: a for a in repo["artifacts"] if a["format"] in ("onnx", "tflite")}
     carried = {n.removeprefix("mnist_edge/exported/") for n in wheel.namelist() if n.startswith("mnist_edge/exported/")}
-    assert carried == {*onnx, "manifest.json"}
+    assert carried == {*shipped, "manifest.json"}
     manifest = json.loads(wheel.read("mnist_edge/exported/manifest.json"))
-    assert {a["file"]: a for a in manifest["artifacts"]} == onnx
-    assert manifest["default"] == repo["default"] and manifest["default"] in onnx
-    for name, entry in onnx.items():
+    assert {a["file"]: a for a in manifest["artifacts"]} == shipped
+    assert manifest["default"] == repo["default"] and shipped[manifest["default"]]["format"] == "onnx"
+    for name, entry in shipped.items():
         assert hashlib.sha256(wheel.read(f"mnist_edge/exported/{name}")).hexdigest() == entry["sha256"]
 
 

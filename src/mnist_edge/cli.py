@@ -168,7 +168,7 @@ def evaluate(
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (every image inside) or glob patterns.", show_default=False)],
     model: Annotated[
-        Path | None, typer.Option("--model", help="ONNX model file. Default: the model shipped with mnist-edge.", dir_okay=False)
+        Path | None, typer.Option("--model", help="ONNX or LiteRT (.tflite) model file. Default: the model shipped with mnist-edge.", dir_okay=False)
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, max=10, help="How many most likely digits to show.")] = 3,
     json_output: JsonFlag = False,
@@ -181,14 +181,13 @@ def predict(
     """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made.
     An image the model says is no digit at all is answered "not a digit" (exit status 0)."""
     from mnist_edge.edge.manifest import default_model_path
+    from mnist_edge.edge.models import open_model
     from mnist_edge.edge.predict import Failure, predict_paths
-    from mnist_edge.edge.runtime import OnnxModel
 
     model_path = model or default_model_path()
-    onnx_model = OnnxModel(model_path)
     results = predict_paths(
-        onnx_model, paths, top=top, raw=raw, save_dir=save_preprocessed, log=lambda note: typer.echo(printable(note), err=True),
-        refuse=not always_digit,
+        open_model(model_path), paths, top=top, raw=raw, save_dir=save_preprocessed,
+        log=lambda note: typer.echo(printable(note), err=True), refuse=not always_digit,
     )
     if not json_output:
         typer.echo(f"model: {printable(str(model_path))}")  # which model answered: the shipped default changes with releases
@@ -211,7 +210,7 @@ def predict(
 @command
 def serve(
     model: Annotated[
-        Path | None, typer.Option("--model", help="ONNX model file. Default: the model shipped with mnist-edge.", dir_okay=False)
+        Path | None, typer.Option("--model", help="ONNX or LiteRT (.tflite) model file. Default: the model shipped with mnist-edge.", dir_okay=False)
     ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on. 0.0.0.0 opens it to every network this machine is on.")
@@ -269,7 +268,7 @@ def export(
     max_accuracy_drop: MaxAccuracyDrop = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary of what was written, refused and replaced.")] = False,
 ) -> None:
-    """Export a checkpoint to ONNX and/or TorchScript; every file must pass the parity gate (see `verify`),
+    """Export a checkpoint to ONNX, LiteRT (.tflite) and/or TorchScript; every file must pass the parity gate (see `verify`),
     else none is written. Existing files are replaced only with --force."""
     from mnist_edge.export.provenance import export_command
     from mnist_edge.export.publish import export_checkpoint

@@ -74,7 +74,10 @@ SyntheticFlag = Annotated[
 WideFlag = Annotated[bool, typer.Option("--wide", help="Every column (parity, load, p99, speed-up), not only those 80 columns fit.")]
 ExportFormat = Enum("ExportFormat", {name: name for name in (*EXPORT_FORMATS, "all")}, type=str)  # type: ignore[misc]
 Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)  # type: ignore[misc]
-FORMAT_HELP = "onnx (the edge format), torchscript (legacy: deprecated upstream, for torch users) or all."
+FORMAT_HELP = (
+    "onnx (the edge format), tflite (LiteRT; needs the tflite extra), torchscript (legacy: deprecated upstream, for torch "
+    "users) or all (onnx and torchscript)."
+)
 QUANTIZE_HELP = (
     "A quantized copy besides the fp32 file (repeatable): static = int8 QDQ calibrated on training digits (the fast one), "
     "dynamic = int8 weights of Linear layers only (skipped, with a note, for models without any)."

@@ -111,6 +111,8 @@ app = typer.Typer(
 EXTRAS = {
     **dict.fromkeys(("torch", "torchvision", "onnx", "onnxscript"), "train"),
     **dict.fromkeys(("starlette", "uvicorn", "python_multipart"), "serve"),
+    **dict.fromkeys(("litert_torch", "torchao", "jax", "flatbuffers"), "tflite"),
+    "ai_edge_litert": "litert",
 }
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,9 +15,9 @@ from PIL import Image
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.results import Failure, Prediction, Result
 from mnist_edge.edge.manifest import default_model_path
+from mnist_edge.edge.models import open_model
 from mnist_edge.edge.predict import infer, predict_paths
 from mnist_edge.edge.preprocess import preprocess, preprocess_image
-from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import NUM_CLASSES
 
 # What `Model.predict` takes: a file's path, a file's encoded bytes, a Pillow image or an array of pixels.
@@ -25,17 +25,17 @@ ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 
 
 class Model:
-    """An exported ONNX model, opened once, that predicts digits in images."""
+    """An exported model (ONNX, or LiteRT .tflite), opened once, that predicts digits in images."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
-        """PATH: an .onnx file; default: the model shipped with mnist-edge. THREADS: CPUs a big batch may use."""
+        """PATH: an .onnx or .tflite file; default: the model shipped with mnist-edge. THREADS: CPUs a big batch may use."""
         self.path = Path(path) if path is not None else default_model_path()
-        self._onnx = OnnxModel(self.path, threads)
+        self._model = open_model(self.path, threads)  # the runtime the file calls for
 
     @property
     def metadata(self) -> dict[str, str]:
         """What the exporter recorded in the file: architecture, quantization, test accuracy, checkpoint hash."""
-        return dict(self._onnx.metadata)
+        return dict(self._model.metadata)
 
     def predict(self, image: ImageInput, top: int = 3, raw: bool = False, name: str | None = None) -> Prediction:
         """The digit in IMAGE and the TOP most likely digits; raises MnistEdgeError for an image it cannot read.
@@ -46,7 +46,7 @@ class Model:
         _check_top(top)
         label = name if name is not None else str(Path(image)) if isinstance(image, (str, os.PathLike)) else "<image>"
         pixels = self._pixels(image, raw, label)
-        result = infer(self._onnx, [label], [pixels], top)[0]
+        result = infer(self._model, [label], [pixels], top)[0]
         if isinstance(result, Failure):
             raise MnistEdgeError(result.error)
         return result
@@ -55,7 +55,7 @@ class Model:
         """A Prediction or a Failure for every image PATHS name (files, folders, glob patterns), in order, as
         `mnist-edge predict PATHS --json` lists them: one unreadable file never stops the rest."""
         _check_top(top)
-        return list(predict_paths(self._onnx, [os.fspath(p) for p in paths], top=top, raw=raw))
+        return list(predict_paths(self._model, [os.fspath(p) for p in paths], top=top, raw=raw))
 
     def _pixels(self, image: ImageInput, raw: bool, label: str) -> np.ndarray:
         if isinstance(image, (str, os.PathLike, bytes)):
@@ -91,5 +91,5 @@ def _check_top(top: int) -> None:
 
 
 def load(path: str | os.PathLike[str] | None = None, threads: int | None = None) -> Model:
-    """The model at PATH (an exported .onnx file), or the one shipped with mnist-edge, ready to predict."""
+    """The model at PATH (an exported .onnx or .tflite file), or the one shipped with mnist-edge, ready to predict."""
     return Model(path, threads)

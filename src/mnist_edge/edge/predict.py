@@ -1,10 +1,10 @@
-"""Predict digits for image files: collect paths, preprocess, run the ONNX model in batches.
+"""Predict digits for image files: collect paths, preprocess, run the model in batches.
 
 Every bad input becomes a `Failure` beside the good ones, in input order, so one bad file never
 stops the rest: whatever preprocessing raises, even a worker process dying, and a model that fails
 on an image or returns non-finite logits for it. `results_from_logits` and the `as_dict` methods make
 the objects `predict --json` prints, for any caller (the server) that runs the model itself.
-Torch-free: numpy, Pillow and ONNX Runtime only.
+Torch-free: numpy, Pillow and the model's runtime (ONNX Runtime or LiteRT) only.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, bug, debugging
 from mnist_edge.edge.lifetime import die_with_parent
+from mnist_edge.edge.models import EdgeModel
 from mnist_edge.edge.preprocess import IMAGE_SUFFIXES, preprocess, save_png
 from mnist_edge.edge.results import Failure, Prediction, Result, usable_cpus
-from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import refuses
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
 
 
 def infer(
-    model: OnnxModel, files: Sequence[str], images: Sequence[np.ndarray], top: int, refuse: bool = True
+    model: EdgeModel, files: Sequence[str], images: Sequence[np.ndarray], top: int, refuse: bool = True
 ) -> list[Result]:
     """Results for a batch of preprocessed IMAGES named FILES (here and by the server); when the model fails on
     the batch, each image is run alone, so only those it fails on fail. REFUSE False: always a digit, even for
@@ -248,7 +248,7 @@ def infer(
 
 
 def predict_paths(
-    model: OnnxModel,
+    model: EdgeModel,
     paths: Iterable[str],
     top: int = 3,
     raw: bool = False,
@@ -274,7 +274,7 @@ def predict_paths(
 
 
 def _predict(
-    model: OnnxModel,
+    model: EdgeModel,
     jobs: list[_Job | Failure],
     top: int,
     batch_size: int,

@@ -9,14 +9,9 @@ than on one (tools/bench_quantize.py prints both ways). Never imports torch.
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
-import signal
-import threading
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +20,9 @@ import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
 from mnist_edge.edge.external_data import external_bytes
+from mnist_edge.edge.model_checks import MAX_MODEL_BYTES, ctrl_c_ends_the_process, not_digit_threshold, require_model_file
 from mnist_edge.edge.results import usable_cpus
-from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NOT_DIGIT_NAME, NUM_CLASSES, OUTPUT_NAME, THRESHOLD_KEY
+from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NOT_DIGIT_NAME, NUM_CLASSES, OUTPUT_NAME
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +32,6 @@ MIN_CHUNK = 16
 NOT_UTF8 = "a name or metadata entry in it is not valid UTF-8"
 # Telemetry events off too, for a caller that imported ONNX Runtime before mnist_edge (see mnist_edge/__init__.py).
 ort.disable_telemetry_events()
-# Largest model opened, its external data included. MNIST models are kilobytes to a few MB; ONNX Runtime holds
-# about twice a file's size while it loads, so gigabytes would take down a Pi (the OOM killer prints no error line).
-MAX_MODEL_BYTES = 256 * 1024 * 1024
 
 
 def session_options() -> ort.SessionOptions:
@@ -140,34 +133,6 @@ def _interface_problem(session: ort.InferenceSession) -> str | None:
     return None
 
 
-def not_digit_threshold(metadata: dict[str, str], where: str) -> float:
-    """The "not a digit" threshold an open-set model's METADATA carries: a number in [0, 1]."""
-    text = metadata.get(THRESHOLD_KEY)
-    try:
-        value = float(text) if text is not None else math.nan
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise MnistEdgeError(f"{where}: has a {NOT_DIGIT_NAME!r} output but no usable {THRESHOLD_KEY!r} in its metadata ({text!r})")
-    return value
-
-
-@contextmanager
-def _ctrl_c_ends_the_process() -> Iterator[None]:
-    """Ctrl-C (SIGINT) ends the process at once while a model runs. Python runs its handler (KeyboardInterrupt)
-    only once ONNX Runtime returns, and a model that loops or computes for hours never does. Only where Python's
-    own handler is in place, in the main thread: a caller with a handler of its own (the server's workers ignore
-    SIGINT) keeps it."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 class OnnxModel:
     """An exported MNIST model opened with ONNX Runtime on the CPU."""
 
@@ -176,11 +141,7 @@ class OnnxModel:
         self.path = Path(path)
         self.threads = max(1, threads or usable_cpus())
         self._pool: ThreadPoolExecutor | None = None
-        if not self.path.is_file():
-            what = "not a file (a folder, device or pipe)" if self.path.exists() else "no such model file"
-            raise MnistEdgeError(f"{self.path}: {what}")
-        if (size := self.path.stat().st_size) > MAX_MODEL_BYTES:
-            raise MnistEdgeError(f"{self.path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
+        size = require_model_file(self.path)
         if (size := size + external_bytes(self.path)) > MAX_MODEL_BYTES:  # what ORT would load besides the file
             raise MnistEdgeError(f"{self.path}: {size:,} bytes with its external data is over the "
                                  f"{MAX_MODEL_BYTES:,}-byte limit for a model (not an MNIST model)")
@@ -217,7 +178,7 @@ class OnnxModel:
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32), None if self.threshold is None else np.zeros(0, np.float32)
-        with _ctrl_c_ends_the_process():
+        with ctrl_c_ends_the_process():
             results = self._run_chunks(images)
         return results[0], results[1] if len(results) > 1 else None
 

@@ -21,11 +21,11 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, first_line, require_file
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, TORCHSCRIPT
+from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, SUFFIXES, TFLITE, TORCHSCRIPT, is_tflite
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, THRESHOLD_KEY
 
 if TYPE_CHECKING:
-    from mnist_edge.edge.runtime import OnnxModel
+    from mnist_edge.edge.models import EdgeModel
 
 TORCHSCRIPT_METADATA = "mnist_edge.json"  # the _extra_files entry of a TorchScript file that holds its metadata
 TRUST_FLAG = "--trust-torchscript"
@@ -52,11 +52,13 @@ def model_format(path: Path) -> str:
         except (zipfile.BadZipFile, OSError, ValueError):
             names = []  # load_checkpoint says what is wrong with it
         return TORCHSCRIPT if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else CHECKPOINT
+    if is_tflite(path) or path.suffix == SUFFIXES[TFLITE]:
+        return TFLITE
     if path.suffix == ".onnx":
         return ONNX
     if path.suffix in (".pt", ".pth"):
         return CHECKPOINT  # load_checkpoint says what it is instead
-    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, a TorchScript .pt or a checkpoint .pt)")
+    raise MnistEdgeError(f"{path}: not a model file (expected .onnx, .tflite, a TorchScript .pt or a checkpoint .pt)")
 
 
 def require_checkpoint(path: Path) -> None:
@@ -77,7 +79,7 @@ def untrusted_torchscript(path: Path) -> MnistEdgeError:
 
 
 def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript: bool = False) -> LoadedArtifact:
-    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TorchScript or a training checkpoint.
+    """Open a model file as a logits_fn: ONNX (ONNX Runtime), TFLite (LiteRT), TorchScript or a training checkpoint.
 
     FMT defaults to what the file is (model_format). A TorchScript file is refused unless TRUST_TORCHSCRIPT.
     Wrong files and wrong interfaces are MnistEdgeErrors.
@@ -90,6 +92,11 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
 
         model = OnnxModel(path)
         return LoadedArtifact(ONNX, model.metadata, functools.partial(_joined, model))
+    if fmt == TFLITE:
+        from mnist_edge.edge.litert import LiteRTModel
+
+        tflite = LiteRTModel(path)
+        return LoadedArtifact(TFLITE, tflite.metadata, functools.partial(_joined, tflite))
     if fmt == CHECKPOINT:
         from mnist_edge.train.checkpoint import load_checkpoint
 
@@ -103,7 +110,7 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
     return _open_torchscript(path)
 
 
-def _joined(model: OnnxModel, images: np.ndarray) -> np.ndarray:
+def _joined(model: EdgeModel, images: np.ndarray) -> np.ndarray:
     """MODEL's outputs as one array, a logits_fn's form (evaluate.py): logits, then not_digit as a column."""
     logits, not_digit = model.outputs(images)
     return logits if not_digit is None else np.concatenate([logits, not_digit[:, None]], axis=1)

@@ -1,5 +1,5 @@
-"""Export a checkpoint as deployable files, through the writers of table.py: ONNX (the edge format) and
-TorchScript (legacy, for torch users), and publish them.
+"""Export a checkpoint as deployable files, through the writers of table.py: ONNX (the edge format), LiteRT
+.tflite and TorchScript (legacy, for torch users), and publish them.
 
 Every file has the interface in spec.py (input `image` [N,1,28,28] pixels in [0,1], output `logits`
 [N,10], N dynamic, normalization inside the graph) and carries metadata: arch, labels, input spec,

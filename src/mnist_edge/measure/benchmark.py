@@ -44,7 +44,7 @@ from mnist_edge.errors import MnistEdgeError, first_line
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
 from mnist_edge.export.table import WRITERS
-from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TORCHSCRIPT, artifact_name, display_name
+from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TFLITE, TORCHSCRIPT, artifact_name, display_name
 from mnist_edge.export.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
 
 K = TypeVar("K", bound=Hashable)
@@ -201,11 +201,15 @@ def _exported_row(result: Exported) -> Row:
 
 
 def _loader(fmt: str, path: str) -> Callable[[int | None], LogitsFn]:
-    """How to open the row's file as a logits_fn; THREADS matters to ONNX Runtime only (torch's is global)."""
+    """How to open the row's file as a logits_fn; THREADS matters to ONNX Runtime and LiteRT (torch's is global)."""
     if fmt == CHECKPOINT:
         return lambda threads: torch_logits_fn(load_checkpoint(path).model)
     if fmt == TORCHSCRIPT:  # a file this run exported itself a moment ago: trusted
         return lambda threads: open_artifact(path, TORCHSCRIPT, trust_torchscript=True).logits_fn
+    if fmt == TFLITE:
+        from mnist_edge.edge.litert import LiteRTModel
+
+        return lambda threads: LiteRTModel(path, threads=threads).run
     return lambda threads: OnnxModel(path, threads=threads).run
 
 
@@ -260,6 +264,12 @@ def _ort_settings(path: Path) -> dict[str, Any]:
     }
 
 
+def _litert_settings() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {"version": version("ai-edge-litert"), "batch_1_threads": 1, "signatures": "batch_1 and batch_64"}
+
+
 def run_benchmark(
     checkpoint: Path,
     variants: list[Variant] | None = None,
@@ -297,8 +307,8 @@ def run_benchmark(
             for _ in range(settings.loads):
                 single[key] = load(1)
             timed[key].load_ms = (time.perf_counter() - start) * 1000 / settings.loads
-        # torch's thread count is process-wide (set around each phase); ONNX Runtime's is per session.
-        at_batch = {k: single[k] if k[0] != ONNX else load(None) for k, load in loaders.items()}
+        # torch's thread count is process-wide (set around each phase); ONNX Runtime's and LiteRT's are per model.
+        at_batch = {k: single[k] if k[0] not in (ONNX, TFLITE) else load(None) for k, load in loaders.items()}
 
         one, many = data.images[:1], data.images[: settings.batch]
         log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
@@ -327,6 +337,7 @@ def run_benchmark(
             "loads": settings.loads,
             "torch": {"version": torch.__version__, "threads_all": all_threads},
             "onnxruntime": ort_settings,
+            "litert": _litert_settings() if any(k[0] == TFLITE for k in timed) else {},
             "cpu": {"machine": platform.machine(), "logical_cpus": os.cpu_count()},
         },
     )

@@ -77,6 +77,11 @@ def notes(bench: Benchmark) -> list[str]:
             f"inter-op threads {ort['inter_op_num_threads']}; a batch runs as up to {ort['batch_threads']} chunks at once "
             f"(at least {ort['min_chunk']} images each), one per usable CPU."
         )
+    if lite := s.get("litert"):
+        lines.append(
+            f"LiteRT {lite['version']} (ai-edge-litert, XNNPACK on the CPU): one image on 1 thread, a batch through the "
+            f"{lite['signatures']} signatures on every thread."
+        )
     lines.append(f"torch {s['torch']['version']}; CPU {s['cpu']['machine']}, {s['cpu']['logical_cpus']} logical CPUs.")
     lines += [f"{r.name}: {r.status}: {r.detail}" for r in bench.rows if r.detail]
     return lines

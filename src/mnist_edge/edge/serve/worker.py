@@ -25,12 +25,12 @@ from mnist_edge.edge.lifetime import die_with_parent
 from mnist_edge.edge.manifest import file_sha256
 from mnist_edge.edge.predict import Failure, infer
 from mnist_edge.edge.preprocess import png_bytes
-from mnist_edge.edge.runtime import OnnxModel
+from mnist_edge.edge.models import EdgeModel, open_model
 from mnist_edge.edge.serve.prepare import prepare
 from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
 from mnist_edge.spec import INPUT_SPEC, NUM_CLASSES
 
-_model: OnnxModel | None = None
+_model: EdgeModel | None = None
 _problem: str | None = None  # why the model could not be opened, told to the server by model_facts()
 
 
@@ -38,12 +38,12 @@ def start(model_path: str) -> None:
     """Open the model; an error is kept and told by every call, so the server can report it."""
     global _model, _problem
     try:
-        _model = OnnxModel(model_path, threads=1)  # one per process: the processes are the parallelism
+        _model = open_model(model_path, threads=1)  # one per process: the processes are the parallelism
     except MnistEdgeError as exc:
         _problem = str(exc)
 
 
-def _loaded() -> OnnxModel:
+def _loaded() -> EdgeModel:
     if _model is None:
         raise MnistEdgeError(_problem or "the model is not loaded")
     return _model
