@@ -18,7 +18,6 @@ OVERSIZED = {
     "measure/benchmark.py:run_benchmark",
     "cli.py:train",
     "cli.py:export",
-    "edge/serve/app.py:create_app",
     "export/publish.py:export_checkpoint",
 }
 
