@@ -18,7 +18,6 @@ OVERSIZED = {
     "measure/benchmark.py:run_benchmark",
     "cli.py:train",
     "cli.py:export",
-    "export/publish.py:export_checkpoint",
 }
 
 
