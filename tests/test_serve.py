@@ -29,7 +29,7 @@ from PIL import Image
 from conftest import ROOT
 from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manifest
 from mnist_edge.edge.preprocess import preprocess
-from mnist_edge.edge.serve.app import BodyLimit
+from mnist_edge.edge.serve.app import BodyLimit, create_app
 from mnist_edge.edge.serve.engine import MAX_BATCH, MAX_BATCH_BYTES, Engine
 from mnist_edge.edge.serve.protocol import Job, Outcome
 from serve_helpers import SAMPLES, Server, multipart, samples
@@ -349,6 +349,31 @@ def test_the_engine_batches_what_waits_up_to_max_batch_and_answers_each_request_
     answers = asyncio.run(serve())
     assert [[o.body["file"] for o in a] for a in answers] == [[f"{r}-{k}.png" for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
     assert sum(batches) == 45 and max(batches) == MAX_BATCH and len(batches) == 2  # all that waited, in two runs
+
+
+def asgi_get(app, path: str) -> tuple[int, dict]:
+    """GET PATH from the ASGI APP in this process: its status and JSON body."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "root_path": "", "query_string": b"", "headers": [], "server": ("test", 80), "client": ("test", 1)}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def test_the_app_runs_in_process_on_the_engine_it_is_given():
+    engine = SimpleNamespace(model_info={"file": "fake.onnx"}, workers=3, images=7, prepared_here=2)
+    app = create_app(engine, MAX_BODY, MAX_FILES)
+    assert asgi_get(app, "/healthz") == (200, {"status": "ok", "model": "fake.onnx", "workers": 3, "images": 7, "prepared_by_server": 2})
+    assert asgi_get(app, "/model") == (200, {"file": "fake.onnx"})
+    status, body = asgi_get(app, "/static/nope.js")
+    assert status == 404 and "no such file" in body["error"]
 
 
 def test_slow_and_silent_clients_time_out_while_others_are_served(server):

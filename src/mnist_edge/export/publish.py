@@ -202,6 +202,23 @@ def _default_choice(entries: list[dict[str, Any]]) -> str | None:
     return onnx_files[0][1] if onnx_files else None
 
 
+def _plan(
+    checkpoint_path: Path, out_dir: Path, planned: list[tuple[str, str]], make_default: bool, force: bool
+) -> tuple[Checkpoint, list[tuple[str, str]], list[str]]:
+    """The checkpoint, the (format, quantization) pairs and their file names, once everything that can be refused
+    before the slow part is checked: the flags, the folder, its manifest, files replaced without --force."""
+    require_checkpoint(checkpoint_path)
+    ckpt = load_checkpoint(checkpoint_path)
+    names = [artifact_name(checkpoint_path.stem, fmt, mode) for fmt, mode in planned]
+    if make_default and not any(fmt == ONNX for fmt, _ in planned):
+        raise MnistEdgeError("--make-default names an ONNX file as the default model: export --format onnx or all")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MnistEdgeError(f"{out_dir}: not a folder")
+    read_manifest(out_dir)
+    _existing(out_dir, names, force)
+    return ckpt, planned, names
+
+
 def export_checkpoint(
     checkpoint_path: Path | str,
     out_dir: Path | str,
@@ -221,17 +238,7 @@ def export_checkpoint(
     (see the module docstring). Refused files come back with their failing parity; nothing is written then.
     """
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
-    require_checkpoint(checkpoint_path)
-    ckpt = load_checkpoint(checkpoint_path)
-    planned = variants(formats, quantizations)
-    names = [artifact_name(checkpoint_path.stem, fmt, mode) for fmt, mode in planned]
-    if make_default and not any(fmt == ONNX for fmt, _ in planned):
-        raise MnistEdgeError("--make-default names an ONNX file as the default model: export --format onnx or all")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MnistEdgeError(f"{out_dir}: not a folder")
-    # Refuse before the slow part: a malformed manifest, or files that would be replaced without --force.
-    read_manifest(out_dir)
-    _existing(out_dir, names, force)
+    ckpt, planned, names = _plan(checkpoint_path, out_dir, variants(formats, quantizations), make_default, force)
     sha = file_sha256(checkpoint_path)
     mnist, missing = find_mnist(data_dir)
     calibration = None

@@ -159,68 +159,86 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
     raise RequestError(415, f"Content-Type {kind.decode('latin-1')[:60]!r} is not accepted: {USAGE}", close=True)
 
 
+async def page(request: Request) -> Response:
+    # /favicon.ico: what a browser asks for on its own (a page it shows as JSON, /healthz, names no icon)
+    name = request.path_params.get("name", "favicon.svg" if request.url.path == "/favicon.ico" else "index.html")
+    static = request.app.state.static
+    if name not in static:
+        raise RequestError(404, f"no such file: /static/{name[:60]}")
+    return Response(static[name], media_type=STATIC[name], headers=PAGE_HEADERS)
+
+
+async def healthz(request: Request) -> Response:
+    engine = request.app.state.engine
+    return JSONResponse({
+        "status": "ok", "model": engine.model_info["file"], "workers": engine.workers,
+        "images": engine.images, "prepared_by_server": engine.prepared_here,
+    })
+
+
+async def model(request: Request) -> Response:
+    return JSONResponse(request.app.state.engine.model_info)
+
+
+async def predict(request: Request) -> Response:
+    params, state = request.query_params, request.app.state
+    raw, preview, top = _flag(params, "raw"), _flag(params, "preview"), _top(params)
+    refuse = not (state.always_digit or _flag(params, "always_digit"))
+    jobs = [Job(name, data, raw, top, preview, refuse) for name, data in await _uploads(request, state.max_files)]
+    try:
+        outcomes = await state.engine.predict(jobs)
+    except WorkerDied as exc:
+        return error_response(503, str(exc))
+    except MnistEdgeError as exc:  # the model itself failed (a runtime error): not the client's fault
+        return error_response(500, str(exc))
+    rows = [o.body for o in outcomes]
+    status = max(o.status for o in outcomes)
+    if status == 200:
+        return JSONResponse(rows)
+    first = next(o for o in outcomes if o.status == status)
+    return error_response(status, first.body["error"], results=rows)
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc.status, str(exc), close=exc.close)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # Starlette's: no route, wrong method, bad multipart
+    return error_response(exc.status_code, exc.detail, close=request.method == "POST")
+
+
+async def gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # the client hung up: nobody reads this
+
+
+async def crashed(request: Request, exc: Exception) -> Response:
+    return error_response(500, "internal server error (the server's log says more)")  # Starlette logs the traceback
+
+
+ROUTES = [
+    Route("/", page),
+    Route("/static/{name}", page),
+    Route("/favicon.ico", page),
+    Route("/healthz", healthz),
+    Route("/model", model),
+    Route("/predict", predict, methods=["POST"]),
+]
+
+
 def create_app(engine: Engine, max_body: int, max_files: int, always_digit: bool = False) -> Starlette:
-    """The app for ENGINE, which is open (its model_info is known) for as long as the app serves. ALWAYS_DIGIT:
-    answer a digit even for what the model says is not one, as every request's ?always_digit=1 asks."""
-    static = {name: resources.files(__package__).joinpath("static").joinpath(name).read_bytes() for name in STATIC}
-
-    async def page(request: Request) -> Response:
-        # /favicon.ico: what a browser asks for on its own (a page it shows as JSON, /healthz, names no icon)
-        name = request.path_params.get("name", "favicon.svg" if request.url.path == "/favicon.ico" else "index.html")
-        if name not in static:
-            raise RequestError(404, f"no such file: /static/{name[:60]}")
-        return Response(static[name], media_type=STATIC[name], headers=PAGE_HEADERS)
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({
-            "status": "ok", "model": engine.model_info["file"], "workers": engine.workers,
-            "images": engine.images, "prepared_by_server": engine.prepared_here,
-        })
-
-    async def model(request: Request) -> Response:
-        return JSONResponse(engine.model_info)
-
-    async def predict(request: Request) -> Response:
-        params = request.query_params
-        raw, preview, top = _flag(params, "raw"), _flag(params, "preview"), _top(params)
-        refuse = not (always_digit or _flag(params, "always_digit"))
-        jobs = [Job(name, data, raw, top, preview, refuse) for name, data in await _uploads(request, max_files)]
-        try:
-            outcomes = await engine.predict(jobs)
-        except WorkerDied as exc:
-            return error_response(503, str(exc))
-        except MnistEdgeError as exc:  # the model itself failed (ONNX Runtime error): not the client's fault
-            return error_response(500, str(exc))
-        rows = [o.body for o in outcomes]
-        status = max(o.status for o in outcomes)
-        if status == 200:
-            return JSONResponse(rows)
-        first = next(o for o in outcomes if o.status == status)
-        return error_response(status, first.body["error"], results=rows)
-
-    async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestError)
-        return error_response(exc.status, str(exc), close=exc.close)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)  # Starlette's: no route, wrong method, bad multipart
-        return error_response(exc.status_code, exc.detail, close=request.method == "POST")
-
-    async def gone(request: Request, exc: Exception) -> Response:
-        return Response(status_code=499)  # the client hung up: nobody reads this
-
-    async def crashed(request: Request, exc: Exception) -> Response:
-        return error_response(500, "internal server error (the server's log says more)")  # Starlette logs the traceback
-
-    return Starlette(
-        routes=[
-            Route("/", page),
-            Route("/static/{name}", page),
-            Route("/favicon.ico", page),
-            Route("/healthz", healthz),
-            Route("/model", model),
-            Route("/predict", predict, methods=["POST"]),
-        ],
+    """The app for ENGINE, which is open (its model_info is known) for as long as the app serves; the endpoints
+    read ENGINE, MAX_FILES, ALWAYS_DIGIT and the page's files from app.state. ALWAYS_DIGIT: answer a digit even for
+    what the model says is not one, as every request's ?always_digit=1 asks."""
+    app = Starlette(
+        routes=ROUTES,
         middleware=[Middleware(BodyLimit, max_body=max_body)],
-        exception_handlers={RequestError: refused, HTTPException: http_error, ClientDisconnect: gone, Exception: crashed},
+        exception_handlers={
+            RequestError: refused, HTTPException: http_error, ClientDisconnect: gone, Exception: crashed,
+        },
     )
+    app.state.engine, app.state.max_files, app.state.always_digit = engine, max_files, always_digit
+    folder = resources.files(__package__).joinpath("static")
+    app.state.static = {name: folder.joinpath(name).read_bytes() for name in STATIC}
+    return app
