@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -678,12 +678,36 @@ def _calibrate(run: Run, log: Log) -> None:
     generated = scaled(CALIBRATION_IMAGES, run.plan.limit or MNIST_TRAIN_IMAGES)
     result = calibrate(run.model, holdout_x, holdout_y, recipe.seed, generated, generated)
     run.calibration = result.figures
-    f = result.figures
-    log(
-        f"calibrated on {len(holdout_y):,} held-out digits: temperature {result.temperature:.3f}, not-a-digit threshold "
-        f"{result.threshold:.4f} (answers {f['holdout_answered']:.2f}% of them, {f['shifted_answered']:.2f}% shifted, "
-        f"{f['printed_answered']:.2f}% printed; refuses {f['non_digits_refused']:.2f}% of calibration non-digits)"
+    log(_calibrated(result.figures, len(holdout_y)))
+
+
+def _calibrated(f: dict[str, float], holdout: int) -> str:
+    return (
+        f"calibrated on {holdout:,} held-out digits: temperature {f['temperature']:.3f}, not-a-digit threshold "
+        f"{f['not_digit_threshold']:.4f} (answers {f['holdout_answered']:.2f}% of them, {f['shifted_answered']:.2f}% "
+        f"shifted, {f['printed_answered']:.2f}% printed; refuses {f['non_digits_refused']:.2f}% of calibration non-digits)"
     )
+
+
+def recalibrate(path: Path, data_dir: Path | None, log: Log = _print) -> None:
+    """Fit a trained open-set checkpoint's temperature and threshold again, as its last epoch did (after a change of
+    the calibration rule), on the digits its recipe held out; the weights stay as they are."""
+    from mnist_edge.calibrate import calibrate
+
+    ckpt = load_checkpoint(path)
+    if not ckpt.model.open_set or "recipe" not in ckpt.meta:
+        raise MnistEdgeError(f"{path}: not a trained open-set checkpoint (nothing to calibrate)")
+    recipe = recipe_from_dict(ckpt.meta["recipe"], str(path))
+    limit = ckpt.training.get("limit")
+    data = load_mnist(data_dir)
+    n = limit or len(data.train_images)
+    _, _, holdout_x, holdout_y = training_set(replace(recipe, printed=0, non_digits=0), data.train_images[:n], data.train_labels[:n])
+    if not len(holdout_y):
+        raise MnistEdgeError(f"{path}: its recipe held no digits out to calibrate on")
+    generated = scaled(CALIBRATION_IMAGES, n)
+    result = calibrate(ckpt.model, holdout_x, holdout_y, recipe.seed, generated, generated)
+    save_checkpoint(path, ckpt.model, {**ckpt.meta, "calibration": result.figures}, ckpt.training or None)
+    log(_calibrated(result.figures, len(holdout_y)))
 
 
 def _describe(recipe: Recipe) -> str:
