@@ -30,8 +30,10 @@ def test_logits_shape(name, batch):
     model = create_model(name).eval()
     with torch.no_grad():
         out = model(torch.rand(batch, 1, 28, 28))
-    assert out.shape == (batch, 10)
-    assert torch.isfinite(out).all()
+        logits, not_digit = model.deploy(torch.rand(batch, 1, 28, 28))
+    assert out.shape == (batch, 11 if model.open_set else 10)  # an open-set network trains an 11th class
+    assert logits.shape == (batch, 10) and torch.isfinite(out).all()
+    assert (not_digit is None) != model.open_set and (not_digit is None or not_digit.shape == (batch,))
 
 
 def test_only_tiny_and_edgenet_normalize_their_input():
@@ -117,7 +119,7 @@ def test_edgenet_is_small_and_int8_friendly():
     assert all(layers[i].out_channels >= 16 for i in convs)
     allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     assert all(isinstance(m, allowed) for m in layers)
-    assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 11)  # ten digits and "not a digit"
 
 
 def test_edgenet_has_only_its_robust_recipe():

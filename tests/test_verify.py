@@ -242,6 +242,7 @@ def offline(monkeypatch):
         raise MnistEdgeError("could not download MNIST (offline)")
 
     monkeypatch.setattr("mnist_edge.verify.download_mnist", no_download)
+    monkeypatch.setattr("mnist_edge.data.checkout", lambda: None)  # nor a copy beside the checkout
 
 
 def test_without_mnist_verify_says_not_checked_and_fails(tiny, offline):
