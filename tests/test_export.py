@@ -48,7 +48,7 @@ def exported(mnist_dir, tmp_path_factory, make_checkpoint):
             model = load_checkpoint(make_checkpoint(folder / f"{arch}.pt", arch, test_accuracy=12.5)).model
             formats, modes = ["onnx", "torchscript"], ["dynamic", "static"]
             report = export_checkpoint(folder / f"{arch}.pt", folder, formats, modes, data_dir=mnist_dir, **QUICK)
-            assert report.published and report.data.labels is not None and len(report.data.images) == 200
+            assert report.published and report.data.labels is not None and report.data.digits == 200
             done[arch] = model, folder, report.results
         return done[arch]
 
