@@ -32,8 +32,10 @@ def test_logits_shape(name, batch):
     model = create_model(name).eval()
     with torch.no_grad():
         out = model(torch.rand(batch, 1, 28, 28))
-    assert out.shape == (batch, 11 if arch_info(name).open_set else 10)  # an open-set network's 11th: not a digit
-    assert torch.isfinite(out).all()
+        logits, not_digit = model.deploy(torch.rand(batch, 1, 28, 28))
+    assert out.shape == (batch, 11 if model.open_set else 10)  # an open-set network trains an 11th class
+    assert logits.shape == (batch, 10) and torch.isfinite(out).all()
+    assert (not_digit is None) != model.open_set and (not_digit is None or not_digit.shape == (batch,))
 
 
 def test_only_tiny_and_edgenet_normalize_their_input():

@@ -202,7 +202,7 @@ def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
     for name in ("HOME", "MNIST_EDGE_DATA", "MNIST_EDGE_CACHE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(pwd, "getpwuid", no_entry)  # a container's arbitrary uid: no passwd entry
-    monkeypatch.setattr("mnist_edge.train.data.local_mnist", lambda: None)  # nor a copy beside the checkout
+    monkeypatch.setattr("mnist_edge.train.data.checkout", lambda: None)  # and no copy of MNIST beside the checkout
     tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
     result = CliRunner().invoke(app, ["evaluate", str(tiny)])
     assert result.exit_code == 1, result.output  # not a bug (70)

@@ -70,7 +70,7 @@ def test_report_draws_the_confusion_matrix_and_the_mistakes(tmp_path):
     result = evaluate(_reader({7: 1}), images, labels)
     written = write_report(result, images, labels, tmp_path / "report")
     paths = list(written)
-    assert [p.name for p in paths] == ["confusion_matrix.png", "misclassified.png"]
+    assert [p.name for p in paths] == ["confusion_matrix.png", "misclassified.png", "reliability.png"]
     assert written[paths[1]] == "all 30 misclassified digits; caption under each: true -> predicted"
     assert _assert_png(paths[0])[0] > 10 * 28
     width, height = _assert_png(paths[1])
@@ -80,7 +80,7 @@ def test_report_draws_the_confusion_matrix_and_the_mistakes(tmp_path):
         assert (np.asarray(grid)[:LEGEND] < 128).any()  # the legend is drawn above the grid
     assert (first == 140).all()
     assert height > 3 * 28 * 3  # 30 mistakes: three rows of zoomed digits
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["confusion_matrix.png", "misclassified.png"]  # no temp files left
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["confusion_matrix.png", "misclassified.png", "reliability.png"]  # no temp files left
 
 
 def test_a_capped_grid_says_how_many_of_the_mistakes_it_shows(tmp_path):
@@ -139,11 +139,13 @@ def test_evaluate_cli_prints_per_class_accuracy_and_writes_the_report(untrained_
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "(basic): accuracy" in result.output and "10000 images" in result.output
-    assert result.output.count("%") == 11 and "per class: 0: " in result.output
+    # accuracy, the calibration error, ten per-class figures and the reliability diagram's ECE title
+    assert result.output.count("%") == 13 and "per class: 0: " in result.output and "calibration error (ECE)" in result.output
     assert f"wrote {report / 'confusion_matrix.png'}" in result.output
     assert f"wrote {report / 'misclassified.png'}: {MAX_MISTAKES} of " in result.output and "true -> predicted" in result.output
     _assert_png(report / "confusion_matrix.png")
     _assert_png(report / "misclassified.png")
+    _assert_png(report / "reliability.png")
 
 
 @pytest.mark.torch  # a training checkpoint

@@ -88,7 +88,7 @@ def test_the_gate_fails_a_second_output_that_differs(two_heads_files, tmp_path):
         other.not_digit.bias += 1
     data = ParityData(images, None, "random pixels")
     failures = check_artifact(two_heads_files["none"], _joined(other, images), data, FP32, "tflite", 0.5).failures
-    assert failures and failures[0].startswith("max abs output diff")
+    assert failures and failures[0].startswith("max abs logit diff")
     assert check_artifact(two_heads_files["none"], _joined(model, images), data, FP32, "tflite", 0.5).passed
 
 
@@ -113,5 +113,5 @@ def test_a_tflite_file_that_fails_the_gate_is_not_written(make_checkpoint, tmp_p
     result = runner.invoke(app, ["export", str(checkpoint), "--out", str(out), "--limit", "50", "--format", "tflite",
                                  "--max-abs-diff", "0"])
     assert result.exit_code == 1
-    assert "REFUSED: max abs output diff" in result.output
+    assert "REFUSED: max abs logit diff" in result.output
     assert not out.exists() or not any(out.iterdir())

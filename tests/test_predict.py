@@ -126,7 +126,7 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_o
     assert result.returncode == 1
     rows = strict_json(result.stdout)
     assert [r["file"] for r in rows] == args  # every input has its entry, in order
-    assert [set(r) for r in rows] == [{"file", "digit", "probability", "top"}] + [{"file", "error"}] * len(bad) + [{"file", "digit", "probability", "top"}]
+    assert [set(r) for r in rows] == [{"file", "digit", "probability", "top", "not_digit"}] + [{"file", "error"}] * len(bad) + [{"file", "digit", "probability", "top", "not_digit"}]
     for row, (name, problem) in zip(rows[1:], bad.items()):
         assert name in row["error"] and problem in row["error"]
     errors = result.stderr.splitlines()
@@ -232,7 +232,7 @@ def test_non_finite_logits_fail_those_images_naming_the_model(tmp_path):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "dark.png")  # log 0 = -inf
     result = predict_process(model, "--json", "--raw", str(tmp_path / "lit.png"), str(tmp_path / "dark.png"))
     rows = strict_json(result.stdout)
-    assert result.returncode == 1 and [set(r) for r in rows] == [{"file", "digit", "probability", "top"}, {"file", "error"}]
+    assert result.returncode == 1 and [set(r) for r in rows] == [{"file", "digit", "probability", "top", "not_digit"}, {"file", "error"}]
     assert rows[1]["error"] == f"{tmp_path / 'dark.png'}: the model {model} returned a non-finite logit (NaN or infinity) for this image"
     assert result.stderr == f"error: {rows[1]['error']}\n"
 

@@ -242,7 +242,7 @@ def offline(monkeypatch):
         raise MnistEdgeError("could not download MNIST (offline)")
 
     monkeypatch.setattr("mnist_edge.export.verify.download_mnist", no_download)
-    monkeypatch.setattr("mnist_edge.export.verify.local_mnist", lambda: None)  # nor a copy beside the checkout
+    monkeypatch.setattr("mnist_edge.train.data.checkout", lambda: None)  # nor a copy beside the checkout
 
 
 def test_without_mnist_verify_says_not_checked_and_fails(tiny, offline):

@@ -1,6 +1,6 @@
 """Answers and refusals side by side for several models: real digits (MNIST test clean and shifted, real photos,
 printed digits in held-out fonts) answered and answered right, generated non-digits refused per kind, and the
-calibration error (src/mnist_edge/open_set.py). Nothing here is trained or calibrated on.
+calibration error (src/mnist_edge/measure/open_set.py). Nothing here is trained or calibrated on.
 
 Any model file: ONNX (ONNX Runtime, no torch), a checkpoint or TorchScript (torch). Default: the shipped model.
 

@@ -101,7 +101,7 @@ def results_from_logits(
     results: list[Result] = []
     for file, ok, p, score in zip(files, finite, probs, scores):
         if not ok:
-            results.append(Failure(file, f"{file}: the model {model} returned a non-finite output (NaN or infinity) for this image"))
+            results.append(Failure(file, f"{file}: the model {model} returned a non-finite logit (NaN or infinity) for this image"))
             continue
         ranked = [(int(k), float(p[k])) for k in np.argsort(-p, kind="stable")[:top]]
         stated = None if not_digit is None else float(score)

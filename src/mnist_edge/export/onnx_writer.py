@@ -36,8 +36,9 @@ def example_input(batch: int = 2) -> torch.Tensor:
 
 
 def deployable(model: nn.Module) -> nn.Module:
-    """What a file holds of MODEL: a MnistClassifier as Deployed (calibrated logits, and not_digit where it has it)."""
-    return Deployed(model) if isinstance(model, MnistClassifier) else model
+    """What a file holds of MODEL: an open-set MnistClassifier as Deployed (calibrated logits and not_digit), any
+    other as it is (the same graph, parameter names included, as before open-set models existed)."""
+    return Deployed(model) if isinstance(model, MnistClassifier) and model.open_set else model
 
 
 def output_names(model: nn.Module) -> list[str]:

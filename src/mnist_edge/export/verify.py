@@ -64,7 +64,7 @@ class ParityData:
 
 @dataclass
 class Parity:
-    images: int
+    images: int  # digits compared (generated non-digits, compared for refusals, are named in the source)
     source: str
     max_abs_diff: float
     agreement: float  # percent
@@ -166,7 +166,7 @@ def compare(
         ref_acc, art_acc = percent(ref_top[:n] == data.labels), percent(art_top[:n] == data.labels)
     failures = []
     if tolerances.max_abs_diff is not None and not diff <= tolerances.max_abs_diff:
-        failures.append(f"max abs output diff {diff:.3g} > {tolerances.max_abs_diff:g}")
+        failures.append(f"max abs logit diff {diff:.3g} > {tolerances.max_abs_diff:g}")
     if agreement < tolerances.min_agreement:
         disagree = int((ref_top != art_top).sum())
         failures.append(f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)")
@@ -185,7 +185,7 @@ def compare(
                 f"not-a-digit agreement {refusal:.2f}% < {tolerances.min_agreement:g}% ({int((~same).sum())} images: "
                 "one refuses what the other answers)"
             )
-    return Parity(len(outputs), data.source, diff, agreement, ref_acc, art_acc, failures, refusal, refused)
+    return Parity(data.digits, data.source, diff, agreement, ref_acc, art_acc, failures, refusal, refused)
 
 
 def model_threshold(model: MnistClassifier) -> float | None:

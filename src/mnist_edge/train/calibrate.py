@@ -20,7 +20,9 @@ from mnist_edge.train.architectures import MnistClassifier, not_digit_score
 from mnist_edge.measure.evaluate import to_pixels
 from mnist_edge.spec import NUM_CLASSES
 
-ANSWER_RATE = 0.995  # of real digits, per pool: the operating point
+# Of real digits, per pool: the operating point. The floors ask real digits to be answered at >= 99% and non-digits
+# refused at >= 95%; on the calibration images 99.8% leaves each about the same margin (docs/edge-model.md).
+ANSWER_RATE = 0.998
 # Temperatures searched (log-spaced); the fit is a convex 1-D problem, so a fine grid finds its minimum.
 TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(5.0), 2001))
 

@@ -31,7 +31,8 @@ from mnist_edge.errors import MnistEdgeError
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".pfb")
 # Fonts whose letters are pictures or whose digits are not the ordinary ones.
-NOT_TEXT_FONTS = ("symbol", "dingbat", "d050000l", "math", "emoji", "icon", "awesome", "music", "braille", "sign")
+NOT_TEXT_FONTS = ("symbol", "dingbat", "d050000l", "math", "emoji", "icon", "awesome", "music", "braille", "sign",
+                  "keyboard")  # keycaps: each digit drawn inside a key
 SPLITS = ("train", "calibration", "held-out")
 SPLIT_BUCKETS = 5  # by family-name hash: bucket 0 held out for the final check, 1 for calibration, the rest train
 CANVAS = 96
