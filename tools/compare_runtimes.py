@@ -13,7 +13,6 @@ the LiteRT issue set a floor on: LiteRT int8 batch-1 p50 / ONNX Runtime int8 bat
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import statistics
@@ -28,6 +27,7 @@ import numpy as np
 from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.manifest import read_manifest
 from mnist_edge.edge.models import open_model
+from _toolcli import Parser, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "src" / "mnist_edge" / "samples"
@@ -102,7 +102,7 @@ def runtime(path: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--exported", type=Path, default=ROOT / "exported", help="exported files and their manifest")
     parser.add_argument("--arch", default="edgenet")
@@ -153,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
