@@ -7,6 +7,7 @@ browser download is never used: the Debian build is launched by path.
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -179,6 +180,29 @@ def test_not_a_digit_is_said_so(server, browser):
     draw(page, DIGITS["1"])
     sync_api.expect(page.locator("#status")).to_have_text("That does not look like a digit.")
     assert page.locator("#digit").text_content() != "1"
+    page.close()
+
+
+def _heart(t: float) -> tuple[float, float]:
+    y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+    return 0.5 + 0.3 * math.sin(t) ** 3, 0.45 - 0.02 * y
+
+
+# Shapes a person draws on the page that are not digits: the shipped model itself must say so (no route faked).
+NOT_DIGITS = {
+    "heart": [[_heart(2 * math.pi * k / 40) for k in range(41)]],
+    "star": [[(0.5, 0.1), (0.62, 0.85), (0.15, 0.38), (0.85, 0.38), (0.38, 0.85), (0.5, 0.1)]],
+    "spiral": [[(0.5 + (0.02 + k * 0.0065) * math.cos(k * 0.35), 0.5 + (0.02 + k * 0.0065) * math.sin(k * 0.35))
+                for k in range(60)]],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(NOT_DIGITS))
+def test_a_drawn_shape_is_not_a_digit_says_the_real_model(server, browser, shape):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    draw(page, NOT_DIGITS[shape])
+    sync_api.expect(page.locator("#status")).to_have_text("That does not look like a digit.", timeout=15_000)
     page.close()
 
 
