@@ -62,7 +62,8 @@ def test_the_files_agree_with_onnx_runtime_on_the_test_digits(mnist_dir):
 def test_the_shipped_files_carry_their_metadata_and_manifest_entries():
     model = LiteRTModel(INT8)
     assert model.metadata["arch"] == "edgenet" and model.metadata["quantization"] == "static"
-    assert json.loads(model.metadata["output_names"]) == ["logits"]
+    assert json.loads(model.metadata["output_names"]) == ["logits", "not_digit"]  # the shipped model can refuse
+    assert model.threshold is not None and 0 < model.threshold < 1
     assert float(model.metadata["test_accuracy"]) > 99
     entries = {a["file"]: a for a in json.loads((EXPORTED / "manifest.json").read_text())["artifacts"]}
     for path in (FP32, INT8):
