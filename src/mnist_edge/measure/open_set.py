@@ -36,6 +36,8 @@ class Row:
     right: int  # answered with the right digit (digits only)
 
     def cell(self) -> str:
+        if not self.total:  # a kind a small --generated drew none of
+            return "-"
         if self.kind == "non-digits":
             return f"refused {100 * (self.total - self.answered) / self.total:.1f}%"
         return f"{100 * self.answered / self.total:.2f}% / {100 * self.right / self.total:.2f}%"
