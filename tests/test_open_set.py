@@ -220,3 +220,11 @@ def test_training_holds_out_digits_and_calibrates_on_them(tmp_path: Path, mnist_
     assert calibration["holdout_images"] == 30  # 3000 of 60,000, scaled to 600
     assert 0 < float(ckpt.model.not_digit_threshold) <= 1 and float(ckpt.model.temperature) == calibration["temperature"]
     assert ckpt.meta["train_images"] == 600 - 30 + 60 + 80  # MNIST less the held-out, plus printed and non-digits
+
+
+def test_a_kind_drawn_none_of_shows_a_dash_not_a_division_by_zero() -> None:
+    from mnist_edge.measure.open_set import Row
+
+    assert Row("textures", "non-digits", 0, 0, 0).cell() == "-"
+    assert Row("MNIST", "digits", 4, 3, 2).cell() == "75.00% / 50.00%"
+    assert Row("letters", "non-digits", 4, 1, 0).cell() == "refused 75.0%"
