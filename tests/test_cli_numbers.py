@@ -75,7 +75,7 @@ def test_integer_accepts_exactly_the_whole_numbers_in_range(value, lo, span):
 
 def test_export_benchmark_and_the_manifest_name_formats_and_quantizations_alike():
     from mnist_edge.edge.manifest import validate_manifest
-    from mnist_edge.formats import EXPORT_FORMATS, MODEL_FORMATS, QUANTIZATIONS
+    from mnist_edge.formats import FORMATS, QUANTIZATIONS, export_formats
 
     def choices(command: str, flag: str) -> list[str]:
         import typer.main
@@ -85,8 +85,8 @@ def test_export_benchmark_and_the_manifest_name_formats_and_quantizations_alike(
         return list(option.type.choices)
 
     for command in ("export", "benchmark"):
-        assert choices(command, "--format") == [*EXPORT_FORMATS, "all"]
+        assert choices(command, "--format") == [*export_formats(), "all"]
         assert choices(command, "--quantize") == list(QUANTIZATIONS)
-    for fmt in MODEL_FORMATS:
+    for fmt in FORMATS:
         for quantization in QUANTIZATIONS:
             validate_manifest({"default": None, "artifacts": [{"file": "a", "format": fmt, "quantization": quantization}]}, "m")

@@ -22,10 +22,13 @@ from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.cli import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
-from mnist_edge.formats import CALIBRATION_SIZE, EXPORT_FORMATS
+from mnist_edge import formats
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.formats import CALIBRATION_SIZE, Format, display_name, export_formats, variants
 from mnist_edge.train.data import MNIST
-from mnist_edge.export.onnx_writer import IR_VERSION, OPSET, save_onnx
-from mnist_edge.export.table import WRITERS
+from mnist_edge.export import onnx_writer
+from mnist_edge.export.onnx_writer import IR_VERSION, OPSET
+from mnist_edge.export.writers import Writer, writer_for
 from mnist_edge.export.publish import calibration_images, export_checkpoint
 from mnist_edge.spec import INPUT_NAME, LABELS, OUTPUT_NAME
 
@@ -191,11 +194,39 @@ def test_the_recorded_command_omits_exactly_the_calibration_default_that_export_
         f"--quantize static --calibration-size {CALIBRATION_SIZE + 1} --out out")
 
 
-def test_every_export_format_has_one_writer():
-    assert list(WRITERS) == list(EXPORT_FORMATS)
+def test_every_export_format_has_a_writer_module():
+    for fmt in export_formats():
+        assert isinstance(writer_for(fmt), Writer), fmt
 
 
-def test_save_onnx_never_changes_the_proto_the_quantizers_reuse(tmp_path):
+def test_a_new_format_is_one_table_entry_and_one_writer_module(tiny_checkpoint, mnist_dir, tmp_path, monkeypatch):
+    """Nothing else edited: --format and "all" take it, export writes it through its writer under its suffix, skips
+    the modes it lacks with its writer's reasons, and the manifest records it (and accepts it only while it is one)."""
+    # tests/toy_writer.py writes TorchScript archives, which the parity gate runs for a format without a runtime of
+    # its own (artifacts.open_artifact); a format with a runtime of its own adds it on that, the opening, side.
+    import toy_writer
+
+    monkeypatch.setattr(toy_writer, "ASKED", [])
+    monkeypatch.setitem(formats.FORMATS, "toy", Format("toy", "Toy", ".toy.pt", in_all=True, writer="toy_writer"))
+    assert export_formats()[-1] == "toy" and isinstance(writer_for("toy"), Writer) and display_name("toy") == "Toy fp32"
+    assert [v for v in variants(["all"], ["static"]) if v[0] == "toy"] == [("toy", "none"), ("toy", "static")]
+
+    out = tmp_path / "out"
+    report = export_checkpoint(tiny_checkpoint, out, ["toy"], ["dynamic", "static"], data_dir=mnist_dir, limit=50,
+                               calibration_size=64)
+    assert report.published and [(r.file, r.passed, r.note) for r in report.results] == [
+        ("tiny.toy.pt", True, ""),
+        ("tiny.dynamic.toy.pt", False, "skipped: toy files are fp32 only"),
+        ("tiny.int8.toy.pt", False, "skipped: tiny stays fp32 in a toy file"),
+    ]
+    assert toy_writer.ASKED == ["none"]  # the table, not the writer, turned the other modes away
+    assert [(e["file"], e["format"]) for e in read_manifest(out)["artifacts"]] == [("tiny.toy.pt", "toy")]
+    monkeypatch.undo()
+    with pytest.raises(MnistEdgeError, match="format 'toy' is not one of onnx, tflite, torchscript, checkpoint"):
+        read_manifest(out)
+
+
+def test_onnx_save_never_changes_the_proto_the_quantizers_reuse(tmp_path):
     from onnx import TensorProto, helper
 
     value = helper.make_tensor_value_info
@@ -203,7 +234,7 @@ def test_save_onnx_never_changes_the_proto_the_quantizers_reuse(tmp_path):
                               [value("y", TensorProto.FLOAT, [1])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     before = proto.SerializeToString()
-    save_onnx(proto, tmp_path / "m.onnx", {"arch": "tiny"})
+    onnx_writer.save(proto, tmp_path / "m.onnx", {"arch": "tiny"})
     assert proto.SerializeToString() == before
     saved = onnx.load(tmp_path / "m.onnx")
     assert saved.ir_version == IR_VERSION and {p.key: p.value for p in saved.metadata_props} == {"arch": "tiny"}

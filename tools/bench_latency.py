@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_edge.export import quantize
+from mnist_edge.export import onnx_writer, quantize
 from mnist_edge.train.architectures import create_model
 from mnist_edge.train.cost import count_macs, count_params
 from mnist_edge.measure.benchmark import interleaved
 from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.runtime import OnnxModel
-from mnist_edge.export.onnx_writer import onnx_proto, save_onnx
 from mnist_edge.export.publish import calibration_images
 from mnist_edge.formats import CALIBRATION_SIZE
 from _toolcli import Parser, run
@@ -53,10 +52,10 @@ def main() -> None:
     calls, sizes = {}, {}
     image = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     for i, (name, model) in enumerate(models.items()):
-        fp32 = onnx_proto(model.eval())
+        fp32 = onnx_writer.onnx_proto(model.eval())
         for variant, proto in (("fp32", fp32), ("int8", quantize.onnx_static(fp32, calibration))):
             path = args.work / f"{i}-{variant}.onnx"
-            save_onnx(proto, path, {})
+            onnx_writer.save(proto, path, {})
             session = OnnxModel(path, threads=1)
             calls[(name, variant)] = lambda s=session: s.run(image)
             sizes[(name, variant)] = path.stat().st_size

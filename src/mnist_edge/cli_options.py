@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mnist_edge.cli_types import bounded
-from mnist_edge.formats import EXPORT_FORMATS, QUANTIZATIONS
+from mnist_edge.formats import QUANTIZATIONS, export_formats
 
 DataDir = Annotated[
     Path | None,
@@ -72,7 +72,7 @@ SyntheticFlag = Annotated[
     typer.Option("--synthetic", help="Compare on a seeded batch of random pixels, not MNIST: no accuracy, a quick check only."),
 ]
 WideFlag = Annotated[bool, typer.Option("--wide", help="Every column (parity, load, p99, speed-up), not only those 80 columns fit.")]
-ExportFormat = Enum("ExportFormat", {name: name for name in (*EXPORT_FORMATS, "all")}, type=str)  # type: ignore[misc]
+ExportFormat = Enum("ExportFormat", {name: name for name in (*export_formats(), "all")}, type=str)  # type: ignore[misc]
 Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)  # type: ignore[misc]
 FORMAT_HELP = (
     "onnx (the edge format), tflite (LiteRT; needs the tflite extra), torchscript (legacy: deprecated upstream, for torch "

@@ -1,24 +1,46 @@
 """One vocabulary for model files: the formats and quantizations export writes, the manifest records and the
 benchmark measures, their file names and their display names. Torch-free: the edge package's manifest uses it.
+
+FORMATS is the one table of formats: a new format is one entry here and one writer module (export/writers.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 ONNX, TFLITE, TORCHSCRIPT, CHECKPOINT = "onnx", "tflite", "torchscript", "checkpoint"
-EXPORT_FORMATS = (ONNX, TFLITE, TORCHSCRIPT)  # what `export --format` and `benchmark --format` take (plus "all")
-# What "all" means: the formats the [train] extra writes. LiteRT's converter is an extra of its own ([tflite],
-# about 1.1 GB with jax), so it is asked for by name.
-ALL_FORMATS = (ONNX, TORCHSCRIPT)
-MODEL_FORMATS = (*EXPORT_FORMATS, CHECKPOINT)  # what a manifest entry or a model file can be
 NONE, DYNAMIC, STATIC = "none", "dynamic", "static"
 QUANTIZATIONS = (NONE, DYNAMIC, STATIC)  # what `--quantize` takes; "none" is the fp32 file every export writes
 
-# ".torchscript.pt", not ".pt": the checkpoint an export came from may sit in the same folder as ARCH.pt.
-SUFFIXES = {ONNX: ".onnx", TFLITE: ".tflite", TORCHSCRIPT: ".torchscript.pt", CHECKPOINT: ".pt"}
-# What each export format can be quantized to besides fp32 (LiteRT: PT2E static int8 only, export/tflite_writer.py).
-QUANTIZES = {ONNX: (DYNAMIC, STATIC), TFLITE: (STATIC,), TORCHSCRIPT: (DYNAMIC, STATIC)}
+
+@dataclass(frozen=True)
+class Format:
+    """One kind of model file, as export writes it, the manifest records it and the CLI offers it."""
+
+    name: str  # what `--format` and the manifest call it
+    display: str  # what tables and messages call it
+    suffix: str  # its files' name ending, after the quantization's (VARIANTS)
+    quantizes: tuple[str, ...] = ()  # what export quantizes it to besides fp32; another mode is skipped, saying why
+    in_all: bool = False  # whether `--format all` writes it
+    # The module that writes it, by name: formats.py stays torch-free, so export imports it on first use.
+    # Empty for a file export does not write.
+    writer: str = ""
+
+
+FORMATS = {
+    f.name: f
+    for f in (
+        Format(ONNX, "ONNX", ".onnx", (DYNAMIC, STATIC), in_all=True, writer="mnist_edge.export.onnx_writer"),
+        # Not in "all", which is what the [train] extra writes: LiteRT's converter is an extra of its own
+        # ([tflite], about 1.1 GB with jax), so it is asked for by name. Its int8 is PT2E static only.
+        Format(TFLITE, "LiteRT", ".tflite", (STATIC,), writer="mnist_edge.export.tflite_writer"),
+        # ".torchscript.pt", not ".pt": the checkpoint an export came from may sit in the same folder as ARCH.pt.
+        Format(TORCHSCRIPT, "TorchScript", ".torchscript.pt", (DYNAMIC, STATIC), in_all=True,
+               writer="mnist_edge.export.torchscript_writer"),
+        Format(CHECKPOINT, "PyTorch eager", ".pt"),  # the training checkpoint, run as the model itself
+    )
+}
 TFLITE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer: a .tflite file is known by its content
 TFLITE_METADATA = "mnist_edge"  # the flatbuffer metadata entry holding a .tflite file's metadata as JSON
 # The int8 file is named for what it holds; dynamic quantization keeps float activations.
@@ -27,8 +49,17 @@ VARIANTS = {NONE: "", DYNAMIC: ".dynamic", STATIC: ".int8"}
 DEFAULT_EXPORT_DIR = Path("mnist-edge-export")
 # Training digits that calibrate static int8 unless `export --calibration-size` says otherwise.
 CALIBRATION_SIZE = 1000
-FORMAT_NAMES = {ONNX: "ONNX", TFLITE: "LiteRT", TORCHSCRIPT: "TorchScript", CHECKPOINT: "PyTorch eager"}
 QUANTIZATION_NAMES = {NONE: "fp32", DYNAMIC: "dynamic int8", STATIC: "static int8"}
+
+
+def export_formats() -> list[str]:
+    """What `export --format` and `benchmark --format` take besides "all": the formats with a writer, in order."""
+    return [f.name for f in FORMATS.values() if f.writer]
+
+
+def quantizes(fmt: str, quantization: str) -> bool:
+    """Whether export makes a file of FMT in QUANTIZATION (fp32 always): otherwise it is skipped, saying why."""
+    return quantization == NONE or quantization in FORMATS[fmt].quantizes
 
 
 def is_tflite(path: Path) -> bool:
@@ -44,17 +75,18 @@ def is_tflite(path: Path) -> bool:
 
 def artifact_name(stem: str, fmt: str, quantization: str) -> str:
     """The file name export gives STEM's model in FMT and QUANTIZATION, e.g. tiny.int8.onnx."""
-    return f"{stem}{VARIANTS[quantization]}{SUFFIXES[fmt]}"
+    return f"{stem}{VARIANTS[quantization]}{FORMATS[fmt].suffix}"
 
 
 def display_name(fmt: str, quantization: str = NONE) -> str:
     """'ONNX static int8', 'TorchScript fp32'; a checkpoint is 'PyTorch eager' (it is run as the model itself)."""
-    return FORMAT_NAMES[fmt] if fmt == CHECKPOINT else f"{FORMAT_NAMES[fmt]} {QUANTIZATION_NAMES[quantization]}"
+    display = FORMATS[fmt].display
+    return display if fmt == CHECKPOINT else f"{display} {QUANTIZATION_NAMES[quantization]}"
 
 
 def expand_formats(formats: list[str]) -> list[str]:
-    """`--format` values in EXPORT_FORMATS order, "all" meaning ALL_FORMATS, each once."""
-    return [f for f in EXPORT_FORMATS if f in formats or ("all" in formats and f in ALL_FORMATS)]
+    """`--format` values in FORMATS order, "all" meaning the formats marked in_all, each once."""
+    return [f.name for f in FORMATS.values() if f.writer and (f.name in formats or ("all" in formats and f.in_all))]
 
 
 def variants(formats: list[str], quantizations: list[str]) -> list[tuple[str, str]]:

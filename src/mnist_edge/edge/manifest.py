@@ -19,7 +19,7 @@ from typing import Any
 
 from mnist_edge.atomic import open_lock_file, write_text
 from mnist_edge.errors import MnistEdgeError, open_regular
-from mnist_edge.formats import MODEL_FORMATS, QUANTIZATIONS
+from mnist_edge.formats import FORMATS, QUANTIZATIONS
 
 MANIFEST = "manifest.json"
 LOCK = ".manifest.json.lock"
@@ -84,8 +84,8 @@ def _entry_problem(entry: object) -> str | None:
             return f"{key!r} holds a non-finite number (NaN or infinity is not JSON)"
     if not is_plain_name(entry["file"]):
         return f"file {entry['file']!r} is not a plain file name"
-    if entry["format"] not in MODEL_FORMATS:
-        return f"format {entry['format']!r} is not one of {', '.join(MODEL_FORMATS)}"
+    if entry["format"] not in FORMATS:
+        return f"format {entry['format']!r} is not one of {', '.join(FORMATS)}"
     if entry["quantization"] not in QUANTIZATIONS:
         return f"quantization {entry['quantization']!r} is not one of {', '.join(QUANTIZATIONS)}"
     if entry.get("size_bytes", 0) < 0:

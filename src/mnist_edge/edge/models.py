@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mnist_edge.formats import SUFFIXES, TFLITE, is_tflite
+from mnist_edge.formats import FORMATS, TFLITE, is_tflite
 
 
 class EdgeModel(Protocol):
@@ -28,7 +28,7 @@ def open_model(path: Path | str, threads: int | None = None) -> EdgeModel:
     """PATH opened with LiteRT if it holds a TFLite flatbuffer (or is named .tflite), else with ONNX Runtime.
     THREADS as the runtime's own class takes it (default: one per usable CPU)."""
     path = Path(path)
-    if is_tflite(path) or path.suffix == SUFFIXES[TFLITE]:
+    if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix:
         from mnist_edge.edge.litert import LiteRTModel
 
         return LiteRTModel(path, threads)

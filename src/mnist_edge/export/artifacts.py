@@ -21,7 +21,7 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, first_line, require_file
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, FORMAT_NAMES, ONNX, SUFFIXES, TFLITE, TORCHSCRIPT, is_tflite
+from mnist_edge.formats import CHECKPOINT, FORMATS, ONNX, TFLITE, TORCHSCRIPT, is_tflite
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, THRESHOLD_KEY
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ TRUST_FLAG = "--trust-torchscript"
 
 @dataclass(frozen=True)
 class LoadedArtifact:
-    format: str  # a formats.MODEL_FORMATS value
+    format: str  # a formats.FORMATS name
     metadata: dict[str, str]
     logits_fn: LogitsFn
 
@@ -52,7 +52,7 @@ def model_format(path: Path) -> str:
         except (zipfile.BadZipFile, OSError, ValueError):
             names = []  # load_checkpoint says what is wrong with it
         return TORCHSCRIPT if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else CHECKPOINT
-    if is_tflite(path) or path.suffix == SUFFIXES[TFLITE]:
+    if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix:
         return TFLITE
     if path.suffix == ".onnx":
         return ONNX
@@ -67,7 +67,7 @@ def require_checkpoint(path: Path) -> None:
     fmt = model_format(path) if zipfile.is_zipfile(path) or path.suffix == ".onnx" else CHECKPOINT
     if fmt != CHECKPOINT:
         raise MnistEdgeError(
-            f"{path}: an exported {FORMAT_NAMES[fmt]} file, not a training checkpoint (`mnist-edge train` writes those)"
+            f"{path}: an exported {FORMATS[fmt].display} file, not a training checkpoint (`mnist-edge train` writes those)"
         )
 
 

@@ -99,7 +99,7 @@ def _without_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def save_onnx(proto: onnx.ModelProto, path: Path | str, metadata: dict[str, str]) -> None:
+def save(proto: onnx.ModelProto, path: Path | str, metadata: dict[str, str]) -> None:
     """Stamp METADATA on PROTO, check it fully (types and shapes included), write it as one file in the
     chosen format (OPSET, IR_VERSION)."""
     opsets = {o.domain: o.version for o in proto.opset_import}

@@ -1,4 +1,4 @@
-"""Export a checkpoint as deployable files, through the writers of table.py: ONNX (the edge format), LiteRT
+"""Export a checkpoint as deployable files, through the writers of formats.FORMATS: ONNX (the edge format), LiteRT
 .tflite and TorchScript (legacy, for torch users), and publish them.
 
 Every file has the interface in spec.py (input `image` [N,1,28,28] pixels in [0,1], output `logits`
@@ -28,12 +28,14 @@ from mnist_edge import __version__
 from mnist_edge.atomic import Staged, require_replaceable, staging
 from mnist_edge.edge.manifest import LOCK, MANIFEST, file_sha256, manifest_lock, manifest_text, merged, read_manifest
 from mnist_edge.export.artifacts import require_checkpoint
-from mnist_edge.export.table import WRITERS
+from mnist_edge.export.writers import writer_for
 from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.train.data import MNIST
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import to_pixels, torch_logits_fn
-from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, variants
+from mnist_edge.formats import (
+    CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, artifact_name, quantizes, variants,
+)
 from mnist_edge.spec import INPUT_NAME, INPUT_SPEC, LABELS, NOT_DIGIT_NAME, OUTPUT_NAME, TEMPERATURE_KEY, THRESHOLD_KEY
 from mnist_edge.export.verify import (
     Parity,
@@ -140,10 +142,11 @@ def export_artifact(
 
     SHARED: what the writers keep across one model's files (the fp32 ONNX graph every quantizer starts from).
     """
-    result, writer = Exported(name, fmt, quantization), WRITERS[fmt]
-    made = writer.make(ckpt.model, quantization, calibration, {} if shared is None else shared)
-    if made is None:
-        result.note = "skipped: " + writer.nothing_to_quantize[quantization].format(arch=ckpt.arch)
+    result, writer = Exported(name, fmt, quantization), writer_for(fmt)
+    shared = {} if shared is None else shared
+    made = writer.make(ckpt.model, quantization, calibration, shared) if quantizes(fmt, quantization) else None
+    if made is None:  # a mode the format lacks (formats.FORMATS), or nothing in this model that it quantizes
+        result.note = "skipped: " + writer.NOTHING_TO_QUANTIZE[quantization].format(arch=ckpt.arch)
         return result
     path = stage(name)
     writer.save(made, path, metadata)

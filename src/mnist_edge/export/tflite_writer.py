@@ -50,11 +50,9 @@ class Made:
     output_names: list[str]
 
 
-def make(model: nn.Module, quantization: str, calibration: np.ndarray | None, _shared: dict[str, Any]) -> Made | None:
-    """MODEL as a LiteRT flatbuffer in QUANTIZATION (what every exported file computes of it); None for dynamic
-    quantization, which LiteRT files do not have."""
-    if quantization == DYNAMIC:
-        return None
+def make(model: nn.Module, quantization: str, calibration: np.ndarray | None, _shared: dict[str, Any]) -> Made:
+    """MODEL as a LiteRT flatbuffer in QUANTIZATION, fp32 or static int8 (what every exported file computes of it);
+    export never asks for dynamic, which formats.FORMATS says LiteRT files do not have."""
     module = deployable(model)
     content = tflite_model(module, quantization, quantize.required(calibration) if quantization == STATIC else None)
     return Made(content, output_names(model))

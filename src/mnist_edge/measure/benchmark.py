@@ -43,7 +43,7 @@ from mnist_edge.edge.runtime import MIN_CHUNK, OnnxModel
 from mnist_edge.errors import MnistEdgeError, first_line
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
-from mnist_edge.export.table import WRITERS
+from mnist_edge.export.writers import writer_for
 from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TFLITE, TORCHSCRIPT, artifact_name, display_name
 from mnist_edge.export.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
 
@@ -85,7 +85,7 @@ class Settings:
 
 @dataclass
 class Row:
-    format: str  # a formats.MODEL_FORMATS value; "checkpoint" is the PyTorch eager reference
+    format: str  # a formats.FORMATS name; "checkpoint" is the PyTorch eager reference
     quantization: str
     status: str
     file: str = ""
@@ -159,7 +159,7 @@ def _export_rows(
     onnx_error = ""
     if any(fmt == ONNX for fmt, _ in variants):
         try:
-            WRITERS[ONNX].make(ckpt.model, NONE, None, shared)
+            writer_for(ONNX).make(ckpt.model, NONE, None, shared)
         except Exception as exc:  # the exporter raises many unrelated types; the row records which
             onnx_error = first_line(exc)
     calibration = calibration_images(mnist, CALIBRATION_SIZE) if any(mode == STATIC for _, mode in variants) else None
