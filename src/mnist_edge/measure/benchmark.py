@@ -270,6 +270,79 @@ def _litert_settings() -> dict[str, Any]:
     return {"version": version("ai-edge-litert"), "batch_1_threads": 1, "signatures": "batch_1 and batch_64"}
 
 
+def _eager_row(checkpoint: Path, reference: np.ndarray, data: ParityData, threshold: float | None) -> Row:
+    """The reference row: the checkpoint's own PyTorch model, whose logits REFERENCE are."""
+    parity = compare(reference, reference, data, FP32, threshold)
+    return Row(
+        *EAGER, REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, parity.artifact_accuracy, 0.0,
+        parity.agreement, refused=parity.refused,
+    )
+
+
+def _timed_loads(
+    loaders: dict[Variant, Callable[[int | None], LogitsFn]], timed: dict[Variant, Row], loads: int
+) -> dict[Variant, LogitsFn]:
+    """Each row's mean load time over LOADS loads on 1 thread, into its row; the models last loaded."""
+    single: dict[Variant, LogitsFn] = {}
+    for key, load in loaders.items():
+        load(1)  # the first load pays one-off import and allocator costs
+        start = time.perf_counter()
+        for _ in range(loads):
+            single[key] = load(1)
+        timed[key].load_ms = (time.perf_counter() - start) * 1000 / loads
+    return single
+
+
+def _time_rows(
+    timed: dict[Variant, Row], paths: dict[Variant, Path], many: np.ndarray, settings: Settings, all_threads: int,
+    log: Callable[[str], None],
+) -> None:
+    """Load time, latency on MANY's first image on 1 thread and throughput on MANY on ALL_THREADS of each TIMED row's
+    file at PATHS, the formats taking turns (see the module docstring)."""
+    loaders = {k: _loader(k[0], str(paths[k])) for k in timed}
+    log("timing loads ...")
+    single = _timed_loads(loaders, timed, settings.loads)
+    # torch's thread count is process-wide (set around each phase); ONNX Runtime's and LiteRT's are per model.
+    at_batch = {k: single[k] if k[0] not in (ONNX, TFLITE) else load(None) for k, load in loaders.items()}
+
+    one = many[:1]
+    log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
+    with _quiet_clock(1):
+        latency = interleaved({k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds, settings.warmup)
+    log(f"timing batch {len(many)} on {all_threads} threads, {settings.total_batches} runs per format ...")
+    with _quiet_clock(all_threads):
+        throughput = interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
+    _record_times(timed, latency, throughput, len(many))
+
+
+def _record_times(
+    timed: dict[Variant, Row], latency: dict[Variant, np.ndarray], throughput: dict[Variant, np.ndarray], batch: int
+) -> None:
+    """Each TIMED row's figures from its times in ns: p50/p99 latency, speed-up over eager, images/s at BATCH."""
+    eager_p50_us = float(np.percentile(latency[EAGER], 50)) / 1000
+    for key, row in timed.items():
+        row.p50_us, row.p99_us = (float(v) / 1000 for v in np.percentile(latency[key], [50, 99]))
+        row.speedup = eager_p50_us / row.p50_us
+        row.images_per_s = batch / (float(np.median(throughput[key])) / 1e9)
+
+
+def _settings_record(
+    settings: Settings, batch: int, all_threads: int, onnx_file: Path | None, litert: bool
+) -> dict[str, Any]:
+    """What the timing ran with, for the report: the Settings, the threads, and each runtime's own options (ONNX
+    Runtime's read back from ONNX_FILE when an ONNX file was timed, LiteRT's when LITERT)."""
+    return {
+        "batch_1": {"threads": 1, "warmup": settings.warmup, "runs": settings.total_runs},
+        "batch": {"size": batch, "threads": all_threads, "warmup": settings.batch_warmup, "runs": settings.total_batches},
+        "rounds": settings.rounds,
+        "loads": settings.loads,
+        "torch": {"version": torch.__version__, "threads_all": all_threads},
+        "onnxruntime": _ort_settings(onnx_file) if onnx_file else {},
+        "litert": _litert_settings() if litert else {},
+        "cpu": {"machine": platform.machine(), "logical_cpus": os.cpu_count()},
+    }
+
+
 def run_benchmark(
     checkpoint: Path,
     variants: list[Variant] | None = None,
@@ -286,58 +359,17 @@ def run_benchmark(
     data = parity_data(mnist, settings.limit, non_digits=parity_non_digits(ckpt.model))
     log(f"PyTorch eager logits on {data.digits:,} test digits (the reference) ...")
     reference = batched(torch_logits_fn(ckpt.model), data.images)
-    eager_parity = compare(reference, reference, data, FP32, model_threshold(ckpt.model))
+    eager = _eager_row(checkpoint, reference, data, model_threshold(ckpt.model))
     all_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="mnist-edge-bench-") as tmp:
         work = Path(tmp)
         log("exporting and verifying each format in a temporary folder ...")
-        eager = Row(
-            *EAGER, REFERENCE, checkpoint.name, "", checkpoint.stat().st_size, eager_parity.artifact_accuracy, 0.0,
-            eager_parity.agreement, refused=eager_parity.refused,
-        )
         rows = {EAGER: eager, **_export_rows(ckpt, checkpoint, work, variants, mnist, data, reference)}
         timed = {k: r for k, r in rows.items() if r.timed}
-        loaders = {k: _loader(k[0], str(checkpoint if k == EAGER else work / r.file)) for k, r in timed.items()}
-
-        log("timing loads ...")
-        single: dict[Variant, LogitsFn] = {}
-        for key, load in loaders.items():
-            load(1)  # the first load pays one-off import and allocator costs
-            start = time.perf_counter()
-            for _ in range(settings.loads):
-                single[key] = load(1)
-            timed[key].load_ms = (time.perf_counter() - start) * 1000 / settings.loads
-        # torch's thread count is process-wide (set around each phase); ONNX Runtime's and LiteRT's are per model.
-        at_batch = {k: single[k] if k[0] not in (ONNX, TFLITE) else load(None) for k, load in loaders.items()}
-
-        one, many = data.images[:1], data.images[: settings.batch]
-        log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
-        with _quiet_clock(1):
-            latency = interleaved({k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds, settings.warmup)
-        log(f"timing batch {len(many)} on {all_threads} threads, {settings.total_batches} runs per format ...")
-        with _quiet_clock(all_threads):
-            throughput = interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
-        onnx = next((work / r.file for k, r in timed.items() if k[0] == ONNX), None)
-        ort_settings = _ort_settings(onnx) if onnx else {}
-
-    eager_p50_us = float(np.percentile(latency[EAGER], 50)) / 1000
-    for key, row in timed.items():
-        row.p50_us, row.p99_us = (float(v) / 1000 for v in np.percentile(latency[key], [50, 99]))
-        row.speedup = eager_p50_us / row.p50_us
-        row.images_per_s = len(many) / (float(np.median(throughput[key])) / 1e9)
-    return Benchmark(
-        str(checkpoint),
-        ckpt.arch,
-        data.digits,
-        [rows[k] for k in [EAGER, *variants]],
-        {
-            "batch_1": {"threads": 1, "warmup": settings.warmup, "runs": settings.total_runs},
-            "batch": {"size": len(many), "threads": all_threads, "warmup": settings.batch_warmup, "runs": settings.total_batches},
-            "rounds": settings.rounds,
-            "loads": settings.loads,
-            "torch": {"version": torch.__version__, "threads_all": all_threads},
-            "onnxruntime": ort_settings,
-            "litert": _litert_settings() if any(k[0] == TFLITE for k in timed) else {},
-            "cpu": {"machine": platform.machine(), "logical_cpus": os.cpu_count()},
-        },
-    )
+        paths = {k: checkpoint if k == EAGER else work / r.file for k, r in timed.items()}
+        many = data.images[: settings.batch]
+        _time_rows(timed, paths, many, settings, all_threads, log)
+        onnx_file = next((paths[k] for k in timed if k[0] == ONNX), None)
+        litert = any(k[0] == TFLITE for k in timed)
+        recorded = _settings_record(settings, len(many), all_threads, onnx_file, litert)  # reads ONNX_FILE: still here
+    return Benchmark(str(checkpoint), ckpt.arch, data.digits, [rows[k] for k in [EAGER, *variants]], recorded)
