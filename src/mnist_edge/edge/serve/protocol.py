@@ -14,7 +14,7 @@ FRAME = struct.Struct("!I")  # the length of the pickle that follows
 
 
 @dataclass(frozen=True)
-class Job:
+class Upload:
     """One uploaded image and what its request asked for."""
 
     name: str
