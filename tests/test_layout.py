@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 EDGE = SRC / "mnist_edge" / "edge"
 # starlette, uvicorn, python_multipart: serve only; ai_edge_litert: the [litert] extra's runtime for .tflite files
 THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "ai_edge_litert", "starlette", "uvicorn", "python_multipart"}
-SHARED = {"mnist_edge.spec", "mnist_edge.errors", "mnist_edge.atomic", "mnist_edge.formats"}  # torch-free, shared
+SHARED = {"mnist_edge.spec", "mnist_edge.errors", "mnist_edge.atomic", "mnist_edge.formats", "mnist_edge.schema"}  # torch-free, shared
 
 
 def imports(path: Path) -> set[str]:
@@ -28,6 +28,26 @@ def imports(path: Path) -> set[str]:
 def module_file(name: str) -> Path:
     base = SRC.joinpath(*name.split("."))
     return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def shared_modules_reached() -> set[str]:
+    """The project's modules outside edge/ that edge/ imports, directly or through another of them."""
+    files, seen, shared = sorted(EDGE.rglob("*.py")), set(), set()
+    while files:
+        path = files.pop()
+        if path not in seen:
+            seen.add(path)
+            reached = {name for name in imports(path) if name.startswith("mnist_edge") and not name.startswith("mnist_edge.edge")}
+            shared |= reached
+            files += [module_file(name) for name in reached]
+    return shared
+
+
+def test_the_edge_package_names_every_shared_module_it_uses():
+    import mnist_edge.edge
+
+    assert shared_modules_reached() <= SHARED
+    assert [name for name in sorted(SHARED) if f"`{name}`" not in (mnist_edge.edge.__doc__ or "")] == []
 
 
 def test_the_edge_package_imports_only_what_a_device_installs():

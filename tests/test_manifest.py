@@ -77,6 +77,7 @@ MALFORMED = {
     "accuracy a string": json.dumps({"default": None, "artifacts": [entry("a.onnx", test_accuracy="99")]}),
     "accuracy a bool": json.dumps({"default": None, "artifacts": [entry("a.onnx", test_accuracy=True)]}),
     "accuracy NaN": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "test_accuracy": NaN}]}',
+    "accuracy beyond any float": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "test_accuracy": 1' + "0" * 400 + "}]}",
     "parity a list": json.dumps({"default": None, "artifacts": [entry("a.onnx", parity=[1])]}),
     "parity holding Infinity": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "parity": {"max_abs_diff": Infinity}}]}',
     "the same file twice": json.dumps({"default": None, "artifacts": [entry("a.onnx"), entry("a.onnx")]}),

@@ -31,7 +31,7 @@ from mnist_edge.edge.manifest import default_model_path, file_sha256, read_manif
 from mnist_edge.edge.preprocess import preprocess
 from mnist_edge.edge.serve.app import BodyLimit, create_app
 from mnist_edge.edge.serve.engine import MAX_BATCH, MAX_BATCH_BYTES, Engine
-from mnist_edge.edge.serve.protocol import Job, Outcome
+from mnist_edge.edge.serve.protocol import Outcome, Upload
 from serve_helpers import SAMPLES, Server, multipart, samples
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]' in the checkout")
@@ -293,7 +293,7 @@ def take_batch(sizes: list[int]) -> tuple[int, int]:
     async def take() -> tuple[int, int]:
         engine = Engine(Path("unused.onnx"), workers=1)
         loop = asyncio.get_running_loop()
-        engine._pending.extend((Job(f"{k}.png", b"x" * size), loop.create_future()) for k, size in enumerate(sizes))
+        engine._pending.extend((Upload(f"{k}.png", b"x" * size), loop.create_future()) for k, size in enumerate(sizes))
         return len(engine._take_batch()), len(engine._pending)
 
     return asyncio.run(take())
@@ -319,7 +319,7 @@ class FakeWorker:
         self.waiting.append(future)
         if name == "predict_batch":
             self.batches.append(len(args[0]))
-        answer = [Outcome(200, {"file": job.name}) for job in args[0]] if name == "predict_batch" else {"arch": "fake"}
+        answer = [Outcome(200, {"file": upload.name}) for upload in args[0]] if name == "predict_batch" else {"arch": "fake"}
         asyncio.get_running_loop().call_soon(self._answer, future, answer)
         return future
 
@@ -340,9 +340,9 @@ def test_the_engine_batches_what_waits_up_to_max_batch_and_answers_each_request_
     async def serve() -> list[list[Outcome]]:
         engine = Engine(Path("fake.onnx"), workers=1, spawn=spawn)
         assert await engine.open() == {"arch": "fake"}
-        requests = [[Job(f"{r}-{k}.png", b"x") for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
+        requests = [[Upload(f"{r}-{k}.png", b"x") for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
         try:
-            return await asyncio.gather(*(engine.predict(jobs) for jobs in requests))
+            return await asyncio.gather(*(engine.predict(uploads) for uploads in requests))
         finally:
             await engine.close()
 

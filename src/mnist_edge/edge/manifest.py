@@ -20,6 +20,7 @@ from typing import Any
 from mnist_edge.atomic import open_lock_file, write_text
 from mnist_edge.errors import MnistEdgeError, open_regular
 from mnist_edge.formats import FORMATS, QUANTIZATIONS
+from mnist_edge.schema import Check, choice, fields_problem, int_in, map_of, number_in, optional, text
 
 MANIFEST = "manifest.json"
 LOCK = ".manifest.json.lock"
@@ -27,21 +28,6 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The wheel carries exported/ inside the package; a checkout (editable install) has it at the repo root.
 SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
 
-# Each entry's fields and the types they may have (None: the figure is unknown).
-_NUMBER = (int, float)
-_FIELDS: dict[str, tuple[type, ...]] = {
-    "file": (str,),
-    "format": (str,),
-    "quantization": (str,),
-    "arch": (str,),
-    "size_bytes": (int,),
-    "sha256": (str,),
-    "test_accuracy": (*_NUMBER, type(None)),
-    "checkpoint_test_accuracy": (*_NUMBER, type(None)),
-    "command": (str,),
-    "parity": (dict,),
-}
-_REQUIRED = ("file", "format", "quantization")
 # A manifest lists a few models in a few KB; anything far bigger is not one, and is not read into memory.
 MAX_MANIFEST_BYTES = 1 << 20
 
@@ -70,27 +56,29 @@ def _finite(value: object) -> bool:
     return True
 
 
-def _entry_problem(entry: object) -> str | None:
-    if not isinstance(entry, dict):
-        return f"is a {type(entry).__name__}, not an object"
-    for key in _REQUIRED:
-        if key not in entry:
-            return f"has no {key!r}"
-    for key, value in entry.items():
-        types = _FIELDS.get(key)
-        if types is not None and (not isinstance(value, types) or isinstance(value, bool)):
-            return f"{key!r} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
-        if not _finite(value):
-            return f"{key!r} holds a non-finite number (NaN or infinity is not JSON)"
-    if not is_plain_name(entry["file"]):
-        return f"file {entry['file']!r} is not a plain file name"
-    if entry["format"] not in FORMATS:
-        return f"format {entry['format']!r} is not one of {', '.join(FORMATS)}"
-    if entry["quantization"] not in QUANTIZATIONS:
-        return f"quantization {entry['quantization']!r} is not one of {', '.join(QUANTIZATIONS)}"
-    if entry.get("size_bytes", 0) < 0:
-        return "'size_bytes' is negative"
-    return None
+def _json(value: object) -> str | None:
+    return None if _finite(value) else "must hold no NaN or infinity (they are not JSON)"
+
+
+def _plain_file(value: object) -> str | None:
+    return None if is_plain_name(value) else "must be a plain file name in the folder"
+
+
+# Each entry's fields (an accuracy None: the figure is unknown). Fields this version does not know (a newer one's)
+# are kept, if they are JSON.
+_ENTRY: dict[str, Check] = {
+    "file": _plain_file,
+    "format": lambda v: choice(tuple(FORMATS))(v),  # read when checked: the table is the one truth
+    "quantization": choice(QUANTIZATIONS),
+    "arch": text(),
+    "size_bytes": int_in(0),
+    "sha256": text(),
+    "test_accuracy": optional(number_in()),
+    "checkpoint_test_accuracy": optional(number_in()),
+    "command": text(MAX_MANIFEST_BYTES),  # the manifest's own bound: a long command line is still a command line
+    "parity": map_of(text(), _json),
+}
+_REQUIRED = ("file", "format", "quantization")
 
 
 def validate_manifest(manifest: object, where: str) -> dict[str, Any]:
@@ -103,11 +91,11 @@ def validate_manifest(manifest: object, where: str) -> dict[str, Any]:
     else:
         seen: set[str] = set()
         for index, entry in enumerate(manifest["artifacts"]):
-            problem = _entry_problem(entry)
-            if problem is None and entry["file"] in seen:
+            if (problem := fields_problem(entry, _ENTRY, _REQUIRED, extra=_json)) is not None:
+                problem = f"artifact {index} {problem}"
+                break
+            if entry["file"] in seen:
                 problem = f"lists {entry['file']!r} twice"
-            if problem is not None:
-                problem = f"artifact {index} {problem}" if "twice" not in problem else problem
                 break
             seen.add(entry["file"])
     if problem is not None:

@@ -124,7 +124,9 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 @dataclass(frozen=True)
-class _Job:
+class _ImageFile:
+    """One image file to predict, and how: as it is (raw) or preprocessed, and where its prepared copy goes."""
+
     path: Path
     raw: bool
     save_to: Path | None  # chosen in the parent, so names stay unique across worker processes
@@ -153,42 +155,44 @@ def _choose_names(images: Sequence[Path | Failure], folder: Path, log: Callable[
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    image: np.ndarray
+class _ModelInput:
+    """What the model sees of one image file."""
+
+    pixels: np.ndarray  # [28,28] float32, white digit on black
     note: str | None = None  # for the log: its copy went to another name than the one chosen
 
 
-def _save_names(job: _Job) -> Iterator[Path]:
-    """The name chosen for JOB's copy, then its input's stem numbered on: another process writing the same
+def _save_names(source: _ImageFile) -> Iterator[Path]:
+    """The name chosen for SOURCE's copy, then its input's stem numbered on: another process writing the same
     folder may take a name between the choice and the write."""
-    assert job.save_to is not None
-    yield job.save_to
-    yield from (job.save_to.with_name(f"{job.path.stem}-{n}.png") for n in range(2, 10_000))
+    assert source.save_to is not None
+    yield source.save_to
+    yield from (source.save_to.with_name(f"{source.path.stem}-{n}.png") for n in range(2, 10_000))
 
 
-def _prepare(job: _Job | Failure) -> _Prepared | Failure:
+def _prepare_one(source: _ImageFile | Failure) -> _ModelInput | Failure:
     """What the model sees for one image, or why not; runs in a worker process for big runs."""
-    if isinstance(job, Failure):
-        return job
+    if isinstance(source, Failure):
+        return source
     try:
-        image = preprocess(job.path, raw=job.raw)
-        if job.save_to is not None and (saved := save_png(image, _save_names(job))) != job.save_to:
-            return _Prepared(image, f"note: {job.save_to} was taken meanwhile (another process?) and is kept; what the model saw of {job.path} goes to {saved}")
-        return _Prepared(image)
+        pixels = preprocess(source.path, raw=source.raw)
+        if source.save_to is not None and (saved := save_png(pixels, _save_names(source))) != source.save_to:
+            return _ModelInput(pixels, f"note: {source.save_to} was taken meanwhile (another process?) and is kept; what the model saw of {source.path} goes to {saved}")
+        return _ModelInput(pixels)
     except MnistEdgeError as exc:
-        return Failure(str(job.path), str(exc))
+        return Failure(str(source.path), str(exc))
     except Exception as exc:  # whatever else goes wrong with one image stays that image's failure
         if debugging():
             raise
-        return Failure(str(job.path), bug(f"{job.path}: failed", exc))
+        return Failure(str(source.path), bug(f"{source.path}: failed", exc))
 
 
-def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_Prepared | Failure]:
-    """_prepare of each job, in order: in this process for a few images, else over worker processes,
+def _prepare_all(sources: Sequence[_ImageFile | Failure], workers: int | None) -> Iterator[_ModelInput | Failure]:
+    """_prepare_one of each source, in order: in this process for a few images, else over worker processes,
     because preprocessing is per-image Python and numpy work that one core cannot keep up with on a big run."""
-    workers = min(workers or usable_cpus(), len(jobs) // PARALLEL_MIN)
+    workers = min(workers or usable_cpus(), len(sources) // PARALLEL_MIN)
     if workers < 2:
-        yield from map(_prepare, jobs)
+        yield from map(_prepare_one, sources)
         return
     import multiprocessing as mp  # here, not at the top: ~25 ms of start-up that one-image runs never need
     from concurrent.futures.process import BrokenProcessPool
@@ -196,17 +200,17 @@ def _prepared(jobs: Sequence[_Job | Failure], workers: int | None) -> Iterator[_
     # fork: workers start in milliseconds with everything imported (spawn would re-import for ~0.2 s each).
     context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     done = 0
-    while done < len(jobs):
+    while done < len(sources):
         pool = _pool(workers, context)
         try:
-            chunk = max(1, min(64, (len(jobs) - done) // (8 * workers)))
-            for result in pool.map(_prepare, jobs[done:], chunksize=chunk):
+            chunk = max(1, min(64, (len(sources) - done) // (8 * workers)))
+            for result in pool.map(_prepare_one, sources[done:], chunksize=chunk):
                 done += 1
                 yield result
         except BrokenProcessPool:
             # A worker died (killed for memory, a crash in a decoder). The first unfinished image is tried
             # alone: if its own worker dies too it is the one to blame; if not, the rest go on in a new pool.
-            yield _isolated(jobs[done], context)
+            yield _isolated(sources[done], context)
             done += 1
         finally:
             pool.shutdown(cancel_futures=True)  # an early stop (error, Ctrl-C) must not wait for every queued image
@@ -219,15 +223,15 @@ def _pool(workers: int, context: Any) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
 
 
-def _isolated(job: _Job | Failure, context: Any) -> _Prepared | Failure:
-    """_prepare of JOB in a process of its own: its result, or the Failure of a process that died on it."""
+def _isolated(source: _ImageFile | Failure, context: Any) -> _ModelInput | Failure:
+    """_prepare_one of SOURCE in a process of its own: its result, or the Failure of a process that died on it."""
     from concurrent.futures.process import BrokenProcessPool
 
     with _pool(1, context) as pool:
         try:
-            return pool.submit(_prepare, job).result()
+            return pool.submit(_prepare_one, source).result()
         except BrokenProcessPool:
-            path = job.file if isinstance(job, Failure) else job.path
+            path = source.file if isinstance(source, Failure) else source.path
             return Failure(str(path), f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)")
 
 
@@ -269,25 +273,25 @@ def predict_paths(
             raise MnistEdgeError(f"{save_dir}: cannot create the folder ({exc.strerror or exc})") from None
     images = list(collect_images(paths))
     targets = _choose_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
-    jobs = [item if isinstance(item, Failure) else _Job(item, raw, target) for item, target in zip(images, targets)]
-    return _predict(model, jobs, top, batch_size, workers, log, refuse)
+    sources = [item if isinstance(item, Failure) else _ImageFile(item, raw, target) for item, target in zip(images, targets)]
+    return _predict(model, sources, top, batch_size, workers, log, refuse)
 
 
 def _predict(
     model: EdgeModel,
-    jobs: list[_Job | Failure],
+    sources: list[_ImageFile | Failure],
     top: int,
     batch_size: int,
     workers: int | None,
     log: Callable[[str], None],
     refuse: bool,
 ) -> Generator[Result, None, None]:
-    """The results of JOBS in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
-    for batch in _batches(zip(jobs, _prepared(jobs, workers)), batch_size):
+    """The results of SOURCES in order: preprocessed (in workers for big runs), then inferred a batch at a time."""
+    for batch in _batches(zip(sources, _prepare_all(sources, workers)), batch_size):
         for _, x in batch:
-            if isinstance(x, _Prepared) and x.note is not None:
+            if isinstance(x, _ModelInput) and x.note is not None:
                 log(x.note)
-        good = [(str(job.path), x.image) for job, x in batch if isinstance(x, _Prepared) and isinstance(job, _Job)]
+        good = [(str(source.path), x.pixels) for source, x in batch if isinstance(x, _ModelInput) and isinstance(source, _ImageFile)]
         inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top, refuse) if good else [])
         for _, x in batch:
             yield x if isinstance(x, Failure) else next(inferred)

@@ -11,9 +11,7 @@ checkpoint (types, ranges, finite numbers, recipe keys, weight names and shapes)
 
 from __future__ import annotations
 
-import math
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,8 @@ import torch
 
 from mnist_edge.train.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
-from mnist_edge.cli_types import integer, number
 from mnist_edge.errors import MnistEdgeError, first_line, mismatch, require_file
+from mnist_edge.schema import Check, anything, check_fields, int_in, list_of, map_of, number_in, optional, text
 from mnist_edge.train.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
@@ -136,110 +134,67 @@ def _describe_payload(payload: Any) -> str:
     return f"a PyTorch file holding a {type(payload).__name__}"
 
 
-# --- field checks -------------------------------------------------------------------------------------------
-
-Check = Callable[[Any], bool]
-
-
-def _int(low: int = 0, high: int = 2**63 - 1) -> Check:
-    return lambda v: _passes(integer, v, low, high)
-
-
-def _num(low: float = -math.inf, high: float = math.inf) -> Check:
-    return lambda v: _passes(number, v, low, high)
-
-
-def _passes(check: Callable[[str, Any, Any, Any], Any], value: Any, low: float, high: float) -> bool:
-    """Whether VALUE passes cli_types' range CHECK, the one every flag and TrainConfig field passes."""
-    try:
-        check("", value, low, high)
-    except MnistEdgeError:
-        return False
-    return True
-
-
-def _optional(check: Check) -> Check:
-    return lambda v: v is None or check(v)
-
-
-def _str(v: Any) -> bool:
-    return isinstance(v, str) and len(v) < 4096
-
-
-def _str_map(v: Any) -> bool:
-    return isinstance(v, dict) and len(v) < 1024 and all(_str(k) and _str(x) for k, x in v.items())
-
-
-def _normalize(v: Any) -> bool:
-    return isinstance(v, list) and len(v) == 2 and _num(-10, 10)(v[0]) and _num(1e-6, 10)(v[1])
-
-
-def _history(v: Any) -> bool:
-    return isinstance(v, list) and len(v) <= MAX_EPOCHS and all(
-        isinstance(r, dict) and all(_str(k) and _num()(x) for k, x in r.items()) for r in v
-    )
+# --- field checks (schema.py's, and the tensors only torch can check) -----------------------------------------
 
 
 def _tensor(dtype: torch.dtype, ndim: int | None = None) -> Check:
-    # on the CPU: torch.load(map_location="cpu") leaves a crafted meta-device tensor (no data) on the meta device
-    return lambda v: (isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type == "cpu"
-                      and v.dtype == dtype and ndim in (None, v.dim()))
+    """A plain tensor of DTYPE (of NDIM dimensions, if given) on the CPU: torch.load(map_location="cpu") leaves a
+    crafted meta-device tensor (no data) on the meta device."""
+    needs = f"must be a CPU {dtype} tensor" + (f" of {ndim} dimension" + "s" * (ndim != 1) if ndim is not None else "")
+
+    def problem(v: Any) -> str | None:
+        plain = isinstance(v, torch.Tensor) and v.layout == torch.strided and v.device.type == "cpu"
+        return None if plain and v.dtype == dtype and ndim in (None, v.dim()) else needs
+
+    return problem
 
 
-def _rng_states(v: Any) -> bool:
-    return isinstance(v, list) and 0 < len(v) <= 1 << 20 and all(_tensor(torch.uint8, 1)(t) for t in v)
+def _normalize(value: Any) -> str | None:
+    """The [mean, std] a network normalizes its input pixels with."""
+    mean, std = number_in(-10, 10), number_in(1e-6, 10)
+    ok = isinstance(value, list) and len(value) == 2 and mean(value[0]) is None and std(value[1]) is None
+    return None if ok else "must be [mean, std]: a finite mean from -10 to 10 and std from 1e-06 to 10"
 
+
+_RNG_STATES = list_of(_tensor(torch.uint8, 1), 1 << 20, at_least=1)
+_EPOCH = map_of(text(), number_in())  # an epoch's figures by name: its loss, its accuracy...
 
 # The metadata train writes. Every checkpoint names its architecture; one that can be resumed also needs its recipe
 # and history (a final checkpoint, such as the shipped one rebuilt for export, may leave out the rest).
 REQUIRED_META = ("arch",)
 REQUIRED_TO_RESUME = ("arch", "recipe", "epochs_done", "history")
 META: dict[str, Check] = {
-    "arch": _str,
-    "recipe": lambda v: True,  # checked field by field by recipe_from_dict
-    "epochs_done": _int(0, MAX_EPOCHS),
-    "test_accuracy": _optional(_num(0, 100)),
-    "normalize": _optional(_normalize),
-    "seed": _int(),
-    "device": _str,
-    "world_size": _int(1, 1 << 20),
-    "threads": _int(1, 1 << 20),
-    "train_images": _int(),
-    "wall_time_s": _num(0),
-    "versions": _str_map,
-    "dataset_sha256": _str_map,
-    "history": _history,
-    "calibration": lambda v: isinstance(v, dict) and len(v) < 64 and all(_str(k) and _num()(x) for k, x in v.items()),
+    "arch": text(),
+    "recipe": anything,  # checked field by field by recipe_from_dict
+    "epochs_done": int_in(0, MAX_EPOCHS),
+    "test_accuracy": optional(number_in(0, 100)),
+    "normalize": optional(_normalize),
+    "seed": int_in(),
+    "device": text(),
+    "world_size": int_in(1, 1 << 20),
+    "threads": int_in(1, 1 << 20),
+    "train_images": int_in(),
+    "wall_time_s": number_in(0),
+    "versions": map_of(text(), text(), 1024),
+    "dataset_sha256": map_of(text(), text(), 1024),
+    "history": list_of(_EPOCH, MAX_EPOCHS),
+    "calibration": map_of(text(), number_in(), 64),
 }
 TRAINING: dict[str, Check] = {
-    "epoch": _int(0, MAX_EPOCHS),
-    "step": _int(),
-    "optimizer": lambda v: isinstance(v, dict),  # optimizer.load_state_dict checks the rest
+    "epoch": int_in(0, MAX_EPOCHS),
+    "step": int_in(),
+    "optimizer": map_of(),  # optimizer.load_state_dict checks the rest
     "generator": _tensor(torch.uint8, 1),
-    "rng": _rng_states,
-    "cuda_rng": _rng_states,  # CUDA runs: each rank's
+    "rng": _RNG_STATES,
+    "cuda_rng": _RNG_STATES,  # CUDA runs: each rank's
     "perm": _tensor(torch.int64, 1),
-    "loss_sum": _num(0),
-    "seen": _int(),
-    "limit": _int(1),
+    "loss_sum": number_in(0),
+    "seen": int_in(),
+    "limit": int_in(1),
 }
 # An open-set model's calibration (calibrate.py), saved as buffers beside its weights.
 CALIBRATION_RANGES = {"temperature": (1e-3, 1e3), "not_digit_threshold": (0.0, 1.0)}
 PAYLOAD_KEYS = {"format", "version", "arch", "state_dict", "meta", "training"}
-
-
-def _check_fields(path: Path, what: str, value: Any, checks: dict[str, Check], required: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise MnistEdgeError(f"{path}: its {what} is a {type(value).__name__}, not a mapping")
-    unknown = sorted(map(str, set(value) - set(checks)))
-    missing = [k for k in required if k not in value]
-    if unknown or missing:
-        raise MnistEdgeError(f"{path}: its {what} does not fit this mnist-edge ({mismatch(unknown, missing)})")
-    for key, v in value.items():
-        if not checks[key](v):
-            shown = repr(v) if not isinstance(v, (dict, list, torch.Tensor)) else type(v).__name__
-            raise MnistEdgeError(f"{path}: its {what} has a bad {key!r} ({shown[:80]})")
-    return value
 
 
 def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) -> None:
@@ -252,7 +207,7 @@ def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) ->
         raise MnistEdgeError(f"{path}: weights do not fit architecture {arch!r} ({detail})")
     for name, want in expected.items():
         got = state[name]
-        if not _tensor(want.dtype)(got) or got.shape != want.shape:
+        if _tensor(want.dtype)(got) is not None or got.shape != want.shape:
             found = _tensor_kind(got)
             raise MnistEdgeError(f"{path}: weight {name} is {found}, architecture {arch!r} needs {want.dtype} {list(want.shape)}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
@@ -292,8 +247,8 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     arch = payload.get("arch")
     if not isinstance(arch, str) or arch not in list_models():
         raise MnistEdgeError(f"{path}: unknown architecture {str(arch)[:40]!r}")
-    training = _check_fields(path, "training state", payload.get("training", {}), TRAINING, ())
-    meta = _check_fields(path, "metadata", payload.get("meta"), META, REQUIRED_TO_RESUME if training else REQUIRED_META)
+    training = check_fields(str(path), "its training state", payload.get("training", {}), TRAINING)
+    meta = check_fields(str(path), "its metadata", payload.get("meta"), META, REQUIRED_TO_RESUME if training else REQUIRED_META)
     if meta["arch"] != arch:
         raise MnistEdgeError(f"{path}: its metadata says architecture {meta['arch']!r}, its weights {arch!r}")
     if "recipe" in meta:  # complete: a field added since the file was written shows its default

@@ -16,7 +16,8 @@ import torch
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.train.recipes import SCHEDULES, Recipe
 from mnist_edge.train.progress import PROGRESS_EVERY_S
-from mnist_edge.train.validate import check_recipe, integer, number, recipe_from_dict
+from mnist_edge.schema import integer, number
+from mnist_edge.train.validate import check_recipe, recipe_from_dict
 from mnist_edge.train.architectures import arch_info, create_model
 from mnist_edge.train.checkpoint import Checkpoint, load_checkpoint
 from mnist_edge.atomic import probe_writable, require_replaceable

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.spec import NUM_CLASSES
 from mnist_edge.edge.serve.engine import Engine, WorkerDied
-from mnist_edge.edge.serve.protocol import Job
+from mnist_edge.edge.serve.protocol import Upload
 
 # The page's files, served from the package itself: the Pi may have no internet.
 STATIC = {
@@ -184,9 +184,9 @@ async def predict(request: Request) -> Response:
     params, state = request.query_params, request.app.state
     raw, preview, top = _flag(params, "raw"), _flag(params, "preview"), _top(params)
     refuse = not (state.always_digit or _flag(params, "always_digit"))
-    jobs = [Job(name, data, raw, top, preview, refuse) for name, data in await _uploads(request, state.max_files)]
+    uploads = [Upload(name, data, raw, top, preview, refuse) for name, data in await _uploads(request, state.max_files)]
     try:
-        outcomes = await state.engine.predict(jobs)
+        outcomes = await state.engine.predict(uploads)
     except WorkerDied as exc:
         return error_response(503, str(exc))
     except MnistEdgeError as exc:  # the model itself failed (a runtime error): not the client's fault

@@ -31,7 +31,7 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.results import usable_cpus
 from mnist_edge.edge.preprocess import WORK_SIZE, header_pixels
 from mnist_edge.edge.serve.prepare import prepare
-from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
+from mnist_edge.edge.serve.protocol import FRAME, Outcome, Upload, frame
 
 log = logging.getLogger("mnist_edge.serve")
 
@@ -147,7 +147,7 @@ class Engine:
         self.max_batch = max_batch
         self.model_info: dict[str, Any] = {}
         self._workers: list[_Worker] = []
-        self._pending: deque[tuple[Job, asyncio.Future[Outcome]]] = deque()
+        self._pending: deque[tuple[Upload, asyncio.Future[Outcome]]] = deque()
         self._changed = asyncio.Event()  # work arrived, a batch ended or a worker started: look again
         self._dispatcher: asyncio.Task[None] | None = None
         self._replacing: set[int] = set()  # indexes of dead workers being replaced
@@ -194,23 +194,23 @@ class Engine:
                 future.set_exception(error)
         self._pending.clear()
 
-    async def predict(self, jobs: list[Job]) -> list[Outcome]:
-        """An Outcome per job, in order. Raises WorkerDied if a worker died running them."""
+    async def predict(self, uploads: list[Upload]) -> list[Outcome]:
+        """An Outcome per upload, in order. Raises WorkerDied if a worker died running them."""
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in jobs]
-        self.images += len(jobs)
-        self._pending.extend(zip(jobs, futures))
+        futures = [loop.create_future() for _ in uploads]
+        self.images += len(uploads)
+        self._pending.extend(zip(uploads, futures))
         self._changed.set()
         return list(await asyncio.gather(*futures))
 
-    def _take_batch(self) -> list[tuple[Job, asyncio.Future[Outcome]]]:
-        batch: list[tuple[Job, asyncio.Future[Outcome]]] = []
+    def _take_batch(self) -> list[tuple[Upload, asyncio.Future[Outcome]]]:
+        batch: list[tuple[Upload, asyncio.Future[Outcome]]] = []
         size = 0
         while self._pending and len(batch) < self.max_batch and (not batch or size + len(self._pending[0][0].data) <= MAX_BATCH_BYTES):
-            job, future = self._pending.popleft()
+            upload, future = self._pending.popleft()
             if not future.done():  # a request whose gather was cancelled
-                batch.append((job, future))
-                size += len(job.data)
+                batch.append((upload, future))
+                size += len(upload.data)
         return batch
 
     async def _dispatch(self) -> None:
@@ -226,7 +226,7 @@ class Engine:
                 if worker is not None:
                     batch = self._take_batch()
                     if batch:  # sent now, so it counts against the worker's room at once
-                        answer = worker.call("predict_batch", [job for job, _ in batch])
+                        answer = worker.call("predict_batch", [upload for upload, _ in batch])
                         self._spawn(self._settle(batch, answer))
                 elif self._prepare_one_here():
                     await asyncio.sleep(0)  # HTTP first: whatever arrived meanwhile is read before the next image
@@ -248,19 +248,19 @@ class Engine:
         otherwise idle until a worker answers; the worker then only runs the model on it. Only small
         images (drawings, scans), in bytes and in pixels: a large photo, or a small file that decodes to a huge
         image, would hold up HTTP for too long. False when none is left."""
-        for k, (job, future) in enumerate(self._pending):
-            if job.pixels is not None or job.heavy or future.done():
+        for k, (upload, future) in enumerate(self._pending):
+            if upload.pixels is not None or upload.heavy or future.done():
                 continue
-            if not _cheap(job.data):
-                self._pending[k] = (replace(job, heavy=True), future)  # its header is read once, not on every pass
+            if not _cheap(upload.data):
+                self._pending[k] = (replace(upload, heavy=True), future)  # its header is read once, not on every pass
                 continue
-            prepared = prepare(job)
+            prepared = prepare(upload)
             self.prepared_here += 1
             if isinstance(prepared, Outcome):  # a bad image needs no worker at all
                 del self._pending[k]
                 future.set_result(prepared)
             else:
-                self._pending[k] = (replace(job, data=b"", pixels=prepared), future)
+                self._pending[k] = (replace(upload, data=b"", pixels=prepared), future)
             return True
         return False
 
@@ -283,7 +283,7 @@ class Engine:
         self._replacing.discard(k)
         self._changed.set()
 
-    async def _settle(self, batch: list[tuple[Job, asyncio.Future[Outcome]]], answer: asyncio.Future[Any]) -> None:
+    async def _settle(self, batch: list[tuple[Upload, asyncio.Future[Outcome]]], answer: asyncio.Future[Any]) -> None:
         """Hand each request its images' outcomes once the worker answers."""
         try:
             outcomes = await answer

@@ -8,13 +8,16 @@ from __future__ import annotations
 import pickle
 import struct
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FRAME = struct.Struct("!I")  # the length of the pickle that follows
 
 
 @dataclass(frozen=True)
-class Job:
+class Upload:
     """One uploaded image and what its request asked for."""
 
     name: str
@@ -23,7 +26,7 @@ class Job:
     top: int = 3
     preview: bool = False
     refuse: bool = True  # False: a digit even for what the model says is not one (?always_digit=1, --always-digit)
-    pixels: Any = None  # the [28,28] float32 array, when the server process has prepared it (data is then dropped)
+    pixels: np.ndarray | None = None  # [28,28] float32, when the server process has prepared it (data is then dropped)
     heavy: bool = False  # the server process found it too costly to prepare itself: a worker's to do
 
 

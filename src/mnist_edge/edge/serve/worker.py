@@ -27,7 +27,7 @@ from mnist_edge.edge.predict import Failure, infer
 from mnist_edge.edge.preprocess import png_bytes
 from mnist_edge.edge.models import EdgeModel, open_model
 from mnist_edge.edge.serve.prepare import prepare
-from mnist_edge.edge.serve.protocol import FRAME, Job, Outcome, frame
+from mnist_edge.edge.serve.protocol import FRAME, Outcome, Upload, frame
 from mnist_edge.spec import INPUT_SPEC, NUM_CLASSES
 
 _model: EdgeModel | None = None
@@ -76,16 +76,16 @@ def model_facts() -> dict:
     }
 
 
-def predict_batch(jobs: list[Job]) -> list[Outcome]:
-    """An Outcome per job, in order. The images that preprocess go through the model as one batch, through
+def predict_batch(uploads: list[Upload]) -> list[Outcome]:
+    """An Outcome per upload, in order. The images that preprocess go through the model as one batch, through
     predict's own `infer` (if the model fails on the batch, each image is run alone)."""
     model = _loaded()
-    prepared = [prepare(job) for job in jobs]
-    good = [(job, x) for job, x in zip(jobs, prepared) if isinstance(x, np.ndarray)]
-    # Every class ranked; each job keeps its own `top` first ones, the very ranking `--top K` prints.
-    results = iter(infer(model, [job.name for job, _ in good], [x for _, x in good], NUM_CLASSES) if good else [])
+    prepared = [prepare(upload) for upload in uploads]
+    good = [(upload, x) for upload, x in zip(uploads, prepared) if isinstance(x, np.ndarray)]
+    # Every class ranked; each upload keeps its own `top` first ones, the very ranking `--top K` prints.
+    results = iter(infer(model, [upload.name for upload, _ in good], [x for _, x in good], NUM_CLASSES) if good else [])
     outcomes = []
-    for job, x in zip(jobs, prepared):
+    for upload, x in zip(uploads, prepared):
         if isinstance(x, Outcome):
             outcomes.append(x)
             continue
@@ -93,9 +93,9 @@ def predict_batch(jobs: list[Job]) -> list[Outcome]:
         if isinstance(result, Failure):  # the model failed on this image, or gave non-finite scores: ours, not the client's
             outcomes.append(Outcome(500, result.as_dict()))
             continue
-        row = (result if job.refuse else result.as_digit()).as_dict()
-        row["top"] = row["top"][: job.top]
-        if job.preview:
+        row = (result if upload.refuse else result.as_digit()).as_dict()
+        row["top"] = row["top"][: upload.top]
+        if upload.preview:
             row["preview"] = "data:image/png;base64," + base64.b64encode(png_bytes(x)).decode("ascii")
         outcomes.append(Outcome(200, row))
     return outcomes
