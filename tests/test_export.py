@@ -222,7 +222,7 @@ def test_a_new_format_is_one_table_entry_and_one_writer_module(tiny_checkpoint, 
     assert toy_writer.ASKED == ["none"]  # the table, not the writer, turned the other modes away
     assert [(e["file"], e["format"]) for e in read_manifest(out)["artifacts"]] == [("tiny.toy.pt", "toy")]
     monkeypatch.undo()
-    with pytest.raises(MnistEdgeError, match="format 'toy' is not one of onnx, tflite, torchscript, checkpoint"):
+    with pytest.raises(MnistEdgeError, match=r"bad 'format' \('toy'\): must be one of onnx, tflite, torchscript, checkpoint"):
         read_manifest(out)
 
 
