@@ -123,3 +123,15 @@ def test_pi_check_ignores_rank_swaps_and_noise_below_the_tolerance(data: st.Data
         row["probability"] = next(t["probability"] for t in row["top"] if t["digit"] == row["digit"])
     diff = pi_check.compare(pi_check.by_label(rows), pi_check.by_label(emulated), TOLERANCE)
     assert diff == pytest.approx(noise, abs=1e-12)
+
+
+def test_pi_check_reads_a_version_from_a_dist_info_folder(pi_check: ModuleType) -> None:
+    assert pi_check.dist_version("ai_edge_litert-2.3.0.dist-info") == "2.3.0"
+    assert pi_check.dist_version("onnxruntime-1.18.1.dist-info") == "1.18.1"
+
+
+def test_pi_check_asks_for_every_manylinux_tag_a_bookworm_pi_runs(pi_check: ModuleType) -> None:
+    platforms = {pi_check.WHEEL_TARGET[i + 1] for i, arg in enumerate(pi_check.WHEEL_TARGET) if arg == "--platform"}
+    # ai-edge-litert's aarch64 wheel is manylinux_2_27: a list of only 2014/2_17/2_28 found no wheel for it
+    assert {"manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_36_aarch64"} <= platforms
+    assert "manylinux_2_37_aarch64" not in platforms  # newer than bookworm's glibc 2.36: would not load
