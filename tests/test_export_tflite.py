@@ -16,7 +16,7 @@ from cli_runner import cli_runner
 from mnist_edge.cli import app
 from mnist_edge.edge.litert import LiteRTModel
 from mnist_edge.export import tflite_writer
-from mnist_edge.export.verify import FP32, ParityData, check_artifact
+from mnist_edge.export.verify import FP32, ParityData, check_artifact, runtime_parity
 from mnist_edge.spec import THRESHOLD_KEY
 
 runner = cli_runner()
@@ -45,8 +45,9 @@ def two_heads_files(tmp_path_factory) -> dict[str, object]:
     paths = {}
     for mode in ("none", "static"):
         paths[mode] = folder / f"two.{mode}.tflite"
-        made = tflite_writer.Made(tflite_writer.tflite_model(model, mode, calibration), ["logits", "not_digit"])
+        made = tflite_writer.flatbuffer(model, ["logits", "not_digit"], mode, calibration)
         tflite_writer.save(made, paths[mode], {"arch": "two", THRESHOLD_KEY: "0.5"})
+        paths[f"{mode} twin"] = made.twin
     return {"model": model, **paths}
 
 
@@ -79,6 +80,23 @@ def test_the_int8_file_dequantizes_both_outputs(two_heads_files):
     assert not_digit.shape == (5,) and ((not_digit >= 0) & (not_digit <= 1.01)).all()
 
 
+def test_the_int8_file_answers_as_onnx_runtime_running_the_same_int8_graph(two_heads_files):
+    """The int8 file's ONNX twin (the same quantized graph) in ONNX Runtime gives the same answers as LiteRT; a twin of
+    another model does not, and the gate says how."""
+    assert two_heads_files["none twin"] is None  # fp32 files are held to PyTorch alone
+    images = np.random.default_rng(5).random((300, 1, 28, 28), dtype=np.float32)
+    data = ParityData(images, None, "random pixels")
+    same = runtime_parity(two_heads_files["static"], two_heads_files["static twin"], data, 0.5)
+    assert same.passed and same.agreement == same.refusal_agreement == 100.0 and same.max_abs_diff < 1e-4
+    other = TwoHeads().eval()
+    with torch.no_grad():
+        other.logits.weight[3] += 0.05  # digit 3 wins more often: the runtimes now run different models
+    calibration = np.random.default_rng(1).random((128, 1, 28, 28), dtype=np.float32)
+    twin = tflite_writer.flatbuffer(other, ["logits", "not_digit"], "static", calibration).twin
+    differs = runtime_parity(two_heads_files["static"], twin, data, 0.5)
+    assert not differs.passed and differs.failures[0].startswith("max abs logit diff")
+
+
 def test_the_gate_fails_a_second_output_that_differs(two_heads_files, tmp_path):
     """A file whose not_digit is off fails the gate even when its logits pass."""
     model = two_heads_files["model"]
@@ -104,6 +122,8 @@ def test_export_tflite_writes_both_files_gated_and_in_the_manifest(make_checkpoi
     assert set(entries) == {"tiny.tflite", "tiny.int8.tflite"}
     assert entries["tiny.tflite"]["parity"]["max_abs_diff"] < 1e-4
     assert LiteRTModel(out / "tiny.int8.tflite").metadata["quantization"] == "static"
+    assert entries["tiny.int8.tflite"]["parity"]["runtime_agreement"] == 100.0  # LiteRT answers as ONNX Runtime
+    assert entries["tiny.tflite"]["parity"]["runtime_agreement"] is None
     assert "test_accuracy" in LiteRTModel(out / "tiny.tflite").metadata
 
 

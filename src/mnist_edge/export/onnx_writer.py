@@ -65,12 +65,15 @@ def onnx_proto(model: nn.Module) -> onnx.ModelProto:
     It traces through torch.export (no Python control flow lost), constant-folds and simplifies
     with onnxscript's optimizer, and keeps every weight inside the proto.
     """
-    names = output_names(model)
-    model = deployable(model).eval()
+    return graph_proto(deployable(model).eval(), output_names(model))
+
+
+def graph_proto(module: nn.Module, names: list[str]) -> onnx.ModelProto:
+    """MODULE (deployable, in eval mode; a PT2E int8 graph too) as an ONNX proto with outputs NAMES."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter about its own internals, not about our model
         program = torch.onnx.export(
-            model,
+            module,
             (example_input(),),
             dynamo=True,
             input_names=[INPUT_NAME],

@@ -48,6 +48,7 @@ from mnist_edge.export.verify import (
     model_threshold,
     parity_data,
     parity_non_digits,
+    runtime_parity,
     tolerances_for,
 )
 
@@ -153,6 +154,11 @@ def export_artifact(
     result.size_bytes = path.stat().st_size  # a refused file's size is reported too
     tolerances = tolerances or default_tolerances(quantization)
     result.parity = check_artifact(path, reference, data, tolerances, fmt, model_threshold(ckpt.model))
+    twin = getattr(made, "twin", None)  # a LiteRT int8 file's quantized graph as ONNX
+    if result.parity.passed and twin is not None:
+        runtimes = runtime_parity(path, twin, data, model_threshold(ckpt.model))
+        result.parity.runtime_agreement = min(runtimes.agreement, runtimes.refusal_agreement or 100.0)
+        result.parity.failures += [f"against ONNX Runtime on the same int8 graph: {f}" for f in runtimes.failures]
     if result.parity.passed:
         # Its accuracy is known only now that it ran: stamp it (metadata only; the model is the one verified).
         writer.save(made, path, {**metadata, **measured_accuracy(result.parity)})

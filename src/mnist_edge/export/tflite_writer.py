@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from mnist_edge.atomic import write_bytes
 from mnist_edge.export import quantize
-from mnist_edge.export.onnx_writer import deployable, output_names
+from mnist_edge.export.onnx_writer import deployable, graph_proto, output_names
 from mnist_edge.formats import DYNAMIC, NONE, STATIC, TFLITE_METADATA
 from mnist_edge.spec import INPUT_SHAPE
 
@@ -48,14 +49,27 @@ class Made:
 
     content: bytes
     output_names: list[str]
+    # Static int8: the same quantized graph as ONNX (the same scales, zero points and int8 weights), so the gate can
+    # hold LiteRT to ONNX Runtime's answers on one model; the file's own quantizer differs from export's ONNX int8.
+    twin: onnx.ModelProto | None = None
 
 
 def make(model: nn.Module, quantization: str, calibration: np.ndarray | None, _shared: dict[str, Any]) -> Made:
     """MODEL as a LiteRT flatbuffer in QUANTIZATION, fp32 or static int8 (what every exported file computes of it);
     export never asks for dynamic, which formats.FORMATS says LiteRT files do not have."""
-    module = deployable(model)
-    content = tflite_model(module, quantization, quantize.required(calibration) if quantization == STATIC else None)
-    return Made(content, output_names(model))
+    return flatbuffer(deployable(model), output_names(model), quantization, calibration)
+
+
+def flatbuffer(module: nn.Module, names: list[str], quantization: str, calibration: np.ndarray | None = None) -> Made:
+    """MODULE (what a file computes, outputs NAMES) as a flatbuffer with the BATCHES signatures: fp32 ("none") or
+    "static" int8 calibrated on CALIBRATION, with its ONNX twin."""
+    module.eval()
+    if quantization == NONE:
+        return Made(_convert(module), names)
+    if quantization != STATIC:
+        raise ValueError(f"LiteRT export makes fp32 or calibrated static int8, not {quantization!r}")  # a caller's bug
+    converted, config = _quantized(module, quantize.required(calibration))
+    return Made(_convert(converted, config), names, graph_proto(converted, names))
 
 
 def save(made: Made, path: Path | str, metadata: dict[str, str]) -> None:
@@ -104,17 +118,6 @@ def _quantized(model: nn.Module, calibration: np.ndarray) -> tuple[nn.Module, ob
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)  # a captured graph has no eval(); the converter warns of training mode
     return converted, quant_config.QuantConfig(pt2e_quantizer=quantizer)
-
-
-def tflite_model(model: nn.Module, quantization: str, calibration: np.ndarray | None = None) -> bytes:
-    """MODEL (eval mode) as a TFLite flatbuffer with the BATCHES signatures: fp32 ("none") or "static" int8."""
-    model.eval()
-    if quantization == NONE:
-        return _convert(model)
-    if quantization != STATIC or calibration is None:
-        # a bug in the caller
-        raise ValueError(f"LiteRT export makes fp32 or calibrated static int8, not {quantization!r}")
-    return _convert(*_quantized(model, calibration))
 
 
 def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:

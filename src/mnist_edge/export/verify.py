@@ -9,16 +9,20 @@ random pixels prove neither accuracy nor agreement on digits. Opening the files 
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 
 from mnist_edge.export.artifacts import open_artifact, require_checkpoint
+from mnist_edge.export import onnx_writer
 from mnist_edge.train.data import MNIST, download_mnist, load_mnist, local_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import LogitsFn, percent, split_outputs, to_pixels, torch_logits_fn
+from mnist_edge.formats import ONNX, TFLITE
 from mnist_edge.spec import INPUT_SHAPE, THRESHOLD_KEY
 
 if TYPE_CHECKING:
@@ -73,6 +77,9 @@ class Parity:
     failures: list[str] = field(default_factory=list)
     refusal_agreement: float | None = None  # percent of images both refuse or both answer (open-set models)
     refused: float | None = None  # percent of the digits the file answers "not a digit" (open-set models)
+    # A LiteRT int8 file: percent of images (digits and refusals) where it answers as ONNX Runtime running the same
+    # quantized graph (runtime_parity); anything below 100 fails.
+    runtime_agreement: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -94,6 +101,8 @@ class Parity:
             text += f", not-a-digit agreement {self.refusal_agreement:.2f}%"
         if self.reference_accuracy is not None:
             text += f", accuracy {self.reference_accuracy:.2f}% (torch) vs {self.artifact_accuracy:.2f}%"
+        if self.runtime_agreement is not None:
+            text += f", same answers as ONNX Runtime on its int8 graph {self.runtime_agreement:.2f}%"
         return text
 
 
@@ -208,6 +217,16 @@ def check_artifact(
     artifact = open_artifact(path, fmt, trust_torchscript=True)
     tolerances = tolerances or default_tolerances(artifact.quantization)
     return compare(reference, batched(artifact.logits_fn, data.images), data, tolerances, threshold)
+
+
+def runtime_parity(path: Path, twin: onnx.ModelProto, data: ParityData, threshold: float | None) -> Parity:
+    """The LiteRT int8 file at PATH against ONNX Runtime running TWIN, the same quantized graph as ONNX, on DATA:
+    one model in two runtimes must give the same answers (the fp32 tolerances, refusals included)."""
+    with tempfile.TemporaryDirectory(prefix="mnist-edge-twin-") as work:
+        onnx_path = Path(work) / "twin.onnx"
+        onnx_writer.save(twin, onnx_path, {} if threshold is None else {THRESHOLD_KEY: repr(threshold)})
+        reference = batched(open_artifact(onnx_path, ONNX).logits_fn, data.images)
+    return check_artifact(path, reference, data, FP32, TFLITE, threshold)
 
 
 def verify_artifact(
