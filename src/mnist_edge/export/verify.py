@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from mnist_edge.export.artifacts import open_artifact, require_checkpoint
-from mnist_edge.export import onnx_writer
 from mnist_edge.train.data import MNIST, download_mnist, load_mnist, local_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import LogitsFn, percent, split_outputs, to_pixels, torch_logits_fn
@@ -26,6 +24,8 @@ from mnist_edge.formats import ONNX, TFLITE
 from mnist_edge.spec import INPUT_SHAPE, THRESHOLD_KEY
 
 if TYPE_CHECKING:
+    import onnx
+
     from mnist_edge.train.architectures import MnistClassifier
 
 BATCH = 1000
@@ -222,6 +222,8 @@ def check_artifact(
 def runtime_parity(path: Path, twin: onnx.ModelProto, data: ParityData, threshold: float | None) -> Parity:
     """The LiteRT int8 file at PATH against ONNX Runtime running TWIN, the same quantized graph as ONNX, on DATA:
     one model in two runtimes must give the same answers (the fp32 tolerances, refusals included)."""
+    from mnist_edge.export import onnx_writer  # torch: the torch-free tools import this module for batched()
+
     with tempfile.TemporaryDirectory(prefix="mnist-edge-twin-") as work:
         onnx_path = Path(work) / "twin.onnx"
         onnx_writer.save(twin, onnx_path, {} if threshold is None else {THRESHOLD_KEY: repr(threshold)})
