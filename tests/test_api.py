@@ -102,6 +102,13 @@ def test_top_out_of_range_is_refused(model, top):
         model.predict(SAMPLES / "mnist-0.png", top=top)
 
 
+def test_top_ten_ranks_every_digit_most_likely_first(model):
+    """top runs 1 to 10, both included: ten lists every digit once."""
+    ranked = model.predict(SAMPLES / "mnist-0.png", top=10).top
+    assert sorted(digit for digit, _ in ranked) == list(range(10))
+    assert [p for _, p in ranked] == sorted((p for _, p in ranked), reverse=True)
+
+
 def test_a_model_that_is_not_there_or_not_onnx_is_one_clear_error(tmp_path):
     (tmp_path / "notes.onnx").write_text("hello")
     for name, message in (("nope.onnx", "no such model file"), ("notes.onnx", "not a usable ONNX")):

@@ -222,6 +222,37 @@ def test_training_holds_out_digits_and_calibrates_on_them(tmp_path: Path, mnist_
     assert ckpt.meta["train_images"] == 600 - 30 + 60 + 80  # MNIST less the held-out, plus printed and non-digits
 
 
+def test_the_exported_logits_are_the_raw_ones_divided_by_the_temperature() -> None:
+    """spec.TEMPERATURE_KEY: what every exported file computes (Deployed) has the temperature divided into its
+    logits; the not-digit score comes from the raw outputs, untouched by it."""
+    from mnist_edge.train.architectures import Deployed, create_model
+
+    torch.manual_seed(0)
+    model = create_model("edgenet").eval()
+    model.temperature.fill_(2.5)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        raw = model(x)
+        logits, not_digit = Deployed(model)(x)
+    torch.testing.assert_close(logits, raw[:, :10] / 2.5)
+    torch.testing.assert_close(not_digit, torch.softmax(raw, dim=1)[:, 10])
+
+
+def test_the_open_set_table_refuses_where_predict_does() -> None:
+    """tools/open_set.py's figures count a refusal where spec.refuses makes one: a score equal to the threshold."""
+    from mnist_edge.measure.open_set import Model, digit_row
+
+    scores = np.array([0.25, 0.5, 0.75], np.float32)
+
+    def outputs(pixels: np.ndarray) -> np.ndarray:  # digit 0, and each image's not-digit score (split_outputs)
+        logits = np.zeros((len(pixels), 10), np.float32)
+        logits[:, 0] = 5.0
+        return np.column_stack([logits, scores[: len(pixels)]])
+
+    row = digit_row(Model(outputs, 0.5), "zeros", np.zeros((3, 28, 28), np.uint8), np.zeros(3, np.int64))
+    assert row.answered == row.right == sum(not refuses(float(s), 0.5) for s in scores) == 1
+
+
 def test_a_kind_drawn_none_of_shows_a_dash_not_a_division_by_zero() -> None:
     from mnist_edge.measure.open_set import Row
 

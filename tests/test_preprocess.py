@@ -63,6 +63,9 @@ def test_polarity_does_not_matter(tmp_path):
     dark = preprocess(save(seven(), tmp_path / "dark.png"))
     light = preprocess(save(255 - seven(), tmp_path / "light.png"))
     assert similarity(dark, light) > 0.99
+    for image in (dark, light):  # and both as MNIST has it, not the same wrong way twice: white strokes on black,
+        assert_mnist_form(image)  # 2 px wide (MNIST's median is 1.8), where ink read as paper gives a filled shape
+        assert _stroke_width(image > 0.5) < 3
 
 
 def test_uneven_lighting_is_removed(tmp_path):

@@ -196,6 +196,19 @@ def test_a_model_that_asks_for_a_huge_tensor_fails_its_run_in_one_line(tmp_path)
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("text", [None, "", "half", "nan", "inf", "-0.01", "1.0000001", "1.5"])
+def test_a_threshold_that_is_no_number_in_0_1_is_refused(text):
+    """Over 1 would never refuse, under 0 refuse everything: a file saying so is broken, not a model to run."""
+    metadata = {} if text is None else {"not_digit_threshold": text}
+    with pytest.raises(MnistEdgeError, match="m.onnx: has a 'not_digit' output but no usable 'not_digit_threshold'"):
+        model_checks.not_digit_threshold(metadata, "m.onnx")
+
+
+@pytest.mark.parametrize("text, value", [("0", 0.0), ("1", 1.0), ("0.4375", 0.4375)])
+def test_a_threshold_in_0_1_is_read_as_it_is(text, value):
+    assert model_checks.not_digit_threshold({"not_digit_threshold": text}, "m.onnx") == value
+
+
 def test_a_model_file_over_the_size_limit_is_refused_before_onnx_runtime_reads_it(tmp_path):
     """ONNX Runtime reads a whole file into memory (about twice its size at the peak): a 600 MB model took
     1.2 GB before. A sparse file takes no disk."""

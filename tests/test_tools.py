@@ -9,10 +9,12 @@ import runpy
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from conftest import ROOT, TORCH_FREE_RUN, missing_imports
+from repo_tools import tool
 
 TOOLS = ROOT / "tools"
 SCRIPTS = sorted(p for p in TOOLS.glob("*.py") if not p.name.startswith("_"))  # _toolcli.py is their helper
@@ -72,3 +74,26 @@ def test_wild_accuracy_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args
     assert _run(TOOLS / "wild_accuracy.py", *(a.format(**fill) for a in args), monkeypatch=monkeypatch) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message.format(**fill)}") and err.count("\n") == 1
+
+
+def test_the_mutation_table_fits_the_source():
+    """tools/mutations.py's old texts each occur exactly once where it says, so code that moved fails here, at once,
+    instead of leaving a table that mutates nothing (running the table itself takes minutes: docs/layout.md)."""
+    mutations = tool("mutations")
+    assert mutations.table_problems() == []
+    assert len(mutations.MUTATIONS) >= 15
+
+
+def test_the_mutation_table_check_finds_moved_code_and_missing_tests():
+    mutations = tool("mutations")
+    row = mutations.Mutation("x", "spec.py", "return not_digit >= threshold", "return not_digit > threshold",
+                             ("tests/test_open_set.py",), "")
+    moved = replace(row, name="moved", old="return not_digit >== threshold")
+    twice = replace(row, name="twice", old="NUM_CLASSES")  # defined, then used
+    gone = replace(row, name="gone", tests=("tests/test_nothing.py", "-k", "x"))
+    assert mutations.table_problems((row, moved, twice, gone, row)) == [
+        "moved: its old text is found 0 times in src/mnist_edge/spec.py, not once",
+        "twice: its old text is found 2 times in src/mnist_edge/spec.py, not once",
+        "gone: no tests/test_nothing.py",
+        "x: not a one-line change, or its name is used twice",
+    ]

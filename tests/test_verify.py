@@ -58,6 +58,16 @@ def test_quantized_default_gate_allows_0_3_points_of_accuracy_drop():
     assert compare(_logits(labels), _logits(artifact), _data(1000, labels), tolerances_for("dynamic")).passed
 
 
+def test_a_drop_of_exactly_the_allowed_points_passes():
+    """The gate fails a drop of more than --max-accuracy-drop. 0.3 above is 0.29999999999999716 in floats; 0.5
+    points of 1000 digits is exact, so this is the boundary itself."""
+    labels = np.arange(1000) % 10
+    artifact = labels.copy()
+    artifact[:5] = (artifact[:5] + 1) % 10  # 99.5%: 0.5 points down, and 99.5% agreement (the default floor)
+    parity = compare(_logits(labels), _logits(artifact), _data(1000, labels), tolerances_for("static", {"max_accuracy_drop": 0.5}))
+    assert parity.reference_accuracy - parity.artifact_accuracy == 0.5 and parity.passed, parity.failures
+
+
 def test_fp32_default_gate_is_1e_4_and_full_agreement_and_flags_override_it():
     reference = _logits(np.arange(100) % 10)
     parity = compare(reference, reference + 2e-4, _data(100, None), tolerances_for("none"))
