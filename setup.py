@@ -1,6 +1,6 @@
 """The wheel's layout, which pyproject.toml's setuptools tables cannot express: every package found under src/ with
-all its files, plus exported/ (kept once, at the repo root) mapped into the package as mnist_edge/exported, with a manifest
-that lists only the files the wheel carries. Metadata and dependencies live in pyproject.toml."""
+all its files, plus exported/ (kept once, at the repo root) mapped into the package as mnist_edge/exported, with a
+manifest that lists only the files the wheel carries. Metadata and dependencies live in pyproject.toml."""
 
 from __future__ import annotations
 

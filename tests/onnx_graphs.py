@@ -69,14 +69,22 @@ def endless(path: Path) -> Path:
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["x_in", "one"], ["x_out"])],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1]),
+        ],
         [numpy_helper.from_array(np.ones(1, np.float32), "one")],
     )
     loop = helper.make_node("Loop", ["trips", "cond", "x0"], ["x"], body=body)
     constants = {"trips": np.array(10**12, np.int64), "cond": np.array(True), "x0": np.zeros(1, np.float32)}
-    return pixels_model(path, list(range(10)), [loop, helper.make_node("Add", ["picked", "x"], [OUTPUT_NAME])], constants)
+    return pixels_model(
+        path, list(range(10)), [loop, helper.make_node("Add", ["picked", "x"], [OUTPUT_NAME])], constants
+    )
 
 
 def external_weights(path: Path, location: str) -> Path:
@@ -87,7 +95,11 @@ def external_weights(path: Path, location: str) -> Path:
     for key, value in (("location", location), ("offset", "0"), ("length", "40")):
         entry = weights.external_data.add()
         entry.key, entry.value = key, value
-    model = onnx.load_from_string(pixels_model(path, list(range(10)), [helper.make_node("Add", ["picked", "weights"], [OUTPUT_NAME])]).read_bytes())
+    model = onnx.load_from_string(
+        pixels_model(
+            path, list(range(10)), [helper.make_node("Add", ["picked", "weights"], [OUTPUT_NAME])]
+        ).read_bytes()
+    )
     model.graph.initializer.append(weights)
     path.write_bytes(model.SerializeToString())  # onnx.save would try to read the external data
     return path
@@ -96,8 +108,12 @@ def external_weights(path: Path, location: str) -> Path:
 def huge_constant(path: Path) -> Path:
     """Asks for a 2^50-element tensor at run time (ConstantOfShape), summed into every logit."""
     nodes = [
-        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
+        ),
         helper.make_node("ReduceSum", ["big"], ["sum"], keepdims=0),
         helper.make_node("Add", ["picked", "sum"], [OUTPUT_NAME]),
     ]
-    return pixels_model(path, list(range(10)), nodes, constants={"shape": np.array([1 << 20, 1 << 20, 1 << 10], np.int64)})
+    return pixels_model(
+        path, list(range(10)), nodes, constants={"shape": np.array([1 << 20, 1 << 20, 1 << 10], np.int64)}
+    )

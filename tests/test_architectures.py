@@ -92,16 +92,18 @@ def test_every_architecture_keeps_its_notebook_recipe_by_name(name):
 def test_tiny_defaults_to_the_notebook_recipe_annealed():
     info = arch_info("tiny")
     notebook, default = info.get_recipe("notebook"), info.recipe
-    assert (notebook.optimizer, notebook.lr, notebook.momentum, notebook.batch_size, notebook.epochs, notebook.augment) == (
-        "sgd", 0.01, 0.9, 128, 20, True
-    )
+    assert (
+        notebook.optimizer, notebook.lr, notebook.momentum, notebook.batch_size, notebook.epochs, notebook.augment,
+    ) == ("sgd", 0.01, 0.9, 128, 20, True)
     # the same recipe but for the schedule: annealed from a higher peak
     assert default == type(default)(**{**notebook.as_dict(), "schedule": "cosine", "lr": 0.03})
 
 
 def test_notebook_000_models_default_to_its_recipe_annealed():
     info = arch_info("basic")
-    assert info.recipe == type(info.recipe)(**{**info.get_recipe("notebook").as_dict(), "schedule": "cosine", "lr": 0.05})
+    assert info.recipe == type(info.recipe)(
+        **{**info.get_recipe("notebook").as_dict(), "schedule": "cosine", "lr": 0.05}
+    )
     inception = arch_info("inception")  # the other network of notebook 000: the same two recipes
     assert inception.recipes == info.recipes
 
@@ -123,7 +125,9 @@ def test_unknown_recipe_is_a_clear_error():
 
 def test_convstack_defaults_to_its_notebook_recipe_annealed():
     info = arch_info("convstack")
-    assert info.recipe == type(info.recipe)(**{**info.get_recipe("notebook").as_dict(), "schedule": "cosine", "lr": 3e-4})
+    assert info.recipe == type(info.recipe)(
+        **{**info.get_recipe("notebook").as_dict(), "schedule": "cosine", "lr": 3e-4}
+    )
 
 
 def test_edgenet_is_small_and_int8_friendly():
@@ -134,7 +138,11 @@ def test_edgenet_is_small_and_int8_friendly():
     for i in convs:  # every conv but the classifier is followed by a BN that folds into it
         assert isinstance(layers[i + 1], nn.BatchNorm2d) and layers[i].bias is None
         # a 3x3 conv's ReLU fuses into it; the head's depthwise conv pools the whole 7x7 map to 1x1
-        assert isinstance(layers[i + 2], nn.ReLU) if layers[i].kernel_size == (3, 3) else layers[i].groups == layers[i].in_channels
+        assert (
+            isinstance(layers[i + 2], nn.ReLU)
+            if layers[i].kernel_size == (3, 3)
+            else layers[i].groups == layers[i].in_channels
+        )
     assert all(layers[i].out_channels >= 16 for i in convs)
     allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     assert all(isinstance(m, allowed) for m in layers)

@@ -91,7 +91,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
 def test_probe_says_why_a_target_cannot_be_written(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    for target, reason in ((tmp_path, "is a folder"), (a_file / "x.pt", "regular file"), ("/proc/x.pt", "cannot write")):
+    for target, reason in (
+        (tmp_path, "is a folder"), (a_file / "x.pt", "regular file"), ("/proc/x.pt", "cannot write"),
+    ):
         with pytest.raises(MnistEdgeError, match=reason):
             probe_writable(target)
     probe_writable(tmp_path / "new" / "x.pt", 1 << 20)  # reserving leaves nothing behind

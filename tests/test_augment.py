@@ -73,9 +73,13 @@ def _asymmetric(n: int = 1) -> torch.Tensor:
 
 @pytest.mark.parametrize(("angle", "dx", "dy", "scale"), [(30, 0, 0, 1.0), (-15, 2, -3, 1.1), (20, -1, 2, 0.9)])
 def test_the_warp_is_torchvisions_random_affine(angle, dx, dy, scale):
-    """RandomAffine(degrees, translate, scale) calls F.affine with what it drew: the same numbers must give the same image."""
+    """RandomAffine(degrees, translate, scale) calls F.affine with what it drew: the same numbers must give the
+    same image."""
     x = _asymmetric()
-    expected = TF.affine(x, angle=angle, translate=[dx, dy], scale=scale, shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST, fill=0)
+    expected = TF.affine(
+        x, angle=angle, translate=[dx, dy], scale=scale, shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST,
+        fill=0,
+    )
     assert torch.equal(apply_params(x, _params(1, angle=math.radians(angle), dx=dx, dy=dy, scale=scale)), expected)
     mirrored = apply_params(x, _params(1, angle=math.radians(-angle), dx=dx, dy=dy, scale=scale))
     assert not torch.equal(mirrored, expected)  # the direction of rotation matters

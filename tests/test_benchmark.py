@@ -1,4 +1,5 @@
-"""`mnist-edge benchmark` on a tiny random-weight model, few digits and few runs: structure and sane figures, not speed."""
+"""`mnist-edge benchmark` on a tiny random-weight model, few digits and few runs: structure and sane figures, not
+speed."""
 
 import json
 import re
@@ -47,7 +48,10 @@ def test_every_format_gets_a_row_with_sane_figures(bench):
     assert bench.images == 64
     assert bench.settings["batch_1"] == {"threads": 1, "warmup": 2, "runs": 20}
     assert bench.settings["batch"]["size"] == 16 and bench.settings["batch"]["runs"] == 4
-    assert bench.settings["onnxruntime"]["intra_op_num_threads"] == 1 and bench.settings["onnxruntime"]["batch_threads"] >= 1
+    assert (
+        bench.settings["onnxruntime"]["intra_op_num_threads"] == 1
+        and bench.settings["onnxruntime"]["batch_threads"] >= 1
+    )
 
 
 def test_a_file_that_fails_verification_is_reported_and_not_timed(tmp_path, mnist_dir, make_checkpoint):
@@ -63,7 +67,9 @@ def test_a_file_that_fails_verification_is_reported_and_not_timed(tmp_path, mnis
 
 def test_json_is_plain_data(bench):
     report = json.loads(json.dumps(bench.as_dict()))
-    assert [r["name"] for r in report["rows"]] == ["PyTorch eager", "TorchScript fp32", "ONNX fp32", "ONNX dynamic int8", "ONNX static int8"]
+    assert [r["name"] for r in report["rows"]] == [
+        "PyTorch eager", "TorchScript fp32", "ONNX fp32", "ONNX dynamic int8", "ONNX static int8",
+    ]
     assert (report["rows"][4]["format"], report["rows"][4]["quantization"]) == STATIC
     assert report["rows"][2]["status"] == PASSED and report["rows"][2]["p50_us"] > 0
 
@@ -75,19 +81,29 @@ def test_cli_table_and_markdown_show_the_same_figures(tiny, mnist_dir, tmp_path)
     assert result.exit_code == 0, result.output
     lines = table.read_text().splitlines()
     assert lines[0].startswith("| format | status | size |") and "max \\|Δlogit\\|" in lines[0]
-    assert [line.split(" | ")[:2] for line in lines[2:4]] == [["| PyTorch eager", "reference"], ["| ONNX fp32", "passed"]]
+    assert [line.split(" | ")[:2] for line in lines[2:4]] == [
+        ["| PyTorch eager", "reference"],
+        ["| ONNX fp32", "passed"],
+    ]
     onnx_cells = [c.strip() for c in lines[3].strip("|").split("|")]
     terminal_row = next(line for line in result.stdout.splitlines() if "ONNX fp32" in line)
     assert re.split(r"\s{2,}", terminal_row.strip()) == onnx_cells
     assert "10 timed runs per format" in result.stdout and "ORT_ENABLE_ALL" in result.stdout
     assert any("intra-op threads 1" in line and "chunks at once" in line for line in lines)
-    refused = CliRunner().invoke(app, [*args, "--markdown", str(table)])  # the file is there now: never replaced unasked
-    assert refused.exit_code == 1 and refused.output.strip() == f"error: {table}: exists; give --overwrite to replace it, or choose another path"
+    # the file is there now: never replaced unasked
+    refused = CliRunner().invoke(app, [*args, "--markdown", str(table)])
+    assert (
+        refused.exit_code == 1
+        and refused.output.strip() == f"error: {table}: exists; give --overwrite to replace it, or choose another path"
+    )
     assert table.read_text().splitlines() == lines
 
 
 def test_format_and_quantize_name_the_rows_as_export_names_the_files(tiny, mnist_dir):
-    result = CliRunner().invoke(app, ["benchmark", str(tiny), "--format", "onnx", "--quantize", "static", "--limit", "16", "--runs", "10", "--json"])
+    result = CliRunner().invoke(
+        app,
+        ["benchmark", str(tiny), "--format", "onnx", "--quantize", "static", "--limit", "16", "--runs", "10", "--json"],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["rows"]
     assert [(r["format"], r["quantization"]) for r in rows] == [EAGER, ONNX, STATIC]

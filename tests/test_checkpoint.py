@@ -35,7 +35,10 @@ def resumable(tmp_path_factory, mnist_dir):
     from mnist_edge.train.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("resumable") / "basic.pt"
-    config = TrainConfig(arch="basic", epochs=1, limit=64, batch_size=32, device="cpu", threads=1, progress=False, data_dir=mnist_dir, out=out)
+    config = TrainConfig(
+        arch="basic", epochs=1, limit=64, batch_size=32, device="cpu", threads=1, progress=False, data_dir=mnist_dir,
+        out=out,
+    )
     train(config, log=lambda _line: None)
     return out
 
@@ -67,20 +70,48 @@ CRAFTED = {
     "recipe a list": (lambda p: _meta(p, recipe=[1]), "recipe is a list"),
     "recipe unknown key": (lambda p: p["meta"]["recipe"].update(exec="rm -rf"), r"unknown keys \['exec'\]"),
     "recipe missing key": (lambda p: p["meta"]["recipe"].pop("lr"), r"missing \['lr'\]"),
-    "recipe lr NaN": (lambda p: p["meta"]["recipe"].update(lr=float("nan")), r"recipe has a bad 'lr' \(nan\): must be a finite number"),
+    "recipe lr NaN": (
+        lambda p: p["meta"]["recipe"].update(lr=float("nan")),
+        r"recipe has a bad 'lr' \(nan\): must be a finite number",
+    ),
     "recipe lr a string": (lambda p: p["meta"]["recipe"].update(lr="0.1"), r"recipe has a bad 'lr' \('0.1'\)"),
-    "recipe epochs huge": (lambda p: p["meta"]["recipe"].update(epochs=10**12), r"recipe has a bad 'epochs' \(1000000000000\): must be a whole number from 1 to"),
-    "recipe optimizer unknown": (lambda p: p["meta"]["recipe"].update(optimizer="lbfgs"), r"recipe has a bad 'optimizer' \('lbfgs'\): must be one of sgd, adam"),
+    "recipe epochs huge": (
+        lambda p: p["meta"]["recipe"].update(epochs=10**12),
+        r"recipe has a bad 'epochs' \(1000000000000\): must be a whole number from 1 to",
+    ),
+    "recipe optimizer unknown": (
+        lambda p: p["meta"]["recipe"].update(optimizer="lbfgs"),
+        r"recipe has a bad 'optimizer' \('lbfgs'\): must be one of sgd, adam",
+    ),
     "recipe nesterov without momentum": (
-        lambda p: p["meta"]["recipe"].update(nesterov=True, momentum=0.0), "recipe nesterov needs a momentum"),
+        lambda p: p["meta"]["recipe"].update(nesterov=True, momentum=0.0), "recipe nesterov needs a momentum",
+    ),
     "recipe adam with momentum": (
-        lambda p: p["meta"]["recipe"].update(optimizer="adam"), "recipe optimizer adam takes no momentum"),
-    "recipe augment not a bool": (lambda p: p["meta"]["recipe"].update(augment="yes"), r"recipe has a bad 'augment' \('yes'\): must be true or false"),
-    "weight of the wrong shape": (lambda p: p["state_dict"].update({"net.fc.weight": torch.zeros(3, 3)}), r"weight net.fc.weight is torch.float32 \[3, 3\]"),
-    "weight of the wrong dtype": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10, dtype=torch.int64)}), "weight net.fc.bias is torch.int64"),
-    "weight on the meta device": (lambda p: p["state_dict"].update({"net.fc.bias": torch.empty(10, device="meta")}), r"net.fc.bias is torch.float32 \[10\] on meta"),
-    "weight sparse": (lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10).to_sparse()}), r"net.fc.bias is torch.float32 \[10\] torch.sparse_coo"),
-    "weight not a tensor": (lambda p: p["state_dict"].update({"net.fc.bias": [0.0] * 10}), "weight net.fc.bias is list"),
+        lambda p: p["meta"]["recipe"].update(optimizer="adam"), "recipe optimizer adam takes no momentum",
+    ),
+    "recipe augment not a bool": (
+        lambda p: p["meta"]["recipe"].update(augment="yes"),
+        r"recipe has a bad 'augment' \('yes'\): must be true or false",
+    ),
+    "weight of the wrong shape": (
+        lambda p: p["state_dict"].update({"net.fc.weight": torch.zeros(3, 3)}),
+        r"weight net.fc.weight is torch.float32 \[3, 3\]",
+    ),
+    "weight of the wrong dtype": (
+        lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10, dtype=torch.int64)}),
+        "weight net.fc.bias is torch.int64",
+    ),
+    "weight on the meta device": (
+        lambda p: p["state_dict"].update({"net.fc.bias": torch.empty(10, device="meta")}),
+        r"net.fc.bias is torch.float32 \[10\] on meta",
+    ),
+    "weight sparse": (
+        lambda p: p["state_dict"].update({"net.fc.bias": torch.zeros(10).to_sparse()}),
+        r"net.fc.bias is torch.float32 \[10\] torch.sparse_coo",
+    ),
+    "weight not a tensor": (
+        lambda p: p["state_dict"].update({"net.fc.bias": [0.0] * 10}), "weight net.fc.bias is list",
+    ),
     "weight with NaN": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("nan")), "net.fc.bias holds NaN"),
     "weight with inf": (lambda p: p["state_dict"]["net.fc.bias"].fill_(float("-inf")), "net.fc.bias holds NaN or inf"),
     "weight missing": (_del("state_dict", "net.fc.bias"), r"missing \['net.fc.bias'\]"),
@@ -108,7 +139,11 @@ def test_crafted_checkpoints_are_refused_by_every_loader(case, resumable, tmp_pa
     with pytest.raises(MnistEdgeError, match=message):
         load_checkpoint(path)
     runner = CliRunner()
-    for args in (["train", "--resume", str(path), "--epochs", "2"], ["export", str(path), "--out", str(tmp_path / "x")], ["evaluate", str(path)]):
+    for args in (
+        ["train", "--resume", str(path), "--epochs", "2"],
+        ["export", str(path), "--out", str(tmp_path / "x")],
+        ["evaluate", str(path)],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 1, (args, result.output)
         lines = result.output.strip().splitlines()
@@ -119,7 +154,8 @@ def test_crafted_checkpoints_are_refused_by_every_loader(case, resumable, tmp_pa
 def test_the_real_checkpoints_load(resumable, tiny_checkpoint):
     assert load_checkpoint(resumable).training["epoch"] == 1
     assert load_checkpoint(tiny_checkpoint).arch == "tiny"
-    for shipped in (Path(__file__).resolve().parents[1] / "exported").glob("*.pt"):  # written before later recipe fields existed: they take defaults
+    # written before later recipe fields existed: they take defaults
+    for shipped in (Path(__file__).resolve().parents[1] / "exported").glob("*.pt"):
         if "torchscript" not in shipped.name:
             assert load_checkpoint(shipped).meta["test_accuracy"] > 99
 
@@ -138,7 +174,8 @@ def _onnx_file(path):
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )  # fmt: skip
     onnx.save(helper.make_model(graph), path)
 
@@ -164,19 +201,31 @@ FOREIGN = {
     "state_dict.pt": (lambda p: torch.save({"conv.weight": torch.zeros(3)}, p), "a bare state_dict"),
     "plain_dict.pt": (lambda p: torch.save({"a": 1, "b": "x"}, p), "a dict without mnist-edge's format marker"),
     "list.pt": (lambda p: torch.save([1, 2], p), "holding a list"),
-    "legacy.pt": (lambda p: torch.save(torch.zeros(2), p, _use_new_zipfile_serialization=False), "is a pickle .* not loaded"),
+    "legacy.pt": (
+        lambda p: torch.save(torch.zeros(2), p, _use_new_zipfile_serialization=False),
+        "is a pickle .* not loaded",
+    ),
     "bomb.pt": (_zip_bomb, "a zip bomb"),
-    "global.pt": (lambda p: torch.save({"format": FORMAT, "when": datetime.datetime(2020, 1, 1)}, p), "refused: it holds Python objects"),
+    "global.pt": (
+        lambda p: torch.save({"format": FORMAT, "when": datetime.datetime(2020, 1, 1)}, p),
+        "refused: it holds Python objects",
+    ),
     "model.onnx": (_onnx_file, "is an ONNX model"),
     "model.pt": (_onnx_file, "is an ONNX model"),  # an ONNX file named .pt
     "scripted.pt": (_torchscript_file, "is a TorchScript archive"),
     "archive.pt": (_zip_file, "is a zip archive holding no PyTorch data"),
     "empty.pt": (lambda p: p.write_bytes(b""), "is an empty file"),
-    "huge.pt": (lambda p: (p.write_bytes(b"PK\x03\x04"), os.truncate(p, (1 << 30) + 1)), "larger than any mnist-edge checkpoint"),
+    "huge.pt": (
+        lambda p: (p.write_bytes(b"PK\x03\x04"), os.truncate(p, (1 << 30) + 1)),
+        "larger than any mnist-edge checkpoint",
+    ),
     "notes.pt": (lambda p: p.write_text("epoch 1: loss 0.3\n"), "is a text file"),
     "data.pt": (lambda p: p.write_bytes(gzip.compress(b"x" * 100)), "is a gzip file"),
     "noise.pt": (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a PyTorch file"),
-    "unsafe.pt": (lambda p: p.write_bytes(pickle.dumps(print, protocol=2)), "is a pickle .* not loaded, as unpickling can run code"),
+    "unsafe.pt": (
+        lambda p: p.write_bytes(pickle.dumps(print, protocol=2)),
+        "is a pickle .* not loaded, as unpickling can run code",
+    ),
 }
 
 
@@ -193,7 +242,10 @@ def test_foreign_files_say_what_they_are(name, tmp_path):
 
 
 NOT_REGULAR = {"fifo": (os.mkfifo, "is a pipe"), "dev-zero": (lambda p: os.symlink("/dev/zero", p), "is a device")}
-LOADS = "[['train', '--resume', P], ['export', P, '--out', P + '-x'], ['benchmark', P, '--runs', '10'], ['evaluate', P], ['verify', P, '--checkpoint', P]]"
+LOADS = (
+    "[['train', '--resume', P], ['export', P, '--out', P + '-x'], ['benchmark', P, '--runs', '10'], ['evaluate', P], "
+    "['verify', P, '--checkpoint', P]]"
+)
 
 
 @pytest.mark.parametrize("kind", list(NOT_REGULAR))
@@ -253,7 +305,10 @@ def test_save_refuses_a_nan_model_and_a_failed_save_keeps_the_file(tiny_checkpoi
 
 
 def test_seeded_checkpoints_are_reproducible(tmp_path):
-    a, b, c = (seeded_checkpoint(tmp_path / f"{seed}{name}.pt", "basic", seed=seed) for name, seed in (("a", 3), ("b", 3), ("c", 4)))
+    a, b, c = (
+        seeded_checkpoint(tmp_path / f"{seed}{name}.pt", "basic", seed=seed)
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    )
     assert same_weights(a, b) and not same_weights(a, c)
 
 

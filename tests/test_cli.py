@@ -50,9 +50,20 @@ def no_such_option(flag: str) -> str:
     [
         (["models", "--no-such-flag"], no_such_option("--no-such-flag")),
         (["predict"], re.escape("error: missing argument 'PATH...'.")),
-        (["export", "x.pt", "--format", "zip"], re.escape("error: invalid value for '--format': 'zip' is not one of 'onnx', 'tflite', 'torchscript', 'all'.")),
-        (["predict", "--top", "three", "x.png"], re.escape("error: invalid value for '--top': 'three' is not a valid int")),
-        (["predict", "--top", "11", "x.png"], re.escape("error: invalid value for '--top': 11 is not in the range 1<=x<=10.")),
+        (
+            ["export", "x.pt", "--format", "zip"],
+            re.escape(
+                "error: invalid value for '--format': 'zip' is not one of 'onnx', 'tflite', 'torchscript', 'all'."
+            ),
+        ),
+        (
+            ["predict", "--top", "three", "x.png"],
+            re.escape("error: invalid value for '--top': 'three' is not a valid int"),
+        ),
+        (
+            ["predict", "--top", "11", "x.png"],
+            re.escape("error: invalid value for '--top': 11 is not in the range 1<=x<=10."),
+        ),
     ],
 )
 def test_usage_errors_are_one_line_and_a_hint(args, message):
@@ -63,7 +74,9 @@ def test_usage_errors_are_one_line_and_a_hint(args, message):
 
 
 def test_usage_errors_through_the_installed_command():
-    proc = subprocess.run([sys.executable, "-m", "mnist_edge", "predict", "--bogus"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "predict", "--bogus"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     first, hint = proc.stderr.splitlines()
     assert re.match(no_such_option("--bogus"), first) and hint == "try 'mnist-edge predict --help'"
@@ -114,7 +127,10 @@ def test_a_bug_says_so_in_one_line_unless_debugging(monkeypatch):
     failing_model_lookup(monkeypatch, KeyError("default"))
     result = runner.invoke(app, ["predict", str(SAMPLE)])
     assert result.exit_code == 70
-    assert result.stderr == "error: KeyError: 'default' (this is a bug, please report it; MNIST_EDGE_DEBUG=1 shows the traceback)\n"
+    assert (
+        result.stderr
+        == "error: KeyError: 'default' (this is a bug, please report it; MNIST_EDGE_DEBUG=1 shows the traceback)\n"
+    )
     monkeypatch.setenv("MNIST_EDGE_DEBUG", "1")
     result = runner.invoke(app, ["predict", str(SAMPLE)])
     assert isinstance(result.exception, KeyError)  # let out, with its traceback
@@ -143,9 +159,16 @@ def test_a_broken_or_missing_dependency_is_one_line(tmp_path, module, body, pack
     assert f"reinstall it: pip install --force-reinstall '{package}" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["--version"], ["predict", "--json", str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")], ["models"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--version"], ["predict", "--json", str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")],
+        ["models"],
+    ],
+)
 def test_closed_standard_output_is_an_error_not_silence(args):
-    """`cmd >&-`: Python starts with sys.stdout None and click drops what it echoes; results must not vanish with exit 0."""
+    """`cmd >&-`: Python starts with sys.stdout None and click drops what it echoes; results must not vanish with
+    exit 0."""
     run = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", sys.executable, "-m", "mnist_edge", *args],
                          capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60)
     assert run.returncode != 0 and run.stderr.count("error:") == 1 and "Traceback" not in run.stderr, run.stderr
@@ -154,12 +177,27 @@ def test_closed_standard_output_is_an_error_not_silence(args):
 SAMPLE = str(Path(mnist_edge.__file__).parent / "samples" / "mnist-7.png")
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], [], ["models"], ["predict", SAMPLE], ["predict", "--json", SAMPLE]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--version"], ["--help"], ["predict", "--help"], [], ["models"], ["predict", SAMPLE],
+        ["predict", "--json", SAMPLE],
+    ],
+)
 @pytest.mark.parametrize("buffered", [True, False])
 def test_writing_to_a_full_disk_is_one_line(args, buffered):
     """--help and --version are written by click before any command runs, outside the commands' error handling; a
     command's output may fail when written or only when flushed at the end. Buffered is a fresh shell's default."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({} if buffered else {"PYTHONUNBUFFERED": "1"})
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | (
+        {} if buffered else {"PYTHONUNBUFFERED": "1"}
+    )
     with open("/dev/full", "w") as full:
-        run = subprocess.run([sys.executable, "-m", "mnist_edge", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, env=env)
+        run = subprocess.run(
+            [sys.executable, "-m", "mnist_edge", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+        )
     assert run.returncode == 1 and run.stderr == "error: No space left on device (ENOSPC)\n", run.stderr

@@ -50,11 +50,16 @@ def test_bad_numbers_are_refused_at_parse_time(command, flag, value, tmp_path, m
     result = runner.invoke(app, [*COMMANDS[command], flag, value])
     text = _text(result.output).lower()
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"invalid value for '{flag}'" in text and ("must be a finite number" in text or "must be a whole number" in text)
+    assert f"invalid value for '{flag}'" in text and (
+        "must be a finite number" in text or "must be a whole number" in text
+    )
     assert list(tmp_path.iterdir()) == []
 
 
-@given(value=st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans(), lo=st.floats(-1e6, 1e6), span=st.floats(0, 1e6))
+@given(
+    value=st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans(), lo=st.floats(-1e6, 1e6),
+    span=st.floats(0, 1e6),
+)
 def test_number_accepts_exactly_the_finite_numbers_in_range(value, lo, span):
     hi = lo + span
     inside = not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi
@@ -64,7 +69,11 @@ def test_number_accepts_exactly_the_finite_numbers_in_range(value, lo, span):
         assert not inside and str(exc).startswith(f"--x {value!r}: must be a finite number")
 
 
-@given(value=st.integers() | st.floats(allow_nan=True) | st.booleans(), lo=st.integers(-(10**6), 10**6), span=st.integers(0, 10**6))
+@given(
+    value=st.integers() | st.floats(allow_nan=True) | st.booleans(),
+    lo=st.integers(-(10**6), 10**6),
+    span=st.integers(0, 10**6),
+)
 def test_integer_accepts_exactly_the_whole_numbers_in_range(value, lo, span):
     inside = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= lo + span
     try:
@@ -89,4 +98,6 @@ def test_export_benchmark_and_the_manifest_name_formats_and_quantizations_alike(
         assert choices(command, "--quantize") == list(QUANTIZATIONS)
     for fmt in FORMATS:
         for quantization in QUANTIZATIONS:
-            validate_manifest({"default": None, "artifacts": [{"file": "a", "format": fmt, "quantization": quantization}]}, "m")
+            validate_manifest(
+                {"default": None, "artifacts": [{"file": "a", "format": fmt, "quantization": quantization}]}, "m"
+            )

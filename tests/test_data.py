@@ -158,15 +158,22 @@ def test_trailing_bytes_beyond_the_header_are_refused(tmp_path, gz):
 
 def test_verifying_refuses_a_header_that_is_not_mnists_before_reading(tmp_path):
     write_dataset(tmp_path)  # 40 training images: not MNIST's 60,000
-    with pytest.raises(MnistEdgeError, match="train-images-idx3-ubyte.gz: header promises 40 items; MNIST's file holds 60,000"):
+    with pytest.raises(
+        MnistEdgeError, match="train-images-idx3-ubyte.gz: header promises 40 items; MNIST's file holds 60,000"
+    ):
         load_mnist(tmp_path)
-    header = idx_bytes(np.zeros((1, 28, 28), np.uint8))[:4] + (1_300_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    header = (
+        idx_bytes(np.zeros((1, 28, 28), np.uint8))[:4] + (1_300_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    )
     _bomb(tmp_path / "train-images-idx3-ubyte.gz", header, 1)  # under the 1 GiB cap, but not MNIST: refused unread
     with pytest.raises(MnistEdgeError, match="header promises 1,300,000 items"):
         load_mnist(tmp_path)
 
 
-@pytest.mark.parametrize("kind, make", [("a device", lambda p: p.symlink_to("/dev/zero")), ("a pipe \\(FIFO\\)", os.mkfifo), ("a folder", os.mkdir)])
+@pytest.mark.parametrize(
+    "kind, make",
+    [("a device", lambda p: p.symlink_to("/dev/zero")), ("a pipe \\(FIFO\\)", os.mkfifo), ("a folder", os.mkdir)],
+)
 def test_an_idx_name_that_is_no_regular_file_is_named_as_such(tmp_path, kind, make):
     """/dev/zero, a FIFO or a folder under an IDX file's name (.gz or raw) is said to be what it is, never read."""
     for name in ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte"):

@@ -47,7 +47,9 @@ def test_accuracy_per_class_and_confusion():
     assert result.confusion[3, 5] == threes and result.confusion[3, 3] == 0
     assert result.per_class_accuracy[3] == 0.0 and result.per_class_accuracy[5] == 100.0
     assert result.accuracy == pytest.approx(100 * (1 - threes / len(labels)))
-    assert result.as_dict()["errors"] == threes and np.array_equal(np.flatnonzero(result.predictions != labels), np.flatnonzero(labels == 3))
+    assert result.as_dict()["errors"] == threes and np.array_equal(
+        np.flatnonzero(result.predictions != labels), np.flatnonzero(labels == 3)
+    )
 
 
 def test_loss_is_the_mean_cross_entropy():
@@ -75,12 +77,16 @@ def test_report_draws_the_confusion_matrix_and_the_mistakes(tmp_path):
     assert _assert_png(paths[0])[0] > 10 * 28
     width, height = _assert_png(paths[1])
     with Image.open(paths[1]) as grid:
-        first = np.asarray(grid)[LEGEND + 2 : LEGEND + 2 + 84, 2 : 2 + 84]  # the first mistake, a 7 (grey 140), zoomed 3x
+        # the first mistake, a 7 (grey 140), zoomed 3x
+        first = np.asarray(grid)[LEGEND + 2 : LEGEND + 2 + 84, 2 : 2 + 84]
         assert grid.text["Description"] == written[paths[1]]
         assert (np.asarray(grid)[:LEGEND] < 128).any()  # the legend is drawn above the grid
     assert (first == 140).all()
     assert height > 3 * 28 * 3  # 30 mistakes: three rows of zoomed digits
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["confusion_matrix.png", "misclassified.png", "reliability.png"]  # no temp files left
+    # no temp files left
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "confusion_matrix.png", "misclassified.png", "reliability.png",
+    ]
 
 
 def test_a_capped_grid_says_how_many_of_the_mistakes_it_shows(tmp_path):
@@ -88,7 +94,11 @@ def test_a_capped_grid_says_how_many_of_the_mistakes_it_shows(tmp_path):
     result = evaluate(_reader({d: (d + 1) % 10 for d in range(10)}), _coded_digits(labels), labels)  # every one wrong
     written = write_report(result, _coded_digits(labels), labels, tmp_path)
     legend = written[tmp_path / "misclassified.png"]
-    assert legend == f"{MAX_MISTAKES} of 296 misclassified digits shown (the first, in test-set order); caption under each: true -> predicted"
+    assert (
+        legend
+        == f"{MAX_MISTAKES} of 296 misclassified digits shown (the first, in test-set order); caption under each: "
+           "true -> predicted"
+    )
     with Image.open(tmp_path / "misclassified.png") as grid:
         assert grid.text["Description"] == legend
 
@@ -140,9 +150,16 @@ def test_evaluate_cli_prints_per_class_accuracy_and_writes_the_report(untrained_
     assert result.exit_code == 0, result.output
     assert "(basic): accuracy" in result.output and "10000 images" in result.output
     # accuracy, the calibration error, ten per-class figures and the reliability diagram's ECE title
-    assert result.output.count("%") == 13 and "per class: 0: " in result.output and "calibration error (ECE)" in result.output
+    assert (
+        result.output.count("%") == 13
+        and "per class: 0: " in result.output
+        and "calibration error (ECE)" in result.output
+    )
     assert f"wrote {report / 'confusion_matrix.png'}" in result.output
-    assert f"wrote {report / 'misclassified.png'}: {MAX_MISTAKES} of " in result.output and "true -> predicted" in result.output
+    assert (
+        f"wrote {report / 'misclassified.png'}: {MAX_MISTAKES} of " in result.output
+        and "true -> predicted" in result.output
+    )
     _assert_png(report / "confusion_matrix.png")
     _assert_png(report / "misclassified.png")
     _assert_png(report / "reliability.png")
@@ -169,22 +186,32 @@ def test_evaluate_json_prints_the_accuracy_rounded_once(mnist_dir):
 
 
 def test_evaluate_limit_means_the_first_n_test_images(mnist_dir):
-    result = CliRunner().invoke(app, ["evaluate", str(SHIPPED_INT8), "--data-dir", str(mnist_dir), "--json", "--limit", "7"])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(SHIPPED_INT8), "--data-dir", str(mnist_dir), "--json", "--limit", "7"]
+    )
     d = json.loads(result.output)
     assert d["images"] == 7 and d["accuracy"] == 100.0
-    assert d["per_class_accuracy"]["3"] is None  # no 3 among the first 7 (7 2 1 0 4 1 4): no figure, not NaN (invalid JSON)
+    # no 3 among the first 7 (7 2 1 0 4 1 4): no figure, not NaN (invalid JSON)
+    assert d["per_class_accuracy"]["3"] is None
 
 
 @pytest.mark.torch  # a training checkpoint
 @pytest.mark.parametrize("make", [lambda p: p.write_bytes(b"mine"), lambda p: p.symlink_to(p.parent / "elsewhere")])
-def test_the_report_never_replaces_a_file_of_the_users_without_overwrite(untrained_checkpoint, mnist_dir, tmp_path, make):
+def test_the_report_never_replaces_a_file_of_the_users_without_overwrite(
+    untrained_checkpoint, mnist_dir, tmp_path, make
+):
     report = tmp_path / "pictures"
     report.mkdir()
     mine = report / "confusion_matrix.png"
     make(mine)
-    args = ["evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--limit", "16", "--report", str(report)]
+    args = [
+        "evaluate", str(untrained_checkpoint), "--data-dir", str(mnist_dir), "--limit", "16", "--report", str(report),
+    ]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and result.output.strip() == f"error: {mine}: exists; give --overwrite to replace it, or choose another path"
+    assert (
+        result.exit_code == 1
+        and result.output.strip() == f"error: {mine}: exists; give --overwrite to replace it, or choose another path"
+    )
     assert os.path.lexists(mine) and sorted(p.name for p in report.iterdir()) == ["confusion_matrix.png"]
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
     _assert_png(mine)

@@ -222,7 +222,9 @@ def test_a_new_format_is_one_table_entry_and_one_writer_module(tiny_checkpoint, 
     assert toy_writer.ASKED == ["none"]  # the table, not the writer, turned the other modes away
     assert [(e["file"], e["format"]) for e in read_manifest(out)["artifacts"]] == [("tiny.toy.pt", "toy")]
     monkeypatch.undo()
-    with pytest.raises(MnistEdgeError, match=r"bad 'format' \('toy'\): must be one of onnx, tflite, torchscript, checkpoint"):
+    with pytest.raises(
+        MnistEdgeError, match=r"bad 'format' \('toy'\): must be one of onnx, tflite, torchscript, checkpoint"
+    ):
         read_manifest(out)
 
 
@@ -240,7 +242,9 @@ def test_onnx_save_never_changes_the_proto_the_quantizers_reuse(tmp_path):
     assert saved.ir_version == IR_VERSION and {p.key: p.value for p in saved.metadata_props} == {"arch": "tiny"}
 
 
-def test_the_published_torchscript_file_is_the_one_trace_the_gate_ran(tiny_checkpoint, mnist_dir, tmp_path, monkeypatch):
+def test_the_published_torchscript_file_is_the_one_trace_the_gate_ran(
+    tiny_checkpoint, mnist_dir, tmp_path, monkeypatch
+):
     traces = []
     real_trace = torch.jit.trace
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(args) or real_trace(*args, **kwargs))
@@ -265,12 +269,17 @@ def test_one_refused_file_publishes_nothing(user_folder, mnist_dir):
     checkpoint, out = user_folder
     before = _listing(out)
     # Random weights give near-tied logits: int8 flips some top-1 digits, fp32 none.
-    args = ["export", str(checkpoint), "--out", str(out), "--limit", "200", "--quantize", "static", "--min-agreement", "100"]
+    args = [
+        "export", str(checkpoint), "--out", str(out), "--limit", "200", "--quantize", "static", "--min-agreement",
+        "100",
+    ]
     result = runner.invoke(app, [*args, "--json", "--calibration-size", "64"])
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["published"] is False and summary["written"] == []
-    assert [r["file"] for r in summary["refused"]] == ["tiny.int8.onnx"] and [r["file"] for r in summary["not_written"]] == ["tiny.onnx"]
+    assert [r["file"] for r in summary["refused"]] == ["tiny.int8.onnx"] and [
+        r["file"] for r in summary["not_written"]
+    ] == ["tiny.onnx"]
     assert _listing(out) == before
 
 
@@ -294,7 +303,9 @@ def test_default_export_goes_to_a_folder_of_its_own_and_replaces_only_with_force
     assert made.read_bytes() == b"the user's own edit"
     forced = runner.invoke(app, [*args, "--force"])
     assert forced.exit_code == 0 and "replaced mnist-edge-export/tiny.onnx" in forced.output
-    assert read_manifest(made.parent)["artifacts"][0]["sha256"] == file_sha256(made) != file_sha256(shipped / "tiny.onnx")
+    assert (
+        read_manifest(made.parent)["artifacts"][0]["sha256"] == file_sha256(made) != file_sha256(shipped / "tiny.onnx")
+    )
 
 
 def test_make_default_picks_the_smallest_onnx_file_and_only_when_asked(user_folder, mnist_dir):
@@ -306,17 +317,32 @@ def test_make_default_picks_the_smallest_onnx_file_and_only_when_asked(user_fold
     assert read_manifest(out)["default"] == "other.onnx" == json.loads(result.stdout)["default"]
     result = runner.invoke(app, [*args, *loose, "--force", "--make-default"])
     assert result.exit_code == 0, result.output
-    assert read_manifest(out)["default"] == "tiny.int8.onnx" and f"default model of {out / 'manifest.json'}: tiny.int8.onnx" in result.output
-    line = _one_line(runner.invoke(app, ["export", str(checkpoint), "--out", str(out), "--format", "torchscript", "--make-default"]))
+    assert (
+        read_manifest(out)["default"] == "tiny.int8.onnx"
+        and f"default model of {out / 'manifest.json'}: tiny.int8.onnx" in result.output
+    )
+    line = _one_line(
+        runner.invoke(app, ["export", str(checkpoint), "--out", str(out), "--format", "torchscript", "--make-default"])
+    )
     assert "--make-default names an ONNX file" in line
 
 
 def test_the_manifest_records_a_portable_command(user_folder, mnist_dir):
     checkpoint, out = user_folder
-    result = runner.invoke(app, ["export", str(checkpoint.resolve()), "--out", str(out.resolve()), "--limit", "50", "--data-dir", str(mnist_dir.resolve())])
+    result = runner.invoke(
+        app,
+        [
+            "export", str(checkpoint.resolve()), "--out", str(out.resolve()), "--limit", "50", "--data-dir",
+            str(mnist_dir.resolve()),
+        ],
+    )
     assert result.exit_code == 0, result.output
     command = next(a for a in read_manifest(out)["artifacts"] if a["file"] == "tiny.onnx")["command"]
-    assert command.startswith("mnist-edge export ") and "--limit 50" in command and "--data-dir $MNIST_EDGE_DATA" in command
+    assert (
+        command.startswith("mnist-edge export ")
+        and "--limit 50" in command
+        and "--data-dir $MNIST_EDGE_DATA" in command
+    )
     assert "/" not in command.replace("$MNIST_EDGE_DATA", "")  # no path of this machine
 
 
@@ -369,7 +395,11 @@ def _listing_tree(folder: Path) -> dict[str, bytes | None]:
 def test_an_out_folder_under_a_file_is_one_line(tiny_export, tmp_path):
     _, folder = tiny_export
     (tmp_path / "file").write_text("x")
-    line = _one_line(runner.invoke(app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path / "file" / "sub"), "--limit", "20"]))
+    line = _one_line(
+        runner.invoke(
+            app, ["export", str(folder / "tiny.pt"), "--out", str(tmp_path / "file" / "sub"), "--limit", "20"]
+        )
+    )
     assert "file/sub" in line
 
 
@@ -390,9 +420,13 @@ def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir)
     args = ["export", str(checkpoint), "--out", str(out), "--limit", "20", "--format", "all"]
     # 40 kB: the fp32 ONNX file (57 kB) cannot be written
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, preexec_fn=_full_disk(40_000))
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, preexec_fn=_full_disk(40_000)
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith(f"error: {out}: cannot write the export") and "nothing was published" in result.stderr
+    assert (
+        result.stderr.startswith(f"error: {out}: cannot write the export") and "nothing was published" in result.stderr
+    )
     assert result.stderr.count("\n") == 1
     assert {k: v for k, v in _listing(out).items() if k != LOCK} == before
 
@@ -407,7 +441,8 @@ def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_expor
     pooled = {n.input[0] for n in proto.graph.node if n.op_type == "MaxPool"}
     bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization" and n.output[0] in pooled)
     scale = next(t for t in proto.graph.initializer if t.name == bn.input[1])
-    scale.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(scale), scale.name))  # not monotone: stays put
+    # not monotone: stays put
+    scale.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(scale), scale.name))
     onnx.save(proto, tmp_path / "before.onnx")
     onnx.save(pool_first(proto), tmp_path / "after.onnx")
     ops = [n.op_type for n in proto.graph.node]
@@ -416,7 +451,9 @@ def test_pool_first_moves_maxpool_ahead_of_relu_and_batchnorm_exactly(tiny_expor
     assert ops[pools[0] - 2 : pools[0]] == ["Relu", "BatchNormalization"]
     assert ops[pools[1] - 1 : pools[1] + 3] == ["Conv", "MaxPool", "Relu", "BatchNormalization"]
     images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
-    before, after = (ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after"))
+    before, after = (
+        ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after")
+    )
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
 
 
@@ -441,14 +478,20 @@ def test_batchnorm_as_conv_replaces_every_batchnorm_exactly(tiny_export, tmp_pat
     ops = [n.op_type for n in proto.graph.node]
     assert norms == 5 and "BatchNormalization" not in ops and ops.count("Conv") == convs + norms
     images = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
-    before, after = (ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after"))
+    before, after = (
+        ort.InferenceSession(tmp_path / f"{n}.onnx").run(None, {INPUT_NAME: images})[0] for n in ("before", "after")
+    )
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
 
 
 def test_static_int8_keeps_only_the_narrow_convs_at_the_input_float(tiny_export):
     _, folder = tiny_export
     proto = onnx.load(folder / "tiny.int8.onnx")
-    weights = {t.name: t.data_type for t in proto.graph.initializer if t.name.startswith("net.conv") and t.name.endswith(("weight", "weight_quantized"))}
+    weights = {
+        t.name: t.data_type
+        for t in proto.graph.initializer
+        if t.name.startswith("net.conv") and t.name.endswith(("weight", "weight_quantized"))
+    }
     float_convs = sorted(name.split(".")[1] for name, dtype in weights.items() if dtype == onnx.TensorProto.FLOAT)
     int8_convs = sorted(name.split(".")[1] for name, dtype in weights.items() if dtype == onnx.TensorProto.INT8)
     # conv1 reads the image, conv2 is 8 -> 8 ahead of any int8 conv; conv7 (32 -> 10) and conv8 (10 -> 10) are as
@@ -461,4 +504,7 @@ def test_static_int8_keeps_only_the_narrow_convs_at_the_input_float(tiny_export)
 def test_the_onnx_quantizers_work_without_importing_torch():
     code = "import sys, mnist_edge.export.quantize; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip()
+        == "[]"
+    )

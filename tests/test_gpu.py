@@ -15,7 +15,9 @@ from mnist_edge.cli import app
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the gpu tests need an NVIDIA GPU (pytest -m gpu on one)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device: the gpu tests need an NVIDIA GPU (pytest -m gpu on one)"
+    ),
 ]
 QUICK = dict(arch="tiny", recipe="annealed", limit=1024, batch_size=64, device="cuda", progress=False)
 
@@ -53,7 +55,10 @@ def test_a_cuda_checkpoint_resumes_on_the_cpu(cuda_trained, mnist_dir, tmp_path)
 
 def test_a_cuda_trained_checkpoint_exports_through_the_parity_gate(cuda_trained, mnist_dir, tmp_path):
     _, out = cuda_trained
-    args = ["export", str(out), "--format", "onnx", "--out", str(tmp_path / "exported"), "--limit", "512", "--data-dir", str(mnist_dir)]
+    args = [
+        "export", str(out), "--format", "onnx", "--out", str(tmp_path / "exported"), "--limit", "512", "--data-dir",
+        str(mnist_dir),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "exported" / "tiny.onnx").is_file() and "ok" in result.output

@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 EDGE = SRC / "mnist_edge" / "edge"
 # starlette, uvicorn, python_multipart: serve only; ai_edge_litert: the [litert] extra's runtime for .tflite files
 THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "ai_edge_litert", "starlette", "uvicorn", "python_multipart"}
-SHARED = {"mnist_edge.spec", "mnist_edge.errors", "mnist_edge.atomic", "mnist_edge.formats", "mnist_edge.schema"}  # torch-free, shared
+# torch-free, shared
+SHARED = {"mnist_edge.spec", "mnist_edge.errors", "mnist_edge.atomic", "mnist_edge.formats", "mnist_edge.schema"}
 
 
 def imports(path: Path) -> set[str]:
@@ -37,7 +38,11 @@ def shared_modules_reached() -> set[str]:
         path = files.pop()
         if path not in seen:
             seen.add(path)
-            reached = {name for name in imports(path) if name.startswith("mnist_edge") and not name.startswith("mnist_edge.edge")}
+            reached = {
+                name
+                for name in imports(path)
+                if name.startswith("mnist_edge") and not name.startswith("mnist_edge.edge")
+            }
             shared |= reached
             files += [module_file(name) for name in reached]
     return shared

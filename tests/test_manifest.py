@@ -76,10 +76,15 @@ MALFORMED = {
     "size negative": json.dumps({"default": None, "artifacts": [entry("a.onnx", size_bytes=-1)]}),
     "accuracy a string": json.dumps({"default": None, "artifacts": [entry("a.onnx", test_accuracy="99")]}),
     "accuracy a bool": json.dumps({"default": None, "artifacts": [entry("a.onnx", test_accuracy=True)]}),
-    "accuracy NaN": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "test_accuracy": NaN}]}',
-    "accuracy beyond any float": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "test_accuracy": 1' + "0" * 400 + "}]}",
+    "accuracy NaN": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", '
+    '"test_accuracy": NaN}]}',
+    "accuracy beyond any float": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", '
+    '"quantization": "none", "test_accuracy": 1'
+    + "0" * 400
+    + "}]}",
     "parity a list": json.dumps({"default": None, "artifacts": [entry("a.onnx", parity=[1])]}),
-    "parity holding Infinity": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", "quantization": "none", "parity": {"max_abs_diff": Infinity}}]}',
+    "parity holding Infinity": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", '
+    '"quantization": "none", "parity": {"max_abs_diff": Infinity}}]}',
     "the same file twice": json.dumps({"default": None, "artifacts": [entry("a.onnx"), entry("a.onnx")]}),
 }
 
@@ -109,7 +114,9 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-FIELDS = st.sampled_from(["file", "format", "quantization", "arch", "size_bytes", "sha256", "test_accuracy", "parity", "x"])
+FIELDS = st.sampled_from(
+    ["file", "format", "quantization", "arch", "size_bytes", "sha256", "test_accuracy", "parity", "x"]
+)
 ENTRY = st.dictionaries(FIELDS, JSON | st.sampled_from(["onnx", "none", "static", "a.onnx", "../a.onnx"]), max_size=5)
 
 
@@ -123,7 +130,9 @@ def test_any_json_is_either_a_valid_manifest_or_one_clear_error(manifest):
         return
     for a in valid["artifacts"]:  # what a valid manifest promises its readers
         assert isinstance(a["file"], str) and "/" not in a["file"] and a["file"] not in ("", ".", "..")
-        assert a["format"] in ("onnx", "torchscript", "checkpoint") and a["quantization"] in ("none", "dynamic", "static")
+        assert a["format"] in ("onnx", "torchscript", "checkpoint") and a["quantization"] in (
+            "none", "dynamic", "static",
+        )
     assert valid["default"] is None or isinstance(valid["default"], str)
 
 
@@ -142,7 +151,9 @@ for i in range(count):
 def test_concurrent_updaters_lose_no_entry(tmp_path):
     count = 60
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    workers = [subprocess.Popen([sys.executable, "-c", UPDATER, str(tmp_path), w, str(count)], env=env) for w in ("a", "b")]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", UPDATER, str(tmp_path), w, str(count)], env=env) for w in ("a", "b")
+    ]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
     files = {a["file"] for a in read_manifest(tmp_path)["artifacts"]}
     assert files == {f"{w}-{i}.onnx" for w in ("a", "b") for i in range(count)}
@@ -165,11 +176,18 @@ def _deep(path: Path) -> None:
     path.write_text('{"artifacts": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
-@pytest.mark.parametrize("make", [_fifo, _zero, _huge, _deep, lambda p: p.mkdir()], ids=["fifo", "dev-zero", "huge", "deep", "folder"])
+@pytest.mark.parametrize(
+    "make", [_fifo, _zero, _huge, _deep, lambda p: p.mkdir()], ids=["fifo", "dev-zero", "huge", "deep", "folder"]
+)
 def test_a_manifest_that_is_no_small_file_is_one_line_without_blocking_or_filling_memory(tmp_path, make):
     make(tmp_path / "manifest.json")
     # In a child with a memory cap and a deadline: before the fix a FIFO blocked forever, /dev/zero ate all memory.
-    code = "import sys; from pathlib import Path; from mnist_edge.edge.manifest import read_manifest; read_manifest(Path(sys.argv[1]))"
+    code = (
+        "import sys; from pathlib import Path; from mnist_edge.edge.manifest import read_manifest; "
+        "read_manifest(Path(sys.argv[1]))"
+    )
     run = subprocess.run(["prlimit", "--as=1500000000", sys.executable, "-c", code, str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
-    assert run.returncode == 1 and "MnistEdgeError" in run.stderr and "unreadable manifest" in run.stderr, run.stderr[-500:]
+    assert run.returncode == 1 and "MnistEdgeError" in run.stderr and "unreadable manifest" in run.stderr, run.stderr[
+        -500:
+    ]

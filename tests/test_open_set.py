@@ -119,7 +119,10 @@ def _with_threshold(source: Path, target: Path, threshold: float) -> Path:
 def open_set_export(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("open-set")
     base = seeded_checkpoint(folder / "base.pt", arch="edgenet", seed=3)
-    files = {"refuse-all": _with_threshold(base, folder / "all.pt", 0.0), "refuse-none": _with_threshold(base, folder / "none.pt", 1.0)}
+    files = {
+        "refuse-all": _with_threshold(base, folder / "all.pt", 0.0),
+        "refuse-none": _with_threshold(base, folder / "none.pt", 1.0),
+    }
     for name, ckpt in list(files.items()):
         out = folder / f"out-{name}"
         result = cli_runner().invoke(app, ["export", str(ckpt), "--format", "onnx", "--quantize", "static",
@@ -149,7 +152,9 @@ def test_the_exported_score_is_the_torch_models(open_set_export: dict[str, Path]
 
 
 @pytest.mark.parametrize("variant", ["onnx", "int8.onnx"])
-def test_predict_says_not_a_digit_with_exit_0_and_always_digit_overrides(open_set_export: dict[str, Path], variant: str) -> None:
+def test_predict_says_not_a_digit_with_exit_0_and_always_digit_overrides(
+    open_set_export: dict[str, Path], variant: str
+) -> None:
     refusing = open_set_export[f"refuse-all.{variant}"]
     result = cli_runner().invoke(app, ["predict", "--model", str(refusing), str(SAMPLES), "--json"])
     assert result.exit_code == 0, result.output
@@ -158,27 +163,53 @@ def test_predict_says_not_a_digit_with_exit_0_and_always_digit_overrides(open_se
     assert all(0 <= r["not_digit"] <= 1 for r in rows)
     text = cli_runner().invoke(app, ["predict", "--model", str(refusing), str(SAMPLES / "mnist-7.png")])
     assert text.exit_code == 0 and "not a digit" in text.stdout
-    forced = json.loads(cli_runner().invoke(app, ["predict", "--model", str(refusing), str(SAMPLES), "--json", "--always-digit"]).stdout)
+    forced = json.loads(
+        cli_runner().invoke(app, ["predict", "--model", str(refusing), str(SAMPLES), "--json", "--always-digit"]).stdout
+    )
     assert all(isinstance(r["digit"], int) for r in forced)
-    answering = json.loads(cli_runner().invoke(app, ["predict", "--model", str(open_set_export[f"refuse-none.{variant}"]), str(SAMPLES), "--json"]).stdout)
+    answering = json.loads(
+        cli_runner()
+        .invoke(app, ["predict", "--model", str(open_set_export[f"refuse-none.{variant}"]), str(SAMPLES), "--json"])
+        .stdout
+    )
     assert all(isinstance(r["digit"], int) for r in answering)
 
 
-def test_evaluate_reports_refusals_ece_and_a_reliability_diagram(open_set_export: dict[str, Path], mnist_dir: Path, tmp_path: Path) -> None:
-    result = cli_runner().invoke(app, ["evaluate", str(open_set_export["refuse-all.onnx"]), "--data-dir", str(mnist_dir),
-                                       "--limit", "200", "--json", "--report", str(tmp_path)])
+def test_evaluate_reports_refusals_ece_and_a_reliability_diagram(
+    open_set_export: dict[str, Path], mnist_dir: Path, tmp_path: Path
+) -> None:
+    result = cli_runner().invoke(
+        app,
+        [
+            "evaluate", str(open_set_export["refuse-all.onnx"]), "--data-dir", str(mnist_dir), "--limit", "200",
+            "--json", "--report", str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["refused"] == 200 and report["refusal_rate"] == 100.0 and 0 <= report["ece"] <= 100
     assert (tmp_path / "reliability.png").read_bytes().startswith(b"\x89PNG")
-    none = json.loads(cli_runner().invoke(app, ["evaluate", str(open_set_export["refuse-none"]), "--data-dir", str(mnist_dir),
-                                                "--limit", "200", "--json"]).stdout)
+    none = json.loads(
+        cli_runner()
+        .invoke(
+            app,
+            ["evaluate", str(open_set_export["refuse-none"]), "--data-dir", str(mnist_dir), "--limit", "200", "--json"],
+        )
+        .stdout
+    )
     assert none["refused"] == 0
 
 
-def test_verify_fails_a_file_whose_threshold_is_not_the_checkpoints(open_set_export: dict[str, Path], mnist_dir: Path) -> None:
-    result = cli_runner().invoke(app, ["verify", str(open_set_export["refuse-all.onnx"]), "--checkpoint",
-                                       str(open_set_export["refuse-none"]), "--data-dir", str(mnist_dir), "--limit", "100"])
+def test_verify_fails_a_file_whose_threshold_is_not_the_checkpoints(
+    open_set_export: dict[str, Path], mnist_dir: Path
+) -> None:
+    result = cli_runner().invoke(
+        app,
+        [
+            "verify", str(open_set_export["refuse-all.onnx"]), "--checkpoint", str(open_set_export["refuse-none"]),
+            "--data-dir", str(mnist_dir), "--limit", "100",
+        ],
+    )
     assert result.exit_code != 0 and THRESHOLD_KEY in result.output
 
 
@@ -218,7 +249,9 @@ def test_training_holds_out_digits_and_calibrates_on_them(tmp_path: Path, mnist_
     ckpt = load_checkpoint(out)
     calibration = ckpt.meta["calibration"]
     assert calibration["holdout_images"] == 30  # 3000 of 60,000, scaled to 600
-    assert 0 < float(ckpt.model.not_digit_threshold) <= 1 and float(ckpt.model.temperature) == calibration["temperature"]
+    assert (
+        0 < float(ckpt.model.not_digit_threshold) <= 1 and float(ckpt.model.temperature) == calibration["temperature"]
+    )
     assert ckpt.meta["train_images"] == 600 - 30 + 60 + 80  # MNIST less the held-out, plus printed and non-digits
 
 

@@ -28,7 +28,9 @@ SHIPPED_ONNX = sorted(a["file"] for a in read_manifest(SHIPPED)["artifacts"] if 
 
 def _predict(*args: str) -> list[dict]:
     # A whole process, as a user runs it: catches a CLI that exits 0 without predicting (typer/click mismatches).
-    proc = subprocess.run([sys.executable, "-m", "mnist_edge", "predict", "--json", *args], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "predict", "--json", *args], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
 
@@ -77,7 +79,9 @@ def test_unused_opset_imports_are_pruned_and_used_ones_kept_even_inside_subgraph
         out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
         return helper.make_graph([helper.make_node(op, ["x"], ["y"], domain=domain)], f"{op}_branch", [], [out])
 
-    node = helper.make_node("If", ["c"], ["y"], then_branch=branch("Gelu", "com.microsoft"), else_branch=branch("Relu", ""))
+    node = helper.make_node(
+        "If", ["c"], ["y"], then_branch=branch("Gelu", "com.microsoft"), else_branch=branch("Relu", "")
+    )
     graph = helper.make_graph(
         [node],
         "g",
@@ -115,7 +119,9 @@ def test_the_runtimes_tool_compares_with_onnx_runtime_and_says_why_a_runtime_fai
     images = np.random.default_rng(0).random((40, *INPUT_SHAPE), dtype=np.float32)
     reference = runtimes.run_all(runtimes.onnxruntime_runner(path), images)
     labels = reference.argmax(1)
-    assert runtimes.measure(runtimes.onnxruntime_runner, path, images, labels, reference)[1:] == ["0.0e+00", "100.00%", "100.00%", "40"]
+    assert runtimes.measure(runtimes.onnxruntime_runner, path, images, labels, reference)[1:] == [
+        "0.0e+00", "100.00%", "100.00%", "40",
+    ]
 
     def shifted(file: Path):  # a runtime whose logits are off by 0.5 and whose top-1 differs on every digit
         run = runtimes.onnxruntime_runner(file)
@@ -127,4 +133,7 @@ def test_the_runtimes_tool_compares_with_onnx_runtime_and_says_why_a_runtime_fai
     def broken(file: Path):
         raise RuntimeError("OpenCV(5.0.0) /io/opencv/modules/dnn/src/layer.cpp:3: error: bad input\nmore")
 
-    assert runtimes.measure(broken, path, images, labels, reference)[0] == "fails: OpenCV(5.0.0) layer.cpp:3: error: bad input"
+    assert (
+        runtimes.measure(broken, path, images, labels, reference)[0]
+        == "fails: OpenCV(5.0.0) layer.cpp:3: error: bad input"
+    )

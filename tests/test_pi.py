@@ -41,7 +41,9 @@ def test_base_install_is_torch_free() -> None:
 
 @pytest.mark.pi
 def test_predict_under_qemu_aarch64_matches_native() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "pi_check")], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "pi_check")], capture_output=True, text=True, timeout=1800
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "OK: same digits" in proc.stdout
     assert "qemu cortex-a72" in proc.stdout and "qemu cortex-a76" in proc.stdout

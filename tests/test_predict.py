@@ -87,7 +87,9 @@ def test_save_preprocessed_writes_what_the_model_saw(tiny_onnx, tmp_path):
     other.mkdir()
     twin = other / "paper-3.png"  # same stem as a sample: saved under another name, not overwritten
     twin.write_bytes((SAMPLES / "paper-3.png").read_bytes())
-    result = predict(tiny_onnx[1], "--save-preprocessed", str(out), str(SAMPLES / "paper-3.png"), str(twin), str(MNIST_SAMPLES[0]))
+    result = predict(
+        tiny_onnx[1], "--save-preprocessed", str(out), str(SAMPLES / "paper-3.png"), str(twin), str(MNIST_SAMPLES[0])
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["mnist-0.png", "paper-3-2.png", "paper-3.png"]
     saved = Image.open(out / "paper-3.png")
@@ -100,7 +102,10 @@ def test_save_preprocessed_into_a_path_under_a_file_is_one_error(tiny_onnx, tmp_
     (tmp_path / "file").write_text("x")
     result = predict_process(tiny_onnx[1], "--save-preprocessed", str(tmp_path / "file" / "sub"), str(MNIST_SAMPLES[0]))
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.startswith(f"error: {tmp_path / 'file' / 'sub'}: cannot create the folder") and result.stderr.count("\n") == 1
+    assert (
+        result.stderr.startswith(f"error: {tmp_path / 'file' / 'sub'}: cannot create the folder")
+        and result.stderr.count("\n") == 1
+    )
 
 
 def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_onnx, tmp_path, bomb_png):
@@ -126,7 +131,9 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_o
     assert result.returncode == 1
     rows = strict_json(result.stdout)
     assert [r["file"] for r in rows] == args  # every input has its entry, in order
-    assert [set(r) for r in rows] == [{"file", "digit", "probability", "top", "not_digit"}] + [{"file", "error"}] * len(bad) + [{"file", "digit", "probability", "top", "not_digit"}]
+    assert [set(r) for r in rows] == [{"file", "digit", "probability", "top", "not_digit"}] + [{"file", "error"}] * len(
+        bad
+    ) + [{"file", "digit", "probability", "top", "not_digit"}]
     for row, (name, problem) in zip(rows[1:], bad.items()):
         assert name in row["error"] and problem in row["error"]
     errors = result.stderr.splitlines()
@@ -138,7 +145,9 @@ def test_each_bad_input_is_one_line_and_the_good_ones_are_still_predicted(tiny_o
 def test_only_bad_inputs_exits_nonzero_with_empty_json(tiny_onnx, tmp_path):
     result = predict(tiny_onnx[1], "--json", str(tmp_path / "missing.png"))
     error = f"{tmp_path / 'missing.png'}: no such file or folder"
-    assert result.exit_code == 1 and json.loads(result.stdout) == [{"file": str(tmp_path / "missing.png"), "error": error}]
+    assert result.exit_code == 1 and json.loads(result.stdout) == [
+        {"file": str(tmp_path / "missing.png"), "error": error}
+    ]
     assert result.stderr.strip() == f"error: {tmp_path / 'missing.png'}: no such file or folder"
 
 
@@ -232,8 +241,13 @@ def test_non_finite_logits_fail_those_images_naming_the_model(tmp_path):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "dark.png")  # log 0 = -inf
     result = predict_process(model, "--json", "--raw", str(tmp_path / "lit.png"), str(tmp_path / "dark.png"))
     rows = strict_json(result.stdout)
-    assert result.returncode == 1 and [set(r) for r in rows] == [{"file", "digit", "probability", "top", "not_digit"}, {"file", "error"}]
-    assert rows[1]["error"] == f"{tmp_path / 'dark.png'}: the model {model} returned a non-finite logit (NaN or infinity) for this image"
+    assert result.returncode == 1 and [set(r) for r in rows] == [
+        {"file", "digit", "probability", "top", "not_digit"}, {"file", "error"},
+    ]
+    assert (
+        rows[1]["error"]
+        == f"{tmp_path / 'dark.png'}: the model {model} returned a non-finite logit (NaN or infinity) for this image"
+    )
     assert result.stderr == f"error: {rows[1]['error']}\n"
 
 
@@ -254,15 +268,19 @@ def test_save_preprocessed_into_the_inputs_own_folder_overwrites_nothing(tiny_on
         shutil.copy(sample, tmp_path / sample.name)
     (tmp_path / "mnist-0-2.png").write_bytes(b"a file of the user's, not an image")
     originals = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    result = predict_process(tiny_onnx[1], "--save-preprocessed", str(tmp_path), str(tmp_path / "mnist-0.png"), str(tmp_path / "paper-3.png"))
+    result = predict_process(
+        tiny_onnx[1], "--save-preprocessed", str(tmp_path), str(tmp_path / "mnist-0.png"), str(tmp_path / "paper-3.png")
+    )
     assert result.returncode == 0, result.stderr
     assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
     assert sorted(set(os.listdir(tmp_path)) - set(originals)) == ["mnist-0-3.png", "paper-3-2.png"]
     assert Image.open(tmp_path / "mnist-0-3.png").size == (28, 28)
     notes = result.stderr.splitlines()
     assert notes == [
-        f"note: {tmp_path / 'mnist-0.png'} already exists and is kept; what the model saw of {tmp_path / 'mnist-0.png'} goes to {tmp_path / 'mnist-0-3.png'}",
-        f"note: {tmp_path / 'paper-3.png'} already exists and is kept; what the model saw of {tmp_path / 'paper-3.png'} goes to {tmp_path / 'paper-3-2.png'}",
+        f"note: {tmp_path / 'mnist-0.png'} already exists and is kept; what the model saw of "
+        f"{tmp_path / 'mnist-0.png'} goes to {tmp_path / 'mnist-0-3.png'}",
+        f"note: {tmp_path / 'paper-3.png'} already exists and is kept; what the model saw of "
+        f"{tmp_path / 'paper-3.png'} goes to {tmp_path / 'paper-3-2.png'}",
     ]
 
 
@@ -318,7 +336,10 @@ def test_an_exception_or_a_dying_worker_fails_only_its_image(tiny_onnx, tmp_path
     assert len(results) == 2 * module.PARALLEL_MIN + 5
     failed = {i: r.error for i, r in enumerate(results) if isinstance(r, module.Failure)}
     assert sorted(failed) == [7, 100]
-    assert "0007.png: failed (RuntimeError: a decoder bug" in failed[7] and "0100.png: the process preparing this image died" in failed[100]
+    assert (
+        "0007.png: failed (RuntimeError: a decoder bug" in failed[7]
+        and "0100.png: the process preparing this image died" in failed[100]
+    )
 
 
 def test_file_names_cannot_forge_output_lines(tiny_onnx, tmp_path):
@@ -343,8 +364,12 @@ def test_ctrl_c_stops_a_model_that_never_finishes(tmp_path):
     """Python's KeyboardInterrupt waits for ONNX Runtime to return, which an endless model never does: before,
     SIGINT was ignored until SIGKILL."""
     model = onnx_graphs.endless(tmp_path / "endless.onnx")
-    run = subprocess.Popen([sys.executable, "-m", "mnist_edge", "predict", "--model", str(model), str(MNIST_SAMPLES[0])],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mnist_edge", "predict", "--model", str(model), str(MNIST_SAMPLES[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert run.stdout is not None and run.stdout.readline().startswith("model: ")  # the model is open: it runs next
     time.sleep(0.5)
     run.send_signal(signal.SIGINT)
@@ -366,4 +391,6 @@ def test_a_reader_that_stops_early_gets_no_traceback(tiny_onnx, tmp_path):
         shutil.copy(MNIST_SAMPLES[i % len(MNIST_SAMPLES)], tmp_path / f"{i:04d}.png")
     command = f"{sys.executable} -m mnist_edge predict --model {tiny_onnx[1]} {tmp_path} | head -1"
     run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert run.stdout.startswith("model: ") and "Traceback" not in run.stderr and "Exception" not in run.stderr, run.stderr
+    assert run.stdout.startswith("model: ") and "Traceback" not in run.stderr and "Exception" not in run.stderr, (
+        run.stderr
+    )

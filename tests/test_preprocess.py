@@ -17,7 +17,9 @@ from mnist_edge.train.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.preprocess import _otsu, _stroke_width, _to_gray, load_gray, preprocess, to_mnist
 
-def seven(size: tuple[int, int] = (400, 300), at: tuple[int, int] = (250, 40), scale: int = 6, width: int = 4) -> np.ndarray:
+def seven(
+    size: tuple[int, int] = (400, 300), at: tuple[int, int] = (250, 40), scale: int = 6, width: int = 4
+) -> np.ndarray:
     """A dark '7' (top bar and a slanted stem) on white paper; uint8, H x W."""
     canvas = Image.new("L", size, 255)
     x, y = at
@@ -175,7 +177,9 @@ def test_real_images_all_become_mnist_form(wild_dir):
 # next step directly.
 MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
          "I", "I;16", "I;16L", "I;16B", "I;16N", "F"]
-FORMATS = ["PNG", "TIFF", "BMP", "GIF", "JPEG", "WEBP", "PPM", "ICO", "TGA", "PCX", "SGI", "SPIDER", "QOI", "MSP", "XBM"]
+FORMATS = [
+    "PNG", "TIFF", "BMP", "GIF", "JPEG", "WEBP", "PPM", "ICO", "TGA", "PCX", "SGI", "SPIDER", "QOI", "MSP", "XBM",
+]
 
 
 def encodable(mode: str) -> list[str]:
@@ -219,7 +223,10 @@ FAST = settings(max_examples=150, deadline=timedelta(seconds=5), suppress_health
 
 @FAST
 @given(image=small_images(), pick=st.integers(0, 99), cut=st.none() | st.floats(0, 1), raw=st.booleans())
-@example(image=Image.fromarray(np.repeat([[0], [255]], [2, 2], axis=0).repeat(4, axis=1).astype(np.uint8)), pick=0, cut=None, raw=False)
+@example(
+    image=Image.fromarray(np.repeat([[0], [255]], [2, 2], axis=0).repeat(4, axis=1).astype(np.uint8)), pick=0, cut=None,
+    raw=False,
+)
 def test_any_small_image_in_any_format_is_an_image_or_a_mnist_edge_error(image, pick, cut, raw):
     formats = ENCODABLE[image.mode]
     assume(formats)
@@ -322,7 +329,9 @@ def test_an_unexpected_failure_is_this_images_error_unless_debugging(tmp_path, m
 
     path = save(seven(), tmp_path / "seven.png")
     monkeypatch.setattr(module, "to_mnist", lambda gray: 1 / 0)
-    with pytest.raises(MnistEdgeError, match=r"seven.png: cannot prepare this image \(ZeroDivisionError: .*this is a bug"):
+    with pytest.raises(
+        MnistEdgeError, match=r"seven.png: cannot prepare this image \(ZeroDivisionError: .*this is a bug"
+    ):
         preprocess(path)
     monkeypatch.setenv("MNIST_EDGE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
@@ -358,5 +367,7 @@ def test_a_large_image_is_never_copied_at_full_size(tmp_path):
         preprocess(sys.argv[1])
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 - decoded)
     """
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True, check=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True, check=True, timeout=120
+    )
     assert int(run.stdout) < 3 * 6000 * 6000 * 4 / 2**20, run.stdout

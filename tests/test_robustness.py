@@ -47,7 +47,9 @@ def test_every_shift_is_deterministic_and_keeps_the_format(name):
 
 
 @settings(max_examples=25, deadline=None)
-@given(arrays(np.uint8, st.tuples(st.integers(1, 3), st.just(28), st.just(28))), st.sampled_from(list(robustness.SHIFTS)))
+@given(
+    arrays(np.uint8, st.tuples(st.integers(1, 3), st.just(28), st.just(28))), st.sampled_from(list(robustness.SHIFTS))
+)
 def test_any_image_stays_a_valid_image(images, name):
     out = robustness.shifted(name, images)
     assert out.dtype == np.uint8 and out.shape == images.shape
@@ -83,7 +85,9 @@ def test_geometric_shifts_by_hand():
 
 def test_elastic_displacement_matches_its_documented_size():
     rng = np.random.default_rng(0)
-    field = robustness.ELASTIC_ALPHA * robustness._smooth(rng.uniform(-1, 1, (20, 28, 28)), robustness.ELASTIC_SIGMA, "reflect")
+    field = robustness.ELASTIC_ALPHA * robustness._smooth(
+        rng.uniform(-1, 1, (20, 28, 28)), robustness.ELASTIC_SIGMA, "reflect"
+    )
     assert 1.5 < float(np.sqrt((field**2).mean())) < 2.0  # the docstring's 1.7 px per axis
 
 

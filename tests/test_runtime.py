@@ -117,7 +117,12 @@ def test_bad_manifest_is_a_clear_error(tmp_path, monkeypatch, text):
 
 
 def one_line_naming(message: str, path: Path) -> bool:
-    return message.startswith(f"{path}: ") and "\n" not in message and "ONNXRuntimeError" not in message and "onnxruntime_src" not in message
+    return (
+        message.startswith(f"{path}: ")
+        and "\n" not in message
+        and "ONNXRuntimeError" not in message
+        and "onnxruntime_src" not in message
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The one checker of untrusted mappings (schema.py) that checkpoints, stored recipes and manifest entries go through:
-what each field check takes and refuses, and that a whole mapping is either returned as it was or refused in one line."""
+what each field check takes and refuses, and that a whole mapping is either returned as it was or refused in one
+line."""
 
 import math
 
@@ -24,7 +25,9 @@ REFUSED = {
     "choice": (choice(("sgd", "adam")), ["lbfgs", "SGD", 1, None, ["sgd"]]),
     "boolean": (boolean, [0, 1, "true", None]),
     "list_of(int_in, 2, 1)": (list_of(int_in(0, 9), 2, at_least=1), [[], [1, 2, 3], [1, True], (1,), {"a": 1}]),
-    "map_of(text, number_in, 2)": (map_of(text(), number_in(), 2), [{1: 1.0}, {"a": float("nan")}, {"a": 1, "b": 2, "c": 3}, [1]]),
+    "map_of(text, number_in, 2)": (
+        map_of(text(), number_in(), 2), [{1: 1.0}, {"a": float("nan")}, {"a": 1, "b": 2, "c": 3}, [1]],
+    ),
 }
 PASSED = {
     "int_in(0, 10)": [0, 10, 5],
@@ -53,7 +56,10 @@ def test_each_check_refuses_saying_what_a_value_must_be(name):
 
 def test_a_nested_problem_names_the_item_or_key():
     assert list_of(int_in(0, 9), 5)([1, 2, 30]) == "item 2 must be a whole number from 0 to 9"
-    assert map_of(text(), number_in())({"loss": float("inf")}) == "'loss' must be a finite number at least -inf and at most inf"
+    assert (
+        map_of(text(), number_in())({"loss": float("inf")})
+        == "'loss' must be a finite number at least -inf and at most inf"
+    )
     assert map_of(text(), number_in())({7: 1.0}).startswith("key 7 must be a string")
 
 
@@ -76,16 +82,25 @@ CHECKS = {"epochs": int_in(1, 100), "lr": number_in(0, 10, low_open=True), "name
     [
         ([1], "x.pt: its meta is a list, not a mapping"),
         (7, "x.pt: its meta is an int, not a mapping"),
-        ({"epochs": 1, "lr": 0.1, "name": "a", "hook": 1}, r"x.pt: its meta does not fit this mnist-edge \(unknown keys \['hook'\]\)"),
+        (
+            {"epochs": 1, "lr": 0.1, "name": "a", "hook": 1},
+            r"x.pt: its meta does not fit this mnist-edge \(unknown keys \['hook'\]\)",
+        ),
         ({"lr": 0.1}, r"x.pt: its meta does not fit this mnist-edge \(missing \['epochs', 'name'\]\)"),
         ({5: 1, "epochs": 1, "name": "a"}, r"unknown keys \['5'\]"),
-        ({"epochs": True, "name": "a"}, r"x.pt: its meta has a bad 'epochs' \(True\): must be a whole number from 1 to 100"),
+        (
+            {"epochs": True, "name": "a"},
+            r"x.pt: its meta has a bad 'epochs' \(True\): must be a whole number from 1 to 100",
+        ),
         ({"epochs": 1.0, "name": "a"}, r"has a bad 'epochs' \(1.0\)"),
         ({"epochs": HUGE, "name": "a"}, r"has a bad 'epochs' \(an int of 1,329 bits\)"),
         ({"epochs": 1, "lr": float("nan"), "name": "a"}, r"has a bad 'lr' \(nan\): must be a finite number above 0"),
         ({"epochs": 1, "lr": float("inf"), "name": "a"}, r"has a bad 'lr' \(inf\)"),
         ({"epochs": 1, "name": ["a"]}, r"has a bad 'name' \(list\): must be a string"),
-        ({"epochs": 1, "name": "a", "note": "x" * 9}, r"has a bad 'note' \('xxxxxxxxx'\): must be a string of at most 8"),
+        (
+            {"epochs": 1, "name": "a", "note": "x" * 9},
+            r"has a bad 'note' \('xxxxxxxxx'\): must be a string of at most 8",
+        ),
     ],
 )
 def test_check_fields_refuses_in_one_line(value, message):
@@ -96,12 +111,24 @@ def test_check_fields_refuses_in_one_line(value, message):
 
 def test_extra_keys_are_checked_by_extra_when_it_is_given():
     extra = number_in()
-    assert check_fields("m", "entry", {"epochs": 1, "name": "a", "new": 2.0}, CHECKS, extra=extra) == {"epochs": 1, "name": "a", "new": 2.0}
+    assert check_fields("m", "entry", {"epochs": 1, "name": "a", "new": 2.0}, CHECKS, extra=extra) == {
+        "epochs": 1,
+        "name": "a",
+        "new": 2.0,
+    }
     with pytest.raises(MnistEdgeError, match=r"^m: entry has a bad 'new' \(nan\)"):
         check_fields("m", "entry", {"new": float("nan")}, CHECKS, extra=extra)
 
 
-ANY = st.none() | st.booleans() | st.integers() | st.integers(2**60, 2**2000) | st.floats() | st.text(max_size=6) | st.lists(st.integers(), max_size=2)
+ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(2**60, 2**2000)
+    | st.floats()
+    | st.text(max_size=6)
+    | st.lists(st.integers(), max_size=2)
+)
 
 
 @settings(max_examples=500, deadline=None)

@@ -184,7 +184,10 @@ def test_bad_requests_are_4xx(server):
         (server.request("POST", "/predict", b"abc"), 415, "no Content-Type"),
         (server.request("POST", "/predict", body, {"Content-Type": content_type}), 400, "no part named 'file'"),
         (server.request("POST", "/predict", b"--x\r\n", {"Content-Type": "multipart/form-data"}), 400, "boundary"),
-        (server.request("POST", "/predict", b"garbage", {"Content-Type": "multipart/form-data; boundary=x"}), 400, "multipart"),
+        (
+            server.request("POST", "/predict", b"garbage", {"Content-Type": "multipart/form-data; boundary=x"}), 400,
+            "multipart",
+        ),
         (server.upload(samples()[:1] * (MAX_FILES + 1)), 400, f"Maximum number of files is {MAX_FILES}"),
         (server.upload(samples()[:1], "?top=0"), 400, "?top="),
         (server.upload(samples()[:1], "?top=eleven"), 400, "?top="),
@@ -214,7 +217,12 @@ def test_text_fields_are_refused(server):
     content_type = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
     def fields(*names: str) -> bytes:
-        return "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\n\r\nhello\r\n' for n in names).encode() + f"--{boundary}--\r\n".encode()
+        return (
+            "".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\n\r\nhello\r\n' for n in names
+            ).encode()
+            + f"--{boundary}--\r\n".encode()
+        )
 
     assert_refused(server.request("POST", "/predict", fields("file"), content_type), 400, "text field")
     assert_refused(server.request("POST", "/predict", fields(*["x"] * 17), content_type), 400, "Too many fields")
@@ -231,7 +239,9 @@ def read_reply(sock: socket.socket) -> bytes:
 def test_body_over_the_limit_is_413_before_it_is_read(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         # Declares 50 MB and sends none of it: the answer comes from the Content-Length alone.
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 50000000\r\n\r\n")
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 50000000\r\n\r\n"
+        )
         reply = read_reply(sock)  # returns: the server closes the connection instead of draining 50 MB
     assert reply.startswith(b"HTTP/1.1 413") and b'"error"' in reply
     assert_healthy(server)
@@ -240,7 +250,9 @@ def test_body_over_the_limit_is_413_before_it_is_read(server):
 def test_chunked_body_over_the_limit_is_413_while_streaming(server):
     chunk = b"x" * 65536
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         sent = 0
         # Sends until the answer comes (6.5 MB if it never did); loopback's buffers take the chunks fast.
         while sent < 100 * len(chunk) and not select.select([sock], [], [], 0.05)[0]:
@@ -319,7 +331,9 @@ class FakeWorker:
         self.waiting.append(future)
         if name == "predict_batch":
             self.batches.append(len(args[0]))
-        answer = [Outcome(200, {"file": upload.name}) for upload in args[0]] if name == "predict_batch" else {"arch": "fake"}
+        answer = (
+            [Outcome(200, {"file": upload.name}) for upload in args[0]] if name == "predict_batch" else {"arch": "fake"}
+        )
         asyncio.get_running_loop().call_soon(self._answer, future, answer)
         return future
 
@@ -347,7 +361,9 @@ def test_the_engine_batches_what_waits_up_to_max_batch_and_answers_each_request_
             await engine.close()
 
     answers = asyncio.run(serve())
-    assert [[o.body["file"] for o in a] for a in answers] == [[f"{r}-{k}.png" for k in range(n)] for r, n in enumerate((1, 30, 9, 5))]
+    assert [[o.body["file"] for o in a] for a in answers] == [
+        [f"{r}-{k}.png" for k in range(n)] for r, n in enumerate((1, 30, 9, 5))
+    ]
     assert sum(batches) == 45 and max(batches) == MAX_BATCH and len(batches) == 2  # all that waited, in two runs
 
 
@@ -361,8 +377,19 @@ def asgi_get(app, path: str) -> tuple[int, dict]:
     async def send(message) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
-             "root_path": "", "query_string": b"", "headers": [], "server": ("test", 80), "client": ("test", 1)}
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("test", 80),
+        "client": ("test", 1),
+    }
     asyncio.run(app(scope, receive, send))
     return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
 
@@ -370,7 +397,10 @@ def asgi_get(app, path: str) -> tuple[int, dict]:
 def test_the_app_runs_in_process_on_the_engine_it_is_given():
     engine = SimpleNamespace(model_info={"file": "fake.onnx"}, workers=3, images=7, prepared_here=2)
     app = create_app(engine, MAX_BODY, MAX_FILES)
-    assert asgi_get(app, "/healthz") == (200, {"status": "ok", "model": "fake.onnx", "workers": 3, "images": 7, "prepared_by_server": 2})
+    assert asgi_get(app, "/healthz") == (
+        200,
+        {"status": "ok", "model": "fake.onnx", "workers": 3, "images": 7, "prepared_by_server": 2},
+    )
     assert asgi_get(app, "/model") == (200, {"file": "fake.onnx"})
     status, body = asgi_get(app, "/static/nope.js")
     assert status == 404 and "no such file" in body["error"]
@@ -551,12 +581,17 @@ def test_the_server_process_never_decodes_a_small_file_that_claims_many_pixels()
 
 
 def serve_process(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_edge", "serve", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "serve", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_model_is_one_error_line(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    for model, words in [(tmp_path / "junk.onnx", "not a usable ONNX model"), (tmp_path / "none.onnx", "no such model file")]:
+    for model, words in [
+        (tmp_path / "junk.onnx", "not a usable ONNX model"),
+        (tmp_path / "none.onnx", "no such model file"),
+    ]:
         result = serve_process("--model", str(model), "--port", "0")
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1].startswith("error: ") and words in result.stderr
@@ -678,10 +713,21 @@ def test_a_model_that_fails_at_run_time_fails_only_its_images(tmp_path):
 
 def test_without_the_serve_extra_it_says_what_to_install(tmp_path):
     (tmp_path / "uvicorn").mkdir()  # stands in for a missing package: importing it fails as a missing one does
-    (tmp_path / "uvicorn" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'uvicorn'\", name='uvicorn')\n")
+    (tmp_path / "uvicorn" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'uvicorn'\", name='uvicorn')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "mnist_edge", "serve", "--port", "0"], capture_output=True, text=True,
-                            timeout=60, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert result.returncode == 1
     hint = result.stderr.strip().removeprefix("error: this command needs uvicorn: ")
-    assert hint in (f"pip install -e '{ROOT}[serve]'", "pip install -e '.[serve]'", "pip install '.[serve]' in a checkout of mnist-edge")
+    assert hint in (
+        f"pip install -e '{ROOT}[serve]'",
+        "pip install -e '.[serve]'",
+        "pip install '.[serve]' in a checkout of mnist-edge",
+    )

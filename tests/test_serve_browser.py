@@ -89,7 +89,9 @@ def test_clear_and_upload_work_from_the_keyboard(server, browser):
     assert page.evaluate("document.activeElement.id") == "clear"
     page.keyboard.press("Enter")
     assert page.locator("#digit").text_content() == "?" and not page.locator("#preview").is_visible()
-    assert page.evaluate("document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data.every(v => v === 255)")
+    assert page.evaluate(
+        "document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data.every(v => v === 255)"
+    )
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "file"  # the upload is the next stop
     page.set_input_files("#file", str(SAMPLES / "paper-3.png"))

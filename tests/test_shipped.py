@@ -65,5 +65,9 @@ def test_the_default_model_is_more_robust_than_tiny(manifest, mnist_dir):
     mnist = load_mnist(mnist_dir)
     models = {"default": OnnxModel(default_model_path()).run, "tiny": OnnxModel(tiny).run}
     table = robustness.score_models(models, mnist.test_images[:2000], mnist.test_labels[:2000], list(robustness.SHIFTS))
-    worse = {shift: (s["default"].accuracy, s["tiny"].accuracy) for shift, s in table.items() if s["default"].accuracy <= s["tiny"].accuracy}
+    worse = {
+        shift: (s["default"].accuracy, s["tiny"].accuracy)
+        for shift, s in table.items()
+        if s["default"].accuracy <= s["tiny"].accuracy
+    }
     assert not worse, f"the default is not better than tiny on: {worse}"

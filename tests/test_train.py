@@ -23,7 +23,9 @@ from mnist_edge.train.loop import train
 
 # `basic` is the cheapest network; a raised learning rate makes a few hundred digits enough to learn.
 # The notebook's constant-LR recipe: a run cut short and resumed with more --epochs then matches a straight run.
-QUICK = dict(arch="basic", recipe="notebook", limit=512, batch_size=32, lr=0.05, device="cpu", progress=False, threads=1)
+QUICK = dict(
+    arch="basic", recipe="notebook", limit=512, batch_size=32, lr=0.05, device="cpu", progress=False, threads=1
+)
 META_KEYS = {
     "arch", "recipe", "epochs_done", "test_accuracy", "normalize", "seed", "device",
     "wall_time_s", "versions", "dataset_sha256", "history",
@@ -117,7 +119,10 @@ def test_checkpoint_round_trip(tmp_path, two_epochs):
 
 def test_train_cli_prints_recipe_and_epochs(mnist_dir, tmp_path):
     out = tmp_path / "cli.pt"
-    args = ["train", "--arch", "basic", "--recipe", "notebook", "--epochs", "1", "--limit", "128", "--device", "cpu", "--out", str(out)]
+    args = [
+        "train", "--arch", "basic", "--recipe", "notebook", "--epochs", "1", "--limit", "128", "--device", "cpu",
+        "--out", str(out),
+    ]
     result = CliRunner().invoke(app, [*args, "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0, result.output
     assert "recipe: sgd lr 0.01 momentum 0.5, batch 64, 1 epochs" in result.output
@@ -141,7 +146,9 @@ def test_train_cli_runs_a_named_recipe(mnist_dir, tmp_path):
     assert "cosine LR schedule" in result.output
     assert load_checkpoint(out).meta["recipe"]["schedule"] == "cosine"
     constant = tmp_path / "constant.pt"
-    result = CliRunner().invoke(app, [*args, "--schedule", "constant", "--out", str(constant), "--data-dir", str(mnist_dir)])
+    result = CliRunner().invoke(
+        app, [*args, "--schedule", "constant", "--out", str(constant), "--data-dir", str(mnist_dir)]
+    )
     assert result.exit_code == 0 and "LR schedule" not in result.output
     assert load_checkpoint(constant).meta["recipe"]["schedule"] == "constant"
 
@@ -156,7 +163,8 @@ def _one_error_line(result) -> str:
 BAD_NUMBERS = [
     ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "1e308"),
     ("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--batch-size", str(10**9)),
-    ("--seed", str(2**70)), ("--seed", "-1"), ("--limit", "0"), ("--threads", "0"), ("--threads", str((os.cpu_count() or 1) + 1)),
+    ("--seed", str(2**70)), ("--seed", "-1"), ("--limit", "0"), ("--threads", "0"),
+    ("--threads", str((os.cpu_count() or 1) + 1)),
 ]  # fmt: skip
 
 
@@ -173,7 +181,13 @@ def test_bad_numbers_are_one_line_before_any_work(flag, value, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("field", "value"), [("lr", float("nan")), ("lr", 1e308), ("epochs", 0), ("batch_size", 0), ("seed", 2**70), ("limit", 0), ("threads", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("lr", float("nan")), ("lr", 1e308), ("epochs", 0), ("batch_size", 0), ("seed", 2**70), ("limit", 0),
+        ("threads", 0),
+    ],
+)
 def test_the_library_refuses_what_the_command_line_refuses(field, value):
     with pytest.raises(MnistEdgeError, match=field.replace("_", "-")):
         TrainConfig(arch="basic", **{field: value})
@@ -277,12 +291,24 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(two_epochs, mn
     assert out.read_bytes() == before
     lines = []
     with pytest.raises(MnistEdgeError, match="diverged"):  # found at the next progress check, not at epoch end
-        train(TrainConfig(resume=out, epochs=3, data_dir=mnist_dir, device="cpu", threads=1, progress_every_s=0), log=lines.append)
+        train(
+            TrainConfig(resume=out, epochs=3, data_dir=mnist_dir, device="cpu", threads=1, progress_every_s=0),
+            log=lines.append,
+        )
     assert not any("step 2/" in line for line in lines)
 
 
 def test_resume_with_augmentation_continues_exactly(mnist_dir, tmp_path):
-    quick = dict(arch="tiny", recipe="annealed", limit=256, batch_size=32, device="cpu", progress=False, threads=1, data_dir=mnist_dir)
+    quick = dict(
+        arch="tiny",
+        recipe="annealed",
+        limit=256,
+        batch_size=32,
+        device="cpu",
+        progress=False,
+        threads=1,
+        data_dir=mnist_dir,
+    )
     straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
     train_quietly(epochs=2, out=straight, **quick)
     assert load_checkpoint(straight).meta["recipe"]["augment"]
@@ -301,18 +327,36 @@ def test_resume_with_augmentation_continues_exactly(mnist_dir, tmp_path):
 
 def test_progress_lines_come_at_intervals_when_not_on_a_terminal(mnist_dir, tmp_path):
     lines: list[str] = []
-    config = TrainConfig(epochs=1, data_dir=mnist_dir, out=tmp_path / "p.pt", **{**QUICK, "progress": True}, progress_every_s=0)
+    config = TrainConfig(
+        epochs=1, data_dir=mnist_dir, out=tmp_path / "p.pt", **{**QUICK, "progress": True}, progress_every_s=0
+    )
     train(config, log=lines.append)
     steps = [line for line in lines if ": step " in line]
     assert len(steps) == 512 // 32 and steps[0].startswith("epoch 1/1: step 1/16, loss ") and steps[0].endswith("img/s")
     quiet: list[str] = []
-    train(TrainConfig(epochs=1, data_dir=mnist_dir, out=tmp_path / "q.pt", **{**QUICK, "progress": True}), log=quiet.append)
+    train(
+        TrainConfig(epochs=1, data_dir=mnist_dir, out=tmp_path / "q.pt", **{**QUICK, "progress": True}),
+        log=quiet.append,
+    )
     assert not any(": step " in line for line in quiet)  # the default interval is seconds, longer than this run
 
 
 def test_train_json_summary_on_stdout_progress_on_stderr(mnist_dir, tmp_path):
     out = tmp_path / "j.pt"
-    args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "128", "--threads", "1", "--json", "--out", str(out)]
+    args = [
+        "train",
+        "--arch",
+        "basic",
+        "--epochs",
+        "1",
+        "--limit",
+        "128",
+        "--threads",
+        "1",
+        "--json",
+        "--out",
+        str(out),
+    ]
     result = cli_runner().invoke(app, [*args, "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -366,7 +410,21 @@ def test_an_existing_checkpoint_is_not_replaced_unless_asked(two_epochs, mnist_d
     _, done = two_epochs
     out = tmp_path / "kept.pt"
     out.write_bytes(done.read_bytes())
-    args = ["train", "--arch", "basic", "--epochs", "1", "--limit", "64", "--threads", "1", "--out", str(out), "--data-dir", str(mnist_dir)]
+    args = [
+        "train",
+        "--arch",
+        "basic",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(mnist_dir),
+    ]
     line = _one_error_line(CliRunner().invoke(app, args))
     assert line == f"error: {out}: exists; --resume it, choose another --out, or give --overwrite to replace it"
     assert out.read_bytes() == done.read_bytes()

@@ -110,13 +110,17 @@ def test_a_tampered_weight_fails_verify(tiny, mnist_dir, tmp_path):
     onnx.save(proto, tmp_path / "tampered.onnx")
     parity = verify_artifact(tmp_path / "tampered.onnx", tiny / "tiny.pt", mnist_dir, limit=100)
     assert not parity.passed and parity.failures[0].startswith("max abs logit diff")
-    result = _verify(str(tmp_path / "tampered.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir))
+    result = _verify(
+        str(tmp_path / "tampered.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir)
+    )
     assert result.exit_code == 1 and "parity FAILED: max abs logit diff" in result.output
 
 
 def test_an_artifact_checked_against_another_checkpoint_fails(tiny, mnist_dir, tmp_path, make_checkpoint):
     make_checkpoint(tmp_path / "other.pt", seed=1)
-    parity = verify_artifact(tiny / "tiny.torchscript.pt", tmp_path / "other.pt", mnist_dir, limit=100, trust_torchscript=True)
+    parity = verify_artifact(
+        tiny / "tiny.torchscript.pt", tmp_path / "other.pt", mnist_dir, limit=100, trust_torchscript=True
+    )
     assert parity.failures[0].startswith("artifact was exported from checkpoint sha256")
 
 
@@ -148,7 +152,9 @@ def test_missing_and_unknown_files_are_one_line(tiny, tmp_path):
 def test_evaluate_accepts_exported_files(tiny, mnist_dir):
     outputs = {}
     for name in ("tiny.pt", "tiny.onnx", "tiny.torchscript.pt"):
-        result = runner.invoke(app, ["evaluate", str(tiny / name), "--data-dir", str(mnist_dir), "--json", "--trust-torchscript"])
+        result = runner.invoke(
+            app, ["evaluate", str(tiny / name), "--data-dir", str(mnist_dir), "--json", "--trust-torchscript"]
+        )
         assert result.exit_code == 0, result.output
         outputs[name] = result.output
     accuracy = [line for line in outputs["tiny.pt"].splitlines() if '"accuracy"' in line]
@@ -222,7 +228,9 @@ def test_an_onnx_file_given_as_the_checkpoint_says_what_it_is(tiny):
 def test_a_configured_but_broken_data_source_is_an_error_not_synthetic(tiny, tmp_path, monkeypatch):
     args = [str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt")]
     corrupt = write_dataset(tmp_path / "corrupt")  # MNIST's layout, not MNIST's bytes: the checksums refuse it
-    for folder, problem in ((tmp_path / "missing", "no such data folder"), (corrupt, str(corrupt / "train-images-idx3-ubyte.gz"))):
+    for folder, problem in (
+        (tmp_path / "missing", "no such data folder"), (corrupt, str(corrupt / "train-images-idx3-ubyte.gz")),
+    ):
         monkeypatch.setenv("MNIST_EDGE_DATA", str(folder))
         line = _one_line(_verify(*args))
         assert problem in line and "synthetic" not in line
@@ -232,7 +240,8 @@ def test_a_configured_but_broken_data_source_is_an_error_not_synthetic(tiny, tmp
 
 
 def test_only_with_no_source_and_no_download_is_the_batch_synthetic(monkeypatch):
-    monkeypatch.setattr("mnist_edge.export.verify.local_mnist", lambda: None)  # no variable, no copy beside the checkout
+    # no variable, no copy beside the checkout
+    monkeypatch.setattr("mnist_edge.export.verify.local_mnist", lambda: None)
 
     def offline():
         raise MnistEdgeError("could not download MNIST (offline)")
@@ -284,6 +293,8 @@ def test_synthetic_on_request_passes_but_still_says_not_checked_on_mnist(tiny, m
 
 
 def test_on_mnist_the_json_says_so(tiny, mnist_dir):
-    result = _verify(str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir), "--json")
+    result = _verify(
+        str(tiny / "tiny.onnx"), "--checkpoint", str(tiny / "tiny.pt"), "--data-dir", str(mnist_dir), "--json"
+    )
     report = json.loads(result.stdout)
     assert report["passed"] is True and report["on_mnist"] is True and report["reference_accuracy"] is not None

@@ -24,7 +24,9 @@ from _toolcli import Parser, run
 
 
 def _start(args: argparse.Namespace, out: Path, extra: list[str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "mnist_edge", "train", "--arch", args.arch, "--epochs", "1", "--limit", str(args.limit)]
+    cmd = [
+        sys.executable, "-m", "mnist_edge", "train", "--arch", args.arch, "--epochs", "1", "--limit", str(args.limit),
+    ]
     cmd += ["--device", "cpu", "--out", str(out), "--overwrite", *extra]
     cmd += ["--data-dir", str(args.data_dir)] if args.data_dir else []  # else train finds MNIST as it always does
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -48,7 +50,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--arch", default="tiny")
     parser.add_argument("--limit", type=int, default=6000, help="training and test images per run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of one run then two; the median of the per-round ratios")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of one run then two; the median of the per-round ratios"
+    )
     parser.add_argument("extra", nargs="*", help="more `train` flags, after --")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
@@ -57,9 +61,14 @@ def main() -> None:
         for _ in range(args.rounds):
             ones.append(timed(args, 1, Path(tmp), args.extra))
             twos.append(timed(args, 2, Path(tmp), args.extra))
-            print(f"one run {ones[-1]:.1f}s | two at once {twos[-1]:.1f}s | ratio {twos[-1] / ones[-1]:.2f}", flush=True)
+            print(
+                f"one run {ones[-1]:.1f}s | two at once {twos[-1]:.1f}s | ratio {twos[-1] / ones[-1]:.2f}", flush=True
+            )
     ratios = sorted(two / one for one, two in zip(ones, twos))  # paired: load that drifts between rounds cancels
-    print(f"median ratio two at once / one run: {ratios[len(ratios) // 2]:.2f} (ideal 1-2; rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(
+        f"median ratio two at once / one run: {ratios[len(ratios) // 2]:.2f} (ideal 1-2; rounds "
+        f"{', '.join(f'{r:.2f}' for r in ratios)})"
+    )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

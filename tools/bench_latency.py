@@ -6,7 +6,8 @@ turns round by round, so a slow spell of the shared CPU hits every model alike; 
 file, and each model's p50 as a ratio to the first model's. Models are checkpoints, or `--arch NAME`
 for seeded random weights (latency does not depend on the weights' values).
 
-    python tools/bench_latency.py [CKPT ...] [--arch tiny --arch edgenet ...] [--rounds 20] [--runs 250] [--data-dir DIR]
+    python tools/bench_latency.py [CKPT ...] [--arch tiny --arch edgenet ...] [--rounds 20] [--runs 250]
+                                  [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def main() -> None:
     for (name, variant), t in times.items():
         model = models[name]
         print(
-            f"| {name} | {count_params(model):,} | {count_macs(model):,} | {variant} | {sizes[(name, variant)] / 1e3:.1f} kB "
-            f"| {p50[(name, variant)]:.1f} us | {np.percentile(t, 99) / 1e3:.1f} us | {p50[(name, variant)] / p50[(first, variant)]:.2f}x |"
+            f"| {name} | {count_params(model):,} | {count_macs(model):,} | {variant} | "
+            f"{sizes[(name, variant)] / 1e3:.1f} kB "
+            f"| {p50[(name, variant)]:.1f} us | {np.percentile(t, 99) / 1e3:.1f} us | "
+            f"{p50[(name, variant)] / p50[(first, variant)]:.2f}x |"
         )
 
 

@@ -79,8 +79,13 @@ class Sample:
 def measure(cmd: list[str]) -> Sample:
     """Wall time and peak RSS of one whole process, started from a small launcher: Linux counts the RSS of
     the process that exec'd into a child in the child's peak, and this benchmark is far bigger than `predict`."""
-    with tempfile.NamedTemporaryFile("w+") as report, tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, report.name, *cmd], stdout=out, stderr=err, text=True)
+    with (
+        tempfile.NamedTemporaryFile("w+") as report, tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", LAUNCHER, report.name, *cmd], stdout=out, stderr=err, text=True
+        )
         out.seek(0), err.seek(0)
         if proc.returncode != 0:
             sys.exit(f"bench_predict: {' '.join(cmd)} failed ({proc.returncode}):\n{err.read()[-2000:]}")
@@ -137,15 +142,20 @@ def median_of(samples: list[Sample]) -> tuple[float, float, float]:
 def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped default model)")
-    parser.add_argument("--image", type=Path, default=SAMPLES / "mnist-7.png", help="the one image (default: a shipped sample)")
+    parser.add_argument(
+        "--image", type=Path, default=SAMPLES / "mnist-7.png", help="the one image (default: a shipped sample)"
+    )
     parser.add_argument("--runs", type=int, default=15, help="rounds of the single-image comparison (default 15)")
     parser.add_argument("--images", type=int, default=1000, help="images in the one-call throughput run (default 1000)")
     parser.add_argument("--throughput-runs", type=int, default=5)
     parser.add_argument("--torchscript", type=Path, help="TorchScript file for the torch path (default: found or made)")
     parser.add_argument("--data-dir", default=local_mnist(),
                         help="MNIST IDX folder for the throughput images (default: a local copy)")
-    parser.add_argument("--base-python", default=sys.executable,
-                        help="interpreter of a base (torch-free) install for the predict and minimal runs (default: this one)")
+    parser.add_argument(
+        "--base-python",
+        default=sys.executable,
+        help="interpreter of a base (torch-free) install for the predict and minimal runs (default: this one)",
+    )
     args = parser.parse_args()
     model = (args.model or default_model_path()).resolve()
     image = args.image.resolve()
@@ -158,8 +168,11 @@ def main() -> None:
             "minimal ORT script": [args.base_python, "-c", MINIMAL, str(image), str(model)],
             "torch path": [sys.executable, "-c", TORCH, str(image), str(torchscript)],
         }
-        print(f"model {model}\npredict and minimal script: {args.base_python}; torch path: {sys.executable} with {torch_source}\nimage {image}; {args.runs} interleaved rounds, whole processes, "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+        print(
+            f"model {model}\npredict and minimal script: {args.base_python}; torch path: {sys.executable} with "
+            f"{torch_source}\nimage {image}; {args.runs} interleaved rounds, whole processes, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+        )
         for cmd in variants.values():  # warm the file cache; not timed
             measure(cmd)
         samples: dict[str, list[Sample]] = {name: [] for name in variants}

@@ -88,7 +88,9 @@ def models(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
 def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="*", type=Path)
-    parser.add_argument("--arch", action="append", default=[], choices=list_models(), help="random-weights model (repeatable)")
+    parser.add_argument(
+        "--arch", action="append", default=[], choices=list_models(), help="random-weights model (repeatable)"
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="threads per batch; 0: one per usable CPU")
     parser.add_argument("--calibration", type=int, default=1000)
@@ -98,19 +100,24 @@ def main() -> None:
     threads = args.threads or usable_cpus()
     mnist = load_mnist(args.data_dir)
     test, labels = to_pixels(mnist.test_images), mnist.test_labels
-    calib = to_pixels(mnist.train_images[np.random.default_rng(0).permutation(len(mnist.train_images))[: args.calibration]])
+    calib = to_pixels(
+        mnist.train_images[np.random.default_rng(0).permutation(len(mnist.train_images))[: args.calibration]]
+    )
     batch = test[:BATCH]
     print(
-        f"onnxruntime {ort.__version__}, batch {BATCH}, {threads} threads; speed: median over {args.rounds} interleaved "
-        f"rounds of images/s and of the ratio to fp32 in the same round. chunks: the batch split over {threads} "
-        f"single-threaded runs at once, as `predict` runs it; intra-op: ONNX Runtime's pool splitting each op"
+        f"onnxruntime {ort.__version__}, batch {BATCH}, {threads} threads; speed: median over {args.rounds} "
+        "interleaved rounds of images/s and of the ratio to fp32 in the same round. chunks: the batch split over "
+        f"{threads} single-threaded runs at once, as `predict` runs it; intra-op: ONNX Runtime's pool splitting each op"
     )
     for source, model in models(args):
         torch_acc = 100 * float((split_outputs(batched(torch_logits_fn(model), test))[0].argmax(1) == labels).mean())
         fp32 = onnx_proto(model)
         variants = {"fp32": fp32, "dynamic": quantize.onnx_dynamic(fp32), "static": quantize.onnx_static(fp32, calib)}
         print(f"\n{model.arch} ({source}), torch accuracy {torch_acc:.2f}%")
-        print(f"  {'variant':<8} {'bytes':>10} {'size':>6} {'acc %':>7} {'chunks img/s':>13} {'ratio':>6} {'intra-op img/s':>15} {'ratio':>6}  ops ORT runs")
+        print(
+            f"  {'variant':<8} {'bytes':>10} {'size':>6} {'acc %':>7} {'chunks img/s':>13} {'ratio':>6} "
+            f"{'intra-op img/s':>15} {'ratio':>6}  ops ORT runs"
+        )
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             paths = {}

@@ -49,7 +49,9 @@ def wrk_script(image: Path, raw: bool, folder: Path) -> Path:
     data = image.read_bytes()
     body, content_type = (data, "image/png") if raw else multipart([(image.name, data)])
     script = folder / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {lua_string(body)}\nwrk.headers["Content-Type"] = "{content_type}"\n')
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {lua_string(body)}\nwrk.headers["Content-Type"] = "{content_type}"\n'
+    )
     return script
 
 
@@ -131,7 +133,9 @@ def main() -> int:
         script = wrk_script(args.image, args.raw, Path(tmp))
         url = f"http://127.0.0.1:{server.port}/predict"
         # Warm-up: connections, buffers and batch sizes reach their working state.
-        subprocess.run(["wrk", "-t1", f"-c{args.connections}", "-d2s", "-s", str(script), url], capture_output=True, timeout=60)
+        subprocess.run(
+            ["wrk", "-t1", f"-c{args.connections}", "-d2s", "-s", str(script), url], capture_output=True, timeout=60
+        )
         pids = server.pids()
         cpu_before = [cpu_seconds(p) for p in pids]
         stop, peak = threading.Event(), [server.rss_bytes()]
@@ -153,19 +157,27 @@ def main() -> int:
 
     per_request = [1e6 * c / max(figures["requests"], 1) for c in [*cpu_used, wrk_cpu]]
     p50_single = statistics.median(single) * 1e3
-    print(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)"
+    )
     print(f"start-up (command to first /healthz answer, median of 3): {statistics.median(starts):.2f} s")
-    print(f"one request at a time ({args.latency_runs}, keep-alive): p50 {p50_single:.2f} ms, p99 {percentile(single, 0.99) * 1e3:.2f} ms; "
-          f"cold `mnist-edge predict` process: median {statistics.median(cold) * 1e3:.0f} ms "
-          f"({statistics.median(cold) * 1e3 / p50_single:.0f}x)")
+    print(
+        f"one request at a time ({args.latency_runs}, keep-alive): p50 {p50_single:.2f} ms, p99 "
+        f"{percentile(single, 0.99) * 1e3:.2f} ms; "
+        f"cold `mnist-edge predict` process: median {statistics.median(cold) * 1e3:.0f} ms "
+        f"({statistics.median(cold) * 1e3 / p50_single:.0f}x)"
+    )
     print(f"load: wrk, {args.connections} keep-alive connections, {'raw image/png' if args.raw else 'multipart'} "
           f"{args.image.name}, {args.seconds} s: {figures['rps']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
           f"p99 {figures['p99_ms']:.1f} ms, {figures['bad']:.0f} non-2xx, {figures['socket_errors']:.0f} socket errors")
     print(f"memory: peak RSS of all {len(pids)} server processes together {peak[0] / MIB:.1f} MiB")
     names = ["server", *(f"worker {k}" for k in range(1, len(pids))), "wrk"]
-    print(f"CPU time per request (least moved by neighbours): {sum(per_request):.0f} us: " + ", ".join(
-        f"{name} {us:.0f} us" for name, us in zip(names, per_request))
-        + f"; at most {os.cpu_count() * 1e6 / sum(per_request):.0f} requests/s if they had the {os.cpu_count()} CPUs to themselves")
+    print(
+        f"CPU time per request (least moved by neighbours): {sum(per_request):.0f} us: "
+        + ", ".join(f"{name} {us:.0f} us" for name, us in zip(names, per_request))
+        + f"; at most {os.cpu_count() * 1e6 / sum(per_request):.0f} requests/s if they had the {os.cpu_count()} CPUs "
+          "to themselves"
+    )
     missed = [
         text for ok, text in [
             (figures["rps"] >= FLOOR_RPS, f"{figures['rps']:.0f} requests/s < {FLOOR_RPS}"),

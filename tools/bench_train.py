@@ -3,7 +3,8 @@
 Both are timed as whole processes (start-up, data loading, one training epoch, the test pass):
   notebook:   torchvision MNIST + per-sample PIL RandomAffine/ColorJitter/ToTensor/Normalize + DataLoader
               (num_workers=0, as the notebook runs on a CPU), the same network with torch's own dropout layers
-              (the notebook's; mnist-edge draws dropout masks with numpy, see src/mnist_edge/train/dropout.py), SGD, batch 128
+              (the notebook's; mnist-edge draws dropout masks with numpy, see src/mnist_edge/train/dropout.py),
+              SGD, batch 128
   mnist-edge: `mnist-edge train --arch tiny --epochs 1 --device cpu`
 Usage: python tools/bench_train.py [--images N] [--repeat R] [--threads T] [--data-dir DIR]
 --threads sets OMP_NUM_THREADS for both: on a machine busy with other work, torch's default (one thread per
@@ -100,8 +101,11 @@ def main() -> None:
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     import torch
 
-    threads = args.threads or torch.get_num_threads()  # both pipelines on the same threads (train's default follows the load)
-    notebook_cmd = [sys.executable, __file__, "--notebook-child", "--images", str(args.images), "--data-dir", str(args.data_dir)]
+    # both pipelines on the same threads (train's default follows the load)
+    threads = args.threads or torch.get_num_threads()
+    notebook_cmd = [
+        sys.executable, __file__, "--notebook-child", "--images", str(args.images), "--data-dir", str(args.data_dir),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         ours_cmd = [
             sys.executable, "-m", "mnist_edge", "train", "--arch", ARCH, "--epochs", "1", "--device", "cpu",
@@ -113,7 +117,10 @@ def main() -> None:
             notebook_s.append(timed(notebook_cmd, env))
             ours_s.append(timed(ours_cmd, env))
     notebook_ips, ours_ips = args.images / min(notebook_s), args.images / min(ours_s)
-    print(f"{ARCH}, one epoch of {args.images:,} images + test pass, whole process, {threads} threads, best of {args.repeat}")
+    print(
+        f"{ARCH}, one epoch of {args.images:,} images + test pass, whole process, {threads} threads, best of "
+        f"{args.repeat}"
+    )
     print(f"notebook pipeline (torchvision + PIL + DataLoader): {min(notebook_s):7.1f} s  {notebook_ips:8,.0f} img/s")
     print(f"mnist-edge train (in-memory, batched augmentation): {min(ours_s):7.1f} s  {ours_ips:8,.0f} img/s")
     print(f"ratio: {ours_ips / notebook_ips:.2f}x")

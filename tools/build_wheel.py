@@ -28,7 +28,9 @@ def build_wheel(out_dir: Path, exported: Path | None = None, python: Path | str 
         if exported is not None and exported.resolve() != (ROOT / "exported").resolve():
             shutil.rmtree(tree / "exported")
             shutil.copytree(exported, tree / "exported", ignore=ignore)
-        command = [str(python), "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out_dir), str(tree)]
+        command = [
+            str(python), "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out_dir), str(tree),
+        ]
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"wheel build failed:\n{proc.stdout}{proc.stderr}")

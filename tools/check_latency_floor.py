@@ -25,13 +25,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5000, help="timed batch-1 runs per format")
     args = parser.parse_args()
     checkpoint = args.checkpoint or default_checkpoint()
-    bench = run_benchmark(checkpoint, [("onnx", "none")], args.data_dir, Settings(runs=args.runs, limit=1000), log=print)
+    bench = run_benchmark(
+        checkpoint, [("onnx", "none")], args.data_dir, Settings(runs=args.runs, limit=1000), log=print
+    )
     eager, onnx = bench.rows
     if onnx.p50_us is None:
         print(f"ONNX fp32: {onnx.status}: {onnx.detail}")
         return 1
     ok_p50, ok_ratio = onnx.p50_us <= MAX_P50_US, onnx.speedup >= MIN_SPEEDUP
-    print(f"{bench.arch} ({checkpoint}), batch 1, 1 thread, {bench.settings['batch_1']['runs']:,} interleaved runs each")
+    print(
+        f"{bench.arch} ({checkpoint}), batch 1, 1 thread, {bench.settings['batch_1']['runs']:,} interleaved runs each"
+    )
     print(f"  PyTorch eager p50 {eager.p50_us:.1f} us, p99 {eager.p99_us:.1f} us")
     print(f"  ONNX fp32     p50 {onnx.p50_us:.1f} us, p99 {onnx.p99_us:.1f} us")
     print(f"  floor p50 <= {MAX_P50_US:g} us: {'ok' if ok_p50 else 'MISSED'}")

@@ -25,12 +25,16 @@ WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild bes
 
 def main() -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", type=Path, help="ONNX files, checkpoints or TorchScript (default: the shipped model)")
+    parser.add_argument(
+        "models", nargs="*", type=Path, help="ONNX files, checkpoints or TorchScript (default: the shipped model)"
+    )
     parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")
     parser.add_argument("--wild-dir", type=Path, default=WILD, help=f"real labelled photos (default: {WILD})")
     parser.add_argument("--no-wild", action="store_true", help="leave the real photos out")
     parser.add_argument("--limit", type=int, help="the first N test digits only (default: all 10,000)")
-    parser.add_argument("--generated", type=int, default=2000, help="printed digits, and non-digits, to generate (each)")
+    parser.add_argument(
+        "--generated", type=int, default=2000, help="printed digits, and non-digits, to generate (each)"
+    )
     parser.add_argument("--shifts", help=f"comma-separated subset of: {', '.join(robustness.SHIFTS)}")
     args = parser.parse_args()
     if (args.limit is not None and args.limit < 1) or args.generated < 10:
@@ -40,7 +44,9 @@ def main() -> int:
         models = {}
         for path in args.models or [default_model_path()]:
             artifact = open_artifact(path)
-            models[path.name if path.name not in models else str(path)] = open_set.Model(artifact.logits_fn, threshold_of(artifact))
+            models[path.name if path.name not in models else str(path)] = open_set.Model(
+                artifact.logits_fn, threshold_of(artifact)
+            )
         mnist = load_mnist(args.data_dir)
         wild = None if args.no_wild else robustness.load_wild(args.wild_dir)
         sets = open_set.make_sets(mnist.test_images[: args.limit], mnist.test_labels[: args.limit],

@@ -39,7 +39,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "mnist_edge", "predict", "--raw", "--json", "--top", "1", *model, tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"error: predict failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        sys.exit(
+            f"error: predict failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        )
     rows = json.loads(done.stdout)
     answered = [(r["digit"], r["probability"], int(Path(r["file"]).stem)) for r in rows if r.get("digit") is not None]
     refused = len(rows) - len(answered)

@@ -1,11 +1,11 @@
 """Rebuild one model's files in exported/ from a data folder: train the architecture with its default
 recipe (seeded, so the same CPU gives the same weights), ship its checkpoint, export ONNX fp32, ONNX static
 int8 and TorchScript (with --tflite, LiteRT fp32 and static int8 too) through `mnist-edge export` (each verified
-on the 10k test digits), make the int8 ONNX the default model (unless --keep-default: how `tiny`, shipped beside the default `edgenet`, is rebuilt), and say
-how long it took.
+on the 10k test digits), make the int8 ONNX the default model (unless --keep-default: how `tiny`, shipped beside
+the default `edgenet`, is rebuilt), and say how long it took.
 
-usage: python tools/rebuild_exported.py --data-dir DIR [--arch edgenet] [--checkpoint FILE] [--work-dir runs] [--keep-default]
-                                       [--tflite]
+usage: python tools/rebuild_exported.py --data-dir DIR [--arch edgenet] [--checkpoint FILE] [--work-dir runs]
+                                       [--keep-default] [--tflite]
 
 The same seed and thread count give the same weights on the same CPU. The shipped tiny was trained on one thread
 before dropout masks came from numpy (src/mnist_edge/dropout.py): retraining it now gives other weights of the same
@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--arch", default="edgenet", choices=list_models())
     parser.add_argument("--keep-default", action="store_true", help="leave the manifest's default model as it is")
     parser.add_argument("--checkpoint", type=Path, help="ship this trained checkpoint instead of training one")
-    parser.add_argument("--tflite", action="store_true", help="also the LiteRT .tflite files (needs mnist-edge[tflite])")
+    parser.add_argument(
+        "--tflite", action="store_true", help="also the LiteRT .tflite files (needs mnist-edge[tflite])"
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("runs"), help="where training writes (default: runs)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -59,9 +61,11 @@ def main() -> None:
     flags = [*(["--keep-default"] if args.keep_default else []), *(["--tflite"] if args.tflite else [])]
     command = shlex.join(["python", "tools/rebuild_exported.py", "--arch", args.arch, *flags])
     ship_checkpoint(source, target, command + (" --data-dir $MNIST_EDGE_DATA" if data_dir else ""))
-    export = [sys.executable, "-m", "mnist_edge", "export", str(EXPORTED / target.name), "--format", "all",
-              *(["--format", "tflite"] if args.tflite else []), "--quantize", "static", "--out", str(EXPORTED), "--force",
-              *([] if args.keep_default else ["--make-default"])]
+    export = [
+        sys.executable, "-m", "mnist_edge", "export", str(EXPORTED / target.name), "--format", "all",
+        *(["--format", "tflite"] if args.tflite else []), "--quantize", "static", "--out", str(EXPORTED), "--force",
+        *([] if args.keep_default else ["--make-default"]),
+    ]
     if data_dir is not None:
         export += ["--data-dir", str(data_dir)]
     print("$ mnist-edge " + shlex.join(export[3:]), flush=True)

@@ -53,7 +53,10 @@ def main() -> int:
     except MnistEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(images):,} MNIST test digits per shift" + ("" if wild is None else f"; {len(wild.labels)} real images from {args.wild_dir}"))
+    print(
+        f"{len(images):,} MNIST test digits per shift"
+        + ("" if wild is None else f"; {len(wild.labels)} real images from {args.wild_dir}")
+    )
     print(robustness.format_table(table))
     print()
     for name in shifts:
@@ -62,7 +65,9 @@ def main() -> int:
         print("- wild: the real images, through `predict`'s preprocessing")
     print(f"({time.perf_counter() - started:.1f}s)")
     if args.json:
-        counts = {shift: {m: {"correct": s.correct, "total": s.total} for m, s in row.items()} for shift, row in table.items()}
+        counts = {
+            shift: {m: {"correct": s.correct, "total": s.total} for m, s in row.items()} for shift, row in table.items()
+        }
         args.json.write_text(json.dumps(counts, indent=2) + "\n")
     return 0
 

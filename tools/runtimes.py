@@ -91,7 +91,10 @@ RUNTIMES: list[tuple[str, str, str, Callable[[Path], Runner]]] = [
     ("OpenCV DNN", "engine=ENGINE_CLASSIC", "cv2", opencv_runner("ENGINE_CLASSIC")),
     ("tract", "default", "tract", tract_runner),
 ]
-DISTRIBUTIONS = {"onnx": "onnx", "openvino": "openvino", "cv2": "opencv-python-headless", "tract": "tract", "onnxruntime": "onnxruntime"}
+DISTRIBUTIONS = {
+    "onnx": "onnx", "openvino": "openvino", "cv2": "opencv-python-headless", "tract": "tract",
+    "onnxruntime": "onnxruntime",
+}
 
 
 def version(module: str) -> str:
@@ -101,10 +104,14 @@ def version(module: str) -> str:
 
 
 def run_all(runner: Runner, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.asarray(runner(images[i : i + BATCH]), dtype=np.float32) for i in range(0, len(images), BATCH)])
+    return np.concatenate(
+        [np.asarray(runner(images[i : i + BATCH]), dtype=np.float32) for i in range(0, len(images), BATCH)]
+    )
 
 
-def measure(load: Callable[[Path], Runner], path: Path, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> list[str]:
+def measure(
+    load: Callable[[Path], Runner], path: Path, images: np.ndarray, labels: np.ndarray, reference: np.ndarray
+) -> list[str]:
     """[load, max |dlogit|, top-1 agreement, accuracy, images] of one runtime on one file, or its failure."""
     try:
         started = time.perf_counter()
@@ -152,14 +159,23 @@ def main() -> None:
         except ImportError:
             print(f"missing: {module} (pip install {DISTRIBUTIONS[module]}); its rows are left out")
 
-    rows = [["file", "runtime", "version", "settings", "load", "max \\|Δlogit\\| vs ORT", "top-1 agreement", "accuracy", "images"]]
+    rows = [
+        [
+            "file", "runtime", "version", "settings", "load", "max \\|Δlogit\\| vs ORT", "top-1 agreement", "accuracy",
+            "images",
+        ]
+    ]
     for file in files:
         path = args.exported / file
         reference = run_all(OnnxModel(path).run, images)
         for name, settings, module, load in RUNTIMES:
             if module not in available:
                 continue
-            count = len(images) if name != "onnx reference evaluator" or not args.reference_limit else min(args.reference_limit, len(images))
+            count = (
+                len(images)
+                if name != "onnx reference evaluator" or not args.reference_limit
+                else min(args.reference_limit, len(images))
+            )
             row = measure(load, path, images[:count], labels[:count], reference[:count])
             rows.append([file, name, available[module], settings, *row])
             print(" | ".join(rows[-1]), flush=True)

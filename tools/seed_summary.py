@@ -43,7 +43,11 @@ def main() -> int:
     except MnistEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    header = "| checkpoint | arch | seed | epochs | test accuracy | train time | wall time | " + " | ".join(f"to {t:g}%" for t in thresholds) + " |"
+    header = (
+        "| checkpoint | arch | seed | epochs | test accuracy | train time | wall time | "
+        + " | ".join(f"to {t:g}%" for t in thresholds)
+        + " |"
+    )
     print(header)
     print("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(thresholds))
     finals = []
@@ -62,7 +66,9 @@ def main() -> int:
             f"| {path.name} | {meta['arch']} | {meta['seed']} | {meta['epochs_done']} | {meta['test_accuracy']:.2f}% "
             f"| {train_s / 60:.1f} min | {meta['wall_time_s'] / 60:.1f} min | " + " | ".join(cells) + " |"
         )
-    spread = f", std {statistics.stdev(finals):.3f}, range {min(finals):.2f}-{max(finals):.2f}%" if len(finals) > 1 else ""
+    spread = (
+        f", std {statistics.stdev(finals):.3f}, range {min(finals):.2f}-{max(finals):.2f}%" if len(finals) > 1 else ""
+    )
     print(f"\nmean test accuracy {statistics.fmean(finals):.3f}% over {len(finals)} runs{spread}")
     return 0
 

@@ -22,7 +22,8 @@ from _toolcli import Parser, run
 STACKS = {
     "starlette + uvicorn + httptools + python-multipart (serve's)": (
         ["starlette", "uvicorn", "httptools", "python-multipart"],
-        "import uvicorn, python_multipart, starlette.applications, starlette.routing, starlette.requests, starlette.responses",
+        "import uvicorn, python_multipart, starlette.applications, starlette.routing, starlette.requests, "
+        "starlette.responses",
     ),
     "fastapi + uvicorn + httptools + python-multipart": (
         ["fastapi", "uvicorn", "httptools", "python-multipart"],
@@ -58,18 +59,26 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "venv", str(bare)], check=True)
         python = bare / "bin" / "python"
         baseline_rss = statistics.median(
-            float(subprocess.run([python, "-c", MEASURE, "pass"], capture_output=True, text=True, check=True).stdout.split()[1])
+            float(
+                subprocess.run(
+                    [python, "-c", MEASURE, "pass"], capture_output=True, text=True, check=True
+                ).stdout.split()[1]
+            )
             for _ in range(args.runs)
         )
         baseline_size = size(site_packages(bare))
-        print(f"| stack | adds to site-packages | import RSS (bare Python: {baseline_rss / 1024:.1f} MiB) | import time |")
+        print(
+            f"| stack | adds to site-packages | import RSS (bare Python: {baseline_rss / 1024:.1f} MiB) | import time |"
+        )
         print("| --- | ---: | ---: | ---: |")
         for k, (name, (packages, imports)) in enumerate(STACKS.items()):
             venv = Path(tmp) / f"stack{k}"
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             subprocess.run([venv / "bin" / "pip", "install", "-q", *packages], check=True)
             runs = [
-                subprocess.run([venv / "bin" / "python", "-c", MEASURE, imports], capture_output=True, text=True, check=True).stdout.split()
+                subprocess.run(
+                    [venv / "bin" / "python", "-c", MEASURE, imports], capture_output=True, text=True, check=True
+                ).stdout.split()
                 for _ in range(args.runs)
             ]
             took = statistics.median(float(t) for t, _ in runs)

@@ -72,8 +72,10 @@ def main() -> None:
                 right[row["kind"]] += 1
             else:
                 second = result.top[1]
-                misses.append(f"{Path(result.file).name} ({row['kind']}): label {row['label']}, predicted {result.digit} "
-                              f"({result.probability:.0%}; then {second[0]} {second[1]:.0%})")
+                misses.append(
+                    f"{Path(result.file).name} ({row['kind']}): label {row['label']}, predicted {result.digit} "
+                    f"({result.probability:.0%}; then {second[0]} {second[1]:.0%})"
+                )
     print(f"model {model.path} (arch {model.metadata.get('arch', '?')}, MNIST test accuracy "
           f"{model.metadata.get('test_accuracy', '?')}%); {'naive resize' if args.raw else 'preprocessed'}")
     for kind in sorted(total):

@@ -82,5 +82,11 @@ def verify_model(
 
     folder = None if data_dir is None else Path(data_dir)
     return verify_artifact(
-        Path(file), Path(checkpoint), folder, limit, tolerances, trust_torchscript=trust_torchscript, synthetic=synthetic
+        Path(file),
+        Path(checkpoint),
+        folder,
+        limit,
+        tolerances,
+        trust_torchscript=trust_torchscript,
+        synthetic=synthetic,
     )

@@ -9,35 +9,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mnist_edge import __version__
 from mnist_edge.cli_options import (
-    FORMAT_HELP,
-    QUANTIZE_HELP,
-    AlwaysDigitFlag,
-    CalibrationSize,
-    DataDir,
-    Device,
-    ExportFormat,
-    ExportOut,
-    JsonFlag,
-    Limit,
-    MakeDefault,
-    MaxAbsDiff,
-    MaxAccuracyDrop,
-    MinAgreement,
-    Overwrite,
-    Quantization,
-    ScheduleOption,
-    SyntheticFlag,
-    Threads,
-    TrustTorchScript,
-    WideFlag,
-    tolerance_overrides,
+    AlwaysDigitFlag, Artifact, BenchmarkArch, BenchmarkCheckpoint, BenchmarkFormats, BenchmarkQuantizations,
+    CalibrationSize, DataDir, Device, EvaluatedModel, ExportCheckpoint, ExportFormat, ExportFormats, ExportJsonFlag,
+    ExportOut, ExportQuantizations, Force, ImagePaths, JsonFlag, Limit, MakeDefault, MarkdownFile, MaxAbsDiff,
+    MaxAccuracyDrop, MaxBody, MaxConnections, MaxFiles, MinAgreement, ModelFile, Overwrite, RawFlag, RecipeName,
+    ReportDir, RequestTimeout, Resume, Runs, SavePreprocessed, ScheduleOption, SourceCheckpoint, SyntheticFlag, Threads,
+    TrainJsonFlag, TrainLimit, TrainOut, TrainOverwrite, TrustTorchScript, WideFlag, Workers, tolerance_overrides,
 )
 from mnist_edge.cli_runtime import UsageError, app, command
 from mnist_edge.cli_types import bounded
@@ -80,9 +63,7 @@ def models(json_output: JsonFlag = False) -> None:
 def train(
     ctx: typer.Context,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (see `mnist-edge models`).")] = None,
-    recipe: Annotated[
-        str | None, typer.Option("--recipe", help="A named recipe: 'notebook' is the notebook's own (see `mnist-edge models`). Default: the architecture's default.")
-    ] = None,
+    recipe: RecipeName = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Default: the recipe's.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: the recipe's.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. Default: the recipe's.")] = None,
@@ -90,17 +71,13 @@ def train(
     device: Annotated[Device, typer.Option("--device", help="auto: CUDA, else MPS, else the CPU.")] = Device.auto,
     threads: Threads = None,
     data_dir: DataDir = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Checkpoint FILE to write. Default: checkpoints/ARCH.pt (or the --resume file).")
-    ] = None,
+    out: TrainOut = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Turn off the recipe's augmentation.")] = False,
     schedule: ScheduleOption = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the training a checkpoint holds.", dir_okay=False)] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Use only the first N training images and the first N test images (quick runs). Default: all.")
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end; progress goes to stderr.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (other than the --resume one).")] = False,
+    resume: Resume = None,
+    limit: TrainLimit = None,
+    json_output: TrainJsonFlag = False,
+    overwrite: TrainOverwrite = False,
 ) -> None:
     """Train an architecture with its notebook's recipe; writes a checkpoint after every epoch and on Ctrl-C."""
     from mnist_edge.train.openmp import spin_briefly
@@ -137,14 +114,11 @@ def train(
 
 @command
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A training checkpoint (.pt), or an exported .onnx or TorchScript .pt file.", dir_okay=False)],
+    model: EvaluatedModel,
     data_dir: DataDir = None,
     limit: Limit = None,
     json_output: JsonFlag = False,
-    report: Annotated[
-        Path | None,
-        typer.Option("--report", help="Write confusion_matrix.png, misclassified.png and reliability.png into DIR.", file_okay=False),
-    ] = None,
+    report: ReportDir = None,
     trust_torchscript: TrustTorchScript = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -157,7 +131,11 @@ def evaluate(
         check_destinations([report / name for name in REPORT_FILES], overwrite)
     arch, result, written = evaluate_file(model, data_dir, limit, report, trust_torchscript)
     if json_output:
-        typer.echo(json.dumps({"model": str(model), "arch": arch, **result.as_dict(), "report": list(map(str, written))}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"model": str(model), "arch": arch, **result.as_dict(), "report": list(map(str, written))}, indent=2
+            )
+        )
         return
     typer.echo(f"{model} ({arch}): " + format_evaluation(result))
     for path, shows in written.items():
@@ -166,16 +144,12 @@ def evaluate(
 
 @command
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders (every image inside) or glob patterns.", show_default=False)],
-    model: Annotated[
-        Path | None, typer.Option("--model", help="ONNX or LiteRT (.tflite) model file. Default: the model shipped with mnist-edge.", dir_okay=False)
-    ] = None,
+    paths: ImagePaths,
+    model: ModelFile = None,
     top: Annotated[int, typer.Option("--top", min=1, max=10, help="How many most likely digits to show.")] = 3,
     json_output: JsonFlag = False,
-    raw: Annotated[bool, typer.Option("--raw", help="Images are already MNIST-form 28x28 white-on-black: skip preprocessing.")] = False,
-    save_preprocessed: Annotated[
-        Path | None, typer.Option("--save-preprocessed", help="Write each 28x28 image the model saw into this folder.", file_okay=False)
-    ] = None,
+    raw: RawFlag = False,
+    save_preprocessed: SavePreprocessed = None,
     always_digit: AlwaysDigitFlag = False,
 ) -> None:
     """Predict the digit in each image: photos, scans or drawings, preprocessed the way MNIST was made.
@@ -190,7 +164,8 @@ def predict(
         log=lambda note: typer.echo(printable(note), err=True), refuse=not always_digit,
     )
     if not json_output:
-        typer.echo(f"model: {printable(str(model_path))}")  # which model answered: the shipped default changes with releases
+        # which model answered: the shipped default changes with releases
+        typer.echo(f"model: {printable(str(model_path))}")
     rows, failed = [], 0
     with contextlib.closing(results):  # an early end (`| head -1`) stops its worker processes now, not in Python's exit
         for result in results:
@@ -209,26 +184,16 @@ def predict(
 
 @command
 def serve(
-    model: Annotated[
-        Path | None, typer.Option("--model", help="ONNX or LiteRT (.tflite) model file. Default: the model shipped with mnist-edge.", dir_okay=False)
-    ] = None,
+    model: ModelFile = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on. 0.0.0.0 opens it to every network this machine is on.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", callback=bounded(0, 65535), help="TCP port (0: any free one).")] = 8000,
-    workers: Annotated[
-        int | None, typer.Option("--workers", callback=bounded(1, 64), help="Processes that preprocess and run the model. Default: one per CPU, less one.")
-    ] = None,
-    max_body: Annotated[
-        int, typer.Option("--max-body", callback=bounded(1, 2**40), help="Largest request body in bytes; bigger ones get 413 unread.")
-    ] = 10 * 1024 * 1024,
-    max_files: Annotated[int, typer.Option("--max-files", callback=bounded(1, 10_000), help="Most images in one request.")] = 64,
-    timeout: Annotated[
-        float, typer.Option("--timeout", callback=bounded(0.1, 3600), help="Seconds a client has to send a whole request.")
-    ] = 15.0,
-    max_connections: Annotated[
-        int, typer.Option("--max-connections", callback=bounded(1, 100_000), help="Connections served at once; more get 503.")
-    ] = 128,
+    workers: Workers = None,
+    max_body: MaxBody = 10 * 1024 * 1024,
+    max_files: MaxFiles = 64,
+    timeout: RequestTimeout = 15.0,
+    max_connections: MaxConnections = 128,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     always_digit: AlwaysDigitFlag = False,
 ) -> None:
@@ -254,22 +219,22 @@ def serve(
 
 @command
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `mnist-edge train`.", dir_okay=False, show_default=False)],
-    fmt: Annotated[list[ExportFormat] | None, typer.Option("--format", help=FORMAT_HELP + " Repeatable. Default: onnx.")] = None,
-    quantize: Annotated[list[Quantization] | None, typer.Option("--quantize", help=QUANTIZE_HELP + " The fp32 file is always written.")] = None,
+    checkpoint: ExportCheckpoint,
+    fmt: ExportFormats = None,
+    quantize: ExportQuantizations = None,
     out: ExportOut = DEFAULT_EXPORT_DIR,
     data_dir: DataDir = None,
     limit: Limit = None,
     calibration_size: CalibrationSize = CALIBRATION_SIZE,
     make_default: MakeDefault = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace files of the same name already in --out (listed as replaced).")] = False,
+    force: Force = False,
     max_abs_diff: MaxAbsDiff = None,
     min_agreement: MinAgreement = None,
     max_accuracy_drop: MaxAccuracyDrop = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary of what was written, refused and replaced.")] = False,
+    json_output: ExportJsonFlag = False,
 ) -> None:
-    """Export a checkpoint to ONNX, LiteRT (.tflite) and/or TorchScript; every file must pass the parity gate (see `verify`),
-    else none is written. Existing files are replaced only with --force."""
+    """Export a checkpoint to ONNX, LiteRT (.tflite) and/or TorchScript; every file must pass the parity gate
+    (see `verify`), else none is written. Existing files are replaced only with --force."""
     from mnist_edge.export.provenance import export_command
     from mnist_edge.export.publish import export_checkpoint
 
@@ -299,7 +264,9 @@ def export(
                 typer.echo(f"{r.file}: {r.note}")
                 continue
             size = f"{r.size_bytes:,} bytes ({r.size_bytes / r.fp32_size_bytes:.2f}x fp32)"
-            verdict = ("ok" if report.published else "passed") if r.passed else "REFUSED: " + "; ".join(r.parity.failures)
+            verdict = (
+                ("ok" if report.published else "passed") if r.passed else "REFUSED: " + "; ".join(r.parity.failures)
+            )
             typer.echo(f"{out / r.file}: {size}; {r.parity.summary()}; {verdict}")
         for name in report.replaced:
             typer.echo(f"replaced {out / name}")
@@ -312,8 +279,8 @@ def export(
 
 @command
 def verify(
-    artifact: Annotated[Path, typer.Argument(help="Exported .onnx or TorchScript .pt file.", dir_okay=False, show_default=False)],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The checkpoint it was exported from.", dir_okay=False)],
+    artifact: Artifact,
+    checkpoint: SourceCheckpoint,
     data_dir: DataDir = None,
     limit: Limit = None,
     max_abs_diff: MaxAbsDiff = None,
@@ -345,24 +312,15 @@ def verify(
 
 @command
 def benchmark(
-    checkpoint: Annotated[
-        Path | None, typer.Argument(help="Checkpoint to benchmark. Default: the shipped model's checkpoint.", dir_okay=False, show_default=False)
-    ] = None,
-    arch: Annotated[
-        str | None, typer.Option("--arch", help="Benchmark this architecture's trained checkpoint (shipped, else checkpoints/ARCH.pt).")
-    ] = None,
-    fmt: Annotated[
-        list[ExportFormat] | None,
-        typer.Option("--format", help=FORMAT_HELP + " Repeatable, as for `export`. PyTorch eager is always measured: it is the reference."),
-    ] = None,
-    quantize: Annotated[list[Quantization] | None, typer.Option("--quantize", help=QUANTIZE_HELP + " As for `export`.")] = None,
+    checkpoint: BenchmarkCheckpoint = None,
+    arch: BenchmarkArch = None,
+    fmt: BenchmarkFormats = None,
+    quantize: BenchmarkQuantizations = None,
     data_dir: DataDir = None,
     limit: Limit = None,
-    runs: Annotated[int, typer.Option("--runs", callback=bounded(10, 1_000_000), help="Timed batch-1 runs per format (p50/p99).")] = 2000,
+    runs: Runs = 2000,
     json_output: JsonFlag = False,
-    markdown: Annotated[
-        Path | None, typer.Option("--markdown", help="Also write the table as Markdown to FILE (for the README).", dir_okay=False)
-    ] = None,
+    markdown: MarkdownFile = None,
     overwrite: Overwrite = False,
     wide: WideFlag = False,
 ) -> None:
@@ -385,7 +343,11 @@ def benchmark(
         arch_info(arch)  # an unknown name is a clear error listing the known ones
     path = checkpoint or default_checkpoint(arch)
     log = (lambda _: None) if json_output else functools.partial(typer.echo, err=True)
-    chosen = None if fmt is None and quantize is None else variants([f.value for f in fmt or [ExportFormat("all")]], [q.value for q in quantize or []])
+    chosen = (
+        None
+        if fmt is None and quantize is None
+        else variants([f.value for f in fmt or [ExportFormat("all")]], [q.value for q in quantize or []])
+    )
     result = run_benchmark(path, chosen, data_dir, Settings(runs=runs, limit=limit), log)
     if json_output:
         typer.echo(json.dumps(result.as_dict(), indent=2))

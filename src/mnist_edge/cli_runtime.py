@@ -59,7 +59,10 @@ class _Command(TyperCommand):
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         arguments = [p for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
-        return [self.options_metavar or "[OPTIONS]", *(str(p.metavar) if p.required else f"[{p.metavar}]" for p in arguments)]
+        return [
+            self.options_metavar or "[OPTIONS]",
+            *(str(p.metavar) if p.required else f"[{p.metavar}]" for p in arguments),
+        ]
 
 
 class _Group(TyperGroup):
@@ -92,14 +95,16 @@ class _Group(TyperGroup):
 
 
 def _sentence(message: str) -> str:
-    """Click's message as the rest of an `error:` line: one line, lower-case start ("No such option" -> "no such ...")."""
+    """Click's message as the rest of an `error:` line: one line, lower-case start
+    ("No such option" -> "no such ...")."""
     text = one_line(message)
     return text[0].lower() + text[1:] if len(text) > 1 and text[1].islower() else text
 
 
 app = typer.Typer(
     name="mnist-edge",
-    help="Train the reference MNIST notebooks' models, export them to ONNX/TorchScript, verify parity, predict at the edge.",
+    help="Train the reference MNIST notebooks' models, export them to ONNX/TorchScript, verify parity, predict at "
+    "the edge.",
     cls=_Group,
     rich_markup_mode=None,
     no_args_is_help=True,
@@ -169,7 +174,9 @@ def _during_import(exc: BaseException) -> bool:
     module's top-level code is among its frames (importlib hides its own)."""
     import traceback
 
-    return isinstance(exc, ImportError) or any(frame.f_code.co_name == "<module>" for frame, _ in traceback.walk_tb(exc.__traceback__))
+    return isinstance(exc, ImportError) or any(
+        frame.f_code.co_name == "<module>" for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def _broken_dependency() -> str | None:

@@ -15,7 +15,9 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.schema import integer, number
 
 
-def bounded(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[typer.Context, typer.CallbackParam, Any], Any]:
+def bounded(
+    low: float, high: float = math.inf, *, low_open: bool = False
+) -> Callable[[typer.Context, typer.CallbackParam, Any], Any]:
     """A typer option callback: None (not given), or the option's value checked by `integer` (int options) or
     `number` (float options) against [LOW, HIGH]; anything else is a usage error naming the option."""
 

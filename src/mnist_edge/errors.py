@@ -74,7 +74,9 @@ def out_of_memory(exc: BaseException) -> bool:
 
 def mismatch(unknown: list[str], missing: list[str], unknown_word: str = "unknown keys") -> str:
     """What a mapping has too many and too few of, for the parts that are not empty."""
-    return "; ".join(part for part in (unknown and f"{unknown_word} {unknown}", missing and f"missing {missing}") if part)
+    return "; ".join(
+        part for part in (unknown and f"{unknown_word} {unknown}", missing and f"missing {missing}") if part
+    )
 
 
 def debugging() -> bool:

@@ -88,7 +88,9 @@ def boolean(value: Any) -> str | None:
 
 
 def text(limit: int = MAX_TEXT) -> Check:
-    return lambda v: None if isinstance(v, str) and len(v) <= limit else f"must be a string of at most {limit:,} characters"
+    return lambda v: (
+        None if isinstance(v, str) and len(v) <= limit else f"must be a string of at most {limit:,} characters"
+    )
 
 
 def choice(options: Sequence[str]) -> Check:
@@ -131,7 +133,9 @@ def map_of(keys: Check = anything, values: Check = anything, limit: int = MAX_IN
 # --- whole mappings -----------------------------------------------------------------------------------------
 
 
-def fields_problem(value: Any, checks: Mapping[str, Check], required: Sequence[str] = (), extra: Check | None = None) -> str | None:
+def fields_problem(
+    value: Any, checks: Mapping[str, Check], required: Sequence[str] = (), extra: Check | None = None
+) -> str | None:
     """What is wrong with VALUE as a mapping of CHECKS' fields, REQUIRED among them, as the end of a sentence ("has a
     bad 'seed' (-1): must be ..."); None when nothing is. Keys CHECKS does not name are refused, unless EXTRA checks
     them (a newer version's fields, kept by an older one)."""
@@ -150,7 +154,12 @@ def fields_problem(value: Any, checks: Mapping[str, Check], required: Sequence[s
 
 
 def check_fields(
-    where: str, what: str, value: Any, checks: Mapping[str, Check], required: Sequence[str] = (), extra: Check | None = None
+    where: str,
+    what: str,
+    value: Any,
+    checks: Mapping[str, Check],
+    required: Sequence[str] = (),
+    extra: Check | None = None,
 ) -> dict[str, Any]:
     """VALUE if fields_problem finds nothing wrong with it, else one MnistEdgeError "WHERE: WHAT <the problem>"."""
     if (problem := fields_problem(value, checks, required, extra)) is not None:

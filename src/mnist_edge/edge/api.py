@@ -28,7 +28,8 @@ class Model:
     """An exported model (ONNX, or LiteRT .tflite), opened once, that predicts digits in images."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
-        """PATH: an .onnx or .tflite file; default: the model shipped with mnist-edge. THREADS: CPUs a big batch may use."""
+        """PATH: an .onnx or .tflite file; default: the model shipped with mnist-edge.
+        THREADS: CPUs a big batch may use."""
         self.path = Path(path) if path is not None else default_model_path()
         self._model = open_model(self.path, threads)  # the runtime the file calls for
 

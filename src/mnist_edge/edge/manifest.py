@@ -145,7 +145,9 @@ def manifest_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def merged(folder: Path, manifest: dict[str, Any], entries: list[dict[str, Any]], default: str | None = None) -> dict[str, Any]:
+def merged(
+    folder: Path, manifest: dict[str, Any], entries: list[dict[str, Any]], default: str | None = None
+) -> dict[str, Any]:
     """MANIFEST with ENTRIES added or replaced (keyed by file name), entries whose file is gone dropped, and
     DEFAULT, if given, the default model. The default changes only when asked: a default whose file is gone
     becomes None rather than silently another model."""
@@ -189,5 +191,6 @@ def default_model_path() -> Path:
             raise MnistEdgeError(f"{folder / MANIFEST}: names no default model; pass --model FILE")
         return folder / default
     raise MnistEdgeError(
-        f"no model is shipped with this install (no {MANIFEST} in {' or '.join(map(str, SHIPPED_DIRS))}); pass --model FILE"
+        f"no model is shipped with this install (no {MANIFEST} in {' or '.join(map(str, SHIPPED_DIRS))}); pass "
+        "--model FILE"
     )

@@ -22,7 +22,9 @@ def require_model_file(path: Path) -> int:
         what = "not a file (a folder, device or pipe)" if path.exists() else "no such model file"
         raise MnistEdgeError(f"{path}: {what}")
     if (size := path.stat().st_size) > MAX_MODEL_BYTES:
-        raise MnistEdgeError(f"{path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)")
+        raise MnistEdgeError(
+            f"{path}: {size:,} bytes is over the {MAX_MODEL_BYTES:,}-byte limit for a model file (not an MNIST model)"
+        )
     return size
 
 
@@ -34,7 +36,9 @@ def not_digit_threshold(metadata: dict[str, str], where: str) -> float:
     except ValueError:
         value = math.nan
     if not 0.0 <= value <= 1.0:
-        raise MnistEdgeError(f"{where}: has a {NOT_DIGIT_NAME!r} output but no usable {THRESHOLD_KEY!r} in its metadata ({text!r})")
+        raise MnistEdgeError(
+            f"{where}: has a {NOT_DIGIT_NAME!r} output but no usable {THRESHOLD_KEY!r} in its metadata ({text!r})"
+        )
     return value
 
 
@@ -46,7 +50,10 @@ class ctrl_c_ends_the_process:  # lower case: used as a function, `with ctrl_c_e
     of the 7 us this takes per run (two sigaction calls), against a batch-1 int8 run of 20-40 us."""
 
     def __enter__(self) -> None:
-        self.active = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        self.active = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
         if self.active:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -101,7 +101,9 @@ def results_from_logits(
     results: list[Result] = []
     for file, ok, p, score in zip(files, finite, probs, scores):
         if not ok:
-            results.append(Failure(file, f"{file}: the model {model} returned a non-finite logit (NaN or infinity) for this image"))
+            results.append(
+                Failure(file, f"{file}: the model {model} returned a non-finite logit (NaN or infinity) for this image")
+            )
             continue
         ranked = [(int(k), float(p[k])) for k in np.argsort(-p, kind="stable")[:top]]
         stated = None if not_digit is None else float(score)
@@ -149,7 +151,10 @@ def _choose_names(images: Sequence[Path | Failure], folder: Path, log: Callable[
             name = f"{image.stem}-{n}.png"
         used.add(name)
         if taken:
-            log(f"note: {folder / taken[0]} already exists and is kept; what the model saw of {image} goes to {folder / name}")
+            log(
+                f"note: {folder / taken[0]} already exists and is kept; what the model saw of {image} goes to "
+                f"{folder / name}"
+            )
         names.append(folder / name)
     return names
 
@@ -177,7 +182,11 @@ def _prepare_one(source: _ImageFile | Failure) -> _ModelInput | Failure:
     try:
         pixels = preprocess(source.path, raw=source.raw)
         if source.save_to is not None and (saved := save_png(pixels, _save_names(source))) != source.save_to:
-            return _ModelInput(pixels, f"note: {source.save_to} was taken meanwhile (another process?) and is kept; what the model saw of {source.path} goes to {saved}")
+            return _ModelInput(
+                pixels,
+                f"note: {source.save_to} was taken meanwhile (another process?) and is kept; what the model saw of "
+                f"{source.path} goes to {saved}",
+            )
         return _ModelInput(pixels)
     except MnistEdgeError as exc:
         return Failure(str(source.path), str(exc))
@@ -232,7 +241,10 @@ def _isolated(source: _ImageFile | Failure, context: Any) -> _ModelInput | Failu
             return pool.submit(_prepare_one, source).result()
         except BrokenProcessPool:
             path = source.file if isinstance(source, Failure) else source.path
-            return Failure(str(path), f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)")
+            return Failure(
+                str(path),
+                f"{path}: the process preparing this image died (out of memory, or a crash in the image decoder)",
+            )
 
 
 def infer(
@@ -273,7 +285,9 @@ def predict_paths(
             raise MnistEdgeError(f"{save_dir}: cannot create the folder ({exc.strerror or exc})") from None
     images = list(collect_images(paths))
     targets = _choose_names(images, save_dir, log) if save_dir is not None else [None] * len(images)
-    sources = [item if isinstance(item, Failure) else _ImageFile(item, raw, target) for item, target in zip(images, targets)]
+    sources = [
+        item if isinstance(item, Failure) else _ImageFile(item, raw, target) for item, target in zip(images, targets)
+    ]
     return _predict(model, sources, top, batch_size, workers, log, refuse)
 
 
@@ -291,7 +305,11 @@ def _predict(
         for _, x in batch:
             if isinstance(x, _ModelInput) and x.note is not None:
                 log(x.note)
-        good = [(str(source.path), x.pixels) for source, x in batch if isinstance(x, _ModelInput) and isinstance(source, _ImageFile)]
+        good = [
+            (str(source.path), x.pixels)
+            for source, x in batch
+            if isinstance(x, _ModelInput) and isinstance(source, _ImageFile)
+        ]
         inferred = iter(infer(model, [p for p, _ in good], [x for _, x in good], top, refuse) if good else [])
         for _, x in batch:
             yield x if isinstance(x, Failure) else next(inferred)

@@ -64,7 +64,8 @@ NO_REDUCE = ("1", "P", "PA")
 # to the reduced image rather than to the full-size one).
 _EXIF_TURNS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
 }
 # A side of a tile that estimates the local background: smaller tiles would be all ink on a tiny image.
 MIN_TILE = 4
@@ -85,9 +86,8 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
         with io.BytesIO(source) if isinstance(source, bytes) else open_regular(Path(source)) as stream, _guarded():
             img = Image.open(stream, formats=tuple(IMAGE_FORMATS))  # reads the header only
             if img.width * img.height > MAX_PIXELS:
-                raise MnistEdgeError(
-                    f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)"
-                )
+                raise MnistEdgeError(f"{path}: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,}-pixel "
+                                     "limit (a possible decompression bomb)")
             if img.width * img.height == 0:
                 raise MnistEdgeError(f"{path}: the image has no pixels ({img.width}x{img.height})")
             img.draft("L", (WORK_SIZE, WORK_SIZE))  # JPEG only: decode at 1/2..1/8 scale, straight to gray
@@ -108,12 +108,13 @@ def load_gray(source: Source, name: str | None = None) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # refused inside open()
         size = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(size[1]):,} pixels" if size else "the image"
-        raise MnistEdgeError(f"{path}: {pixels} is over the {MAX_PIXELS:,}-pixel limit (a possible decompression bomb)") from None
+        raise MnistEdgeError(f"{path}: {pixels} is over the {MAX_PIXELS:,}-pixel limit "
+                             "(a possible decompression bomb)") from None
     except MemoryError:
         raise MnistEdgeError(f"{path}: too large to decode in the memory available") from None
     except PermissionError as exc:
         raise MnistEdgeError(f"{path}: cannot read ({exc.strerror})") from None
-    except Exception as exc:  # a decoder meeting truncated or corrupt data raises anything: OSError, SyntaxError, struct.error...
+    except Exception as exc:  # corrupt data makes a decoder raise anything: OSError, SyntaxError, struct.error...
         raise MnistEdgeError(f"{path}: unreadable image ({describe(exc)})") from None
 
 
@@ -150,13 +151,15 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     turn = _EXIF_TURNS.get(orientation) if isinstance(orientation, int) else None  # a crafted tag may hold anything
     mode = img.mode
     if mode == "F" or mode.startswith("I"):  # 32-bit float, 16/32-bit int: no alpha, no 8-bit detour
-        return _unit_range(_turned(_reduce(img.convert("F") if mode.startswith("I;") else img), turn).convert("F"), mode)
+        return _unit_range(_turned(_reduce(img.convert("F") if mode.startswith("I;") else img), turn).convert("F"),
+                           mode)
     if mode not in NO_REDUCE and "transparency" not in img.info:  # reducing drops info, the transparent colour with it
         img = _reduce(img)
     if img.mode in NO_GRAY_CONVERSION:
         img = img.convert(NO_GRAY_CONVERSION[img.mode])
     has_alpha = "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info
-    pixels = np.asarray(_turned(_reduce(img.convert("LA" if has_alpha else "L")), turn), dtype=np.float32) / np.float32(255)
+    pixels = (np.asarray(_turned(_reduce(img.convert("LA" if has_alpha else "L")), turn), dtype=np.float32)
+              / np.float32(255))
     if not has_alpha:
         return pixels
     gray, alpha = pixels[..., 0], pixels[..., 1]
@@ -307,7 +310,8 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
 def raw_mnist(gray: np.ndarray, path: str) -> np.ndarray:
     """An image already in MNIST form, used as it is."""
     if gray.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        raise MnistEdgeError(f"{path}: --raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, this one is {gray.shape[1]}x{gray.shape[0]}")
+        raise MnistEdgeError(f"{path}: --raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, this one is "
+                             f"{gray.shape[1]}x{gray.shape[0]}")
     return gray
 
 

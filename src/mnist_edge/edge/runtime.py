@@ -20,7 +20,9 @@ import onnxruntime as ort
 
 from mnist_edge.errors import MnistEdgeError, describe, one_line
 from mnist_edge.edge.external_data import external_bytes
-from mnist_edge.edge.model_checks import MAX_MODEL_BYTES, ctrl_c_ends_the_process, not_digit_threshold, require_model_file
+from mnist_edge.edge.model_checks import (
+    MAX_MODEL_BYTES, ctrl_c_ends_the_process, not_digit_threshold, require_model_file,
+)
 from mnist_edge.edge.results import usable_cpus
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE, INPUT_SPEC, NOT_DIGIT_NAME, NUM_CLASSES, OUTPUT_NAME
 
@@ -124,11 +126,18 @@ def _interface_problem(session: ort.InferenceSession) -> str | None:
         return f"expected 1 input and 1 or 2 outputs, found {len(inputs)} inputs and {len(outputs)} outputs"
     inp, out = inputs[0], outputs[0]
     batch_dynamic = bool(inp.shape) and not isinstance(inp.shape[0], int)
-    if inp.name != INPUT_NAME or inp.type != "tensor(float)" or list(inp.shape[1:]) != list(INPUT_SHAPE) or not batch_dynamic:
+    if (
+        inp.name != INPUT_NAME
+        or inp.type != "tensor(float)"
+        or list(inp.shape[1:]) != list(INPUT_SHAPE)
+        or not batch_dynamic
+    ):
         return f"input is {_describe(inp)}, expected {INPUT_SPEC}"
     if out.name != OUTPUT_NAME or out.type != "tensor(float)" or len(out.shape) != 2 or out.shape[1] != NUM_CLASSES:
         return f"output is {_describe(out)}, expected {OUTPUT_NAME!r} tensor(float) [N,{NUM_CLASSES}]"
-    if len(outputs) == 2 and (outputs[1].name != NOT_DIGIT_NAME or outputs[1].type != "tensor(float)" or len(outputs[1].shape) != 1):
+    if len(outputs) == 2 and (
+        outputs[1].name != NOT_DIGIT_NAME or outputs[1].type != "tensor(float)" or len(outputs[1].shape) != 1
+    ):
         return f"second output is {_describe(outputs[1])}, expected {NOT_DIGIT_NAME!r} tensor(float) [N]"
     return None
 
@@ -174,7 +183,9 @@ class OnnxModel:
         A model that fails inside ONNX Runtime, or returns anything but those, is a MnistEdgeError naming the
         file. The outputs are returned as computed: they may hold NaN or inf (see predict)."""
         if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
-            raise MnistEdgeError(f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]")
+            raise MnistEdgeError(
+                f"images have shape {list(images.shape)}, expected [N,{','.join(map(str, INPUT_SHAPE))}]"
+            )
         images = np.ascontiguousarray(images, dtype=np.float32)
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32), None if self.threshold is None else np.zeros(0, np.float32)
@@ -202,7 +213,9 @@ class OnnxModel:
             raise MnistEdgeError(f"{self.path}: the model fails in ONNX Runtime ({ort_message(exc)})") from None
         for result, expected in zip(results, [(len(images), NUM_CLASSES), (len(images),)]):
             if not isinstance(result, np.ndarray) or result.dtype != np.float32 or result.shape != expected:
-                got = f"{result.dtype} {list(result.shape)}" if isinstance(result, np.ndarray) else type(result).__name__
+                got = (
+                    f"{result.dtype} {list(result.shape)}" if isinstance(result, np.ndarray) else type(result).__name__
+                )
                 raise MnistEdgeError(
                     f"{self.path}: the model returned {got} for {len(images)} images, expected float32 {list(expected)}"
                 )

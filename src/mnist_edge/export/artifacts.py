@@ -67,7 +67,8 @@ def require_checkpoint(path: Path) -> None:
     fmt = model_format(path) if zipfile.is_zipfile(path) or path.suffix == ".onnx" else CHECKPOINT
     if fmt != CHECKPOINT:
         raise MnistEdgeError(
-            f"{path}: an exported {FORMATS[fmt].display} file, not a training checkpoint (`mnist-edge train` writes those)"
+            f"{path}: an exported {FORMATS[fmt].display} file, not a training checkpoint (`mnist-edge train` writes "
+            "those)"
         )
 
 
@@ -141,7 +142,9 @@ def _open_torchscript(path: Path) -> LoadedArtifact:
     except Exception as exc:  # a foreign module can raise anything
         raise MnistEdgeError(f"{path}: wrong model interface: it fails on {INPUT_SPEC} ({first_line(exc)})") from None
     if shape not in ((2, NUM_CLASSES), (2, NUM_CLASSES + 1)):
-        raise MnistEdgeError(f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]")
+        raise MnistEdgeError(
+            f"{path}: wrong model interface: returns shape {list(shape)} for 2 images, expected [2,{NUM_CLASSES}]"
+        )
     return LoadedArtifact(TORCHSCRIPT, {str(k): str(v) for k, v in metadata.items()}, logits_fn)
 
 

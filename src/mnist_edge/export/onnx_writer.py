@@ -46,7 +46,9 @@ def output_names(model: nn.Module) -> list[str]:
     return [OUTPUT_NAME, NOT_DIGIT_NAME] if open_set else [OUTPUT_NAME]
 
 
-def make(model: nn.Module, quantization: str, calibration: np.ndarray | None, shared: dict[str, Any]) -> onnx.ModelProto | None:
+def make(
+    model: nn.Module, quantization: str, calibration: np.ndarray | None, shared: dict[str, Any]
+) -> onnx.ModelProto | None:
     """MODEL as an ONNX proto in QUANTIZATION, None when there is nothing to quantize. The fp32 proto is exported
     once per SHARED (a dict the caller keeps for one model): every quantizer starts from it."""
     if "onnx" not in shared:
@@ -107,7 +109,8 @@ def save(proto: onnx.ModelProto, path: Path | str, metadata: dict[str, str]) -> 
     chosen format (OPSET, IR_VERSION)."""
     opsets = {o.domain: o.version for o in proto.opset_import}
     if opsets.get("", opsets.get("ai.onnx")) != OPSET:
-        raise ValueError(f"expected ONNX opset {OPSET}, the graph imports {opsets}")  # a bug in the exporter or quantizer
+        # a bug in the exporter or quantizer
+        raise ValueError(f"expected ONNX opset {OPSET}, the graph imports {opsets}")
     stamped = onnx.ModelProto()
     stamped.CopyFrom(proto)  # PROTO may be the fp32 graph the quantizers reuse: it is never changed
     stamped.ir_version = IR_VERSION

@@ -179,8 +179,10 @@ class ExportReport:
 
     def as_dict(self) -> dict[str, Any]:
         def item(r: Exported) -> dict[str, Any]:
-            return {"file": r.file, "format": r.format, "quantization": r.quantization, "size_bytes": r.size_bytes or None,
-                    "parity": r.parity.as_dict() if r.parity else None, "note": r.note}
+            return {
+                "file": r.file, "format": r.format, "quantization": r.quantization, "size_bytes": r.size_bytes or None,
+                "parity": r.parity.as_dict() if r.parity else None, "note": r.note,
+            }
 
         return {
             "out": str(self.out_dir),
@@ -202,12 +204,17 @@ def _existing(out_dir: Path, names: list[str], force: bool) -> list[str]:
     present = [n for n in names if os.path.lexists(out_dir / n)]
     if present and not force:
         listed = ", ".join(str(out_dir / n) for n in present)
-        raise MnistEdgeError(f"{listed}: already exist{'s' if len(present) == 1 else ''}; pass --force to replace, or --out another folder")
+        raise MnistEdgeError(
+            f"{listed}: already exist{'s' if len(present) == 1 else ''}; pass --force to replace, or --out another "
+            "folder"
+        )
     return present
 
 
 def _default_choice(entries: list[dict[str, Any]]) -> str | None:
-    onnx_files = sorted((DEFAULT_PREFERENCE.index(e["quantization"]), e["file"]) for e in entries if e["format"] == ONNX)
+    onnx_files = sorted(
+        (DEFAULT_PREFERENCE.index(e["quantization"]), e["file"]) for e in entries if e["format"] == ONNX
+    )
     return onnx_files[0][1] if onnx_files else None
 
 
@@ -253,7 +260,9 @@ def export_checkpoint(
     calibration = None
     if STATIC in quantizations:
         if mnist is None:
-            raise MnistEdgeError(f"static quantization calibrates on MNIST training digits: pass --data-dir DIR ({missing})")
+            raise MnistEdgeError(
+                f"static quantization calibrates on MNIST training digits: pass --data-dir DIR ({missing})"
+            )
         calibration = calibration_images(mnist, calibration_size)
     data = parity_data(mnist, limit, missing, parity_non_digits(ckpt.model))
     reference = batched(torch_logits_fn(ckpt.model), data.images)
@@ -281,7 +290,9 @@ def export_checkpoint(
     except _Refused:
         return report
     except OSError as exc:
-        raise MnistEdgeError(f"{out_dir}: cannot write the export ({exc.strerror or exc}); nothing was published") from None
+        raise MnistEdgeError(
+            f"{out_dir}: cannot write the export ({exc.strerror or exc}); nothing was published"
+        ) from None
     return report
 
 

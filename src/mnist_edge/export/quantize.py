@@ -143,7 +143,9 @@ def batchnorm_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
             or not all(name in initializers for name in node.input[1:5])
         ):
             continue
-        gamma, beta, mean, var = (numpy_helper.to_array(initializers[name]).astype(np.float64) for name in node.input[1:5])
+        gamma, beta, mean, var = (
+            numpy_helper.to_array(initializers[name]).astype(np.float64) for name in node.input[1:5]
+        )
         epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
         scale = gamma / np.sqrt(var + epsilon)  # y = scale * x + shift, per channel
         shift = beta - mean * scale
@@ -155,7 +157,12 @@ def batchnorm_as_conv(model: onnx.ModelProto) -> onnx.ModelProto:
             ]
         )
         nodes[index] = onnx.helper.make_node(
-            "Conv", [node.input[0], weight, bias], list(node.output), name=f"{node.output[0]}_depthwise", group=len(scale), kernel_shape=[1, 1]
+            "Conv",
+            [node.input[0], weight, bias],
+            list(node.output),
+            name=f"{node.output[0]}_depthwise",
+            group=len(scale),
+            kernel_shape=[1, 1],
         )
     del graph.node[:]
     graph.node.extend(nodes)

@@ -22,7 +22,9 @@ from mnist_edge.formats import DYNAMIC, STATIC
 NOTHING_TO_QUANTIZE = {DYNAMIC: "{arch} has no Linear layer, and torch dynamic quantization only touches Linear layers"}
 
 
-def make(model: nn.Module, quantization: str, calibration: np.ndarray | None, _shared: dict[str, Any]) -> torch.jit.ScriptModule | None:
+def make(
+    model: nn.Module, quantization: str, calibration: np.ndarray | None, _shared: dict[str, Any]
+) -> torch.jit.ScriptModule | None:
     """MODEL (quantized by torch in QUANTIZATION) traced and frozen; None when there is nothing to quantize."""
     model = deployable(model)
     if quantization == DYNAMIC:

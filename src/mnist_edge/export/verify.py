@@ -96,7 +96,10 @@ class Parity:
 
     def summary(self) -> str:
         text = "" if self.on_mnist else "NOT checked on MNIST: "
-        text += f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement {self.agreement:.2f}%"
+        text += (
+            f"{self.images} images ({self.source}): max |dlogit| {self.max_abs_diff:.2e}, agreement "
+            f"{self.agreement:.2f}%"
+        )
         if self.refusal_agreement is not None:
             text += f", not-a-digit agreement {self.refusal_agreement:.2f}%"
         if self.reference_accuracy is not None:
@@ -162,7 +165,9 @@ def compare(
     not_digit column: evaluate.split_outputs), and the checks they fail. With a THRESHOLD, the two must also
     refuse the same images."""
     if outputs.shape != reference.shape:
-        raise MnistEdgeError(f"artifact returned outputs of shape {list(outputs.shape)}, expected {list(reference.shape)}")
+        raise MnistEdgeError(
+            f"artifact returned outputs of shape {list(outputs.shape)}, expected {list(reference.shape)}"
+        )
     diff = float(np.abs(outputs.astype(np.float64) - reference).max()) if len(outputs) else 0.0
     if not np.isfinite(diff):
         diff = float("inf")
@@ -178,11 +183,14 @@ def compare(
         failures.append(f"max abs logit diff {diff:.3g} > {tolerances.max_abs_diff:g}")
     if agreement < tolerances.min_agreement:
         disagree = int((ref_top != art_top).sum())
-        failures.append(f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)")
+        failures.append(
+            f"top-1 agreement {agreement:.2f}% < {tolerances.min_agreement:g}% ({disagree} images disagree)"
+        )
     if tolerances.max_accuracy_drop is not None and ref_acc is not None and art_acc is not None \
             and ref_acc - art_acc > tolerances.max_accuracy_drop:
         failures.append(
-            f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > {tolerances.max_accuracy_drop:g}"
+            f"accuracy drop {ref_acc - art_acc:.2f} points ({ref_acc:.2f}% -> {art_acc:.2f}%) > "
+            f"{tolerances.max_accuracy_drop:g}"
         )
     refusal = refused = None
     if threshold is not None and ref_nd is not None and nd is not None:
@@ -260,7 +268,9 @@ def verify_artifact(
         parity.failures.insert(0, f"NOT checked on MNIST ({missing}): {advice}")
     claimed = artifact.metadata.get("checkpoint_sha256")
     if claimed and claimed != file_sha256(checkpoint_path):
-        parity.failures.insert(0, f"artifact was exported from checkpoint sha256 {claimed[:12]}..., not from {checkpoint_path}")
+        parity.failures.insert(
+            0, f"artifact was exported from checkpoint sha256 {claimed[:12]}..., not from {checkpoint_path}"
+        )
     stated = artifact.metadata.get(THRESHOLD_KEY)
     if threshold is not None and stated != repr(threshold):
         parity.failures.append(f"artifact states {THRESHOLD_KEY} {stated!r}, the checkpoint's is {threshold!r}")

@@ -44,7 +44,9 @@ from mnist_edge.errors import MnistEdgeError, first_line
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
 from mnist_edge.export.writers import writer_for
-from mnist_edge.formats import CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TFLITE, TORCHSCRIPT, artifact_name, display_name
+from mnist_edge.formats import (
+    CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TFLITE, TORCHSCRIPT, artifact_name, display_name,
+)
 from mnist_edge.export.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
 
 K = TypeVar("K", bound=Hashable)
@@ -141,13 +143,15 @@ def default_checkpoint(arch: str | None = None) -> Path:
         return Path("checkpoints") / f"{arch}.pt"
     if arch is not None:
         raise MnistEdgeError(
-            f"no trained {arch!r} checkpoint shipped or at checkpoints/{arch}.pt: run `mnist-edge train --arch {arch}` or pass CHECKPOINT"
+            f"no trained {arch!r} checkpoint shipped or at checkpoints/{arch}.pt: run "
+            f"`mnist-edge train --arch {arch}` or pass CHECKPOINT"
         )
     raise MnistEdgeError("no checkpoint is shipped with this install (wheels carry ONNX files only): pass CHECKPOINT")
 
 
 def _export_rows(
-    ckpt: Checkpoint, checkpoint: Path, work: Path, variants: list[Variant], mnist: MNIST, data: ParityData, reference: np.ndarray
+    ckpt: Checkpoint, checkpoint: Path, work: Path, variants: list[Variant], mnist: MNIST, data: ParityData,
+    reference: np.ndarray,
 ) -> dict[Variant, Row]:
     """Write each requested file into WORK through export's parity gate, as `mnist-edge export` would.
 
@@ -172,7 +176,8 @@ def _export_rows(
         name = artifact_name(checkpoint.stem, fmt, mode)
         try:
             result = export_artifact(
-                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data, calibration=calibration, shared=shared
+                ckpt, fmt, mode, name, work.joinpath, artifact_metadata(ckpt, sha, mode), reference, data,
+                calibration=calibration, shared=shared,
             )
         except Exception as exc:  # as above: quantizers and tracers fail in their own ways
             rows[key] = Row(fmt, mode, FAILED, name, first_line(exc))
@@ -308,10 +313,16 @@ def _time_rows(
     one = many[:1]
     log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
     with _quiet_clock(1):
-        latency = interleaved({k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds, settings.warmup)
+        latency = interleaved(
+            {k: functools.partial(f, one) for k, f in single.items()}, settings.runs_per_round, settings.rounds,
+            settings.warmup,
+        )
     log(f"timing batch {len(many)} on {all_threads} threads, {settings.total_batches} runs per format ...")
     with _quiet_clock(all_threads):
-        throughput = interleaved({k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds, settings.batch_warmup)
+        throughput = interleaved(
+            {k: functools.partial(f, many) for k, f in at_batch.items()}, settings.batches_per_round, settings.rounds,
+            settings.batch_warmup,
+        )
     _record_times(timed, latency, throughput, len(many))
 
 
@@ -333,7 +344,9 @@ def _settings_record(
     Runtime's read back from ONNX_FILE when an ONNX file was timed, LiteRT's when LITERT)."""
     return {
         "batch_1": {"threads": 1, "warmup": settings.warmup, "runs": settings.total_runs},
-        "batch": {"size": batch, "threads": all_threads, "warmup": settings.batch_warmup, "runs": settings.total_batches},
+        "batch": {
+            "size": batch, "threads": all_threads, "warmup": settings.batch_warmup, "runs": settings.total_batches,
+        },
         "rounds": settings.rounds,
         "loads": settings.loads,
         "torch": {"version": torch.__version__, "threads_all": all_threads},

@@ -63,24 +63,26 @@ def notes(bench: Benchmark) -> list[str]:
     s = bench.settings
     one, many = s["batch_1"], s["batch"]
     lines = [
-        f"{bench.arch} checkpoint {bench.checkpoint}; accuracy and parity (vs PyTorch eager) on {bench.images:,} MNIST test digits.",
+        f"{bench.arch} checkpoint {bench.checkpoint}; accuracy and parity (vs PyTorch eager) on {bench.images:,} "
+        "MNIST test digits.",
         f"Batch 1: {one['threads']} thread, {one['warmup']} warm-up + {one['runs']:,} timed runs per format; "
-        f"batch {many['size']}: {many['threads']} threads, {many['warmup']} warm-up + {many['runs']} timed runs (median); "
-        f"formats interleaved over {s['rounds']} rounds; load: mean of {s['loads']} after one untimed, opening the file as "
-        "mnist-edge does (ONNX: session with graph optimization; TorchScript: its first check run, where the JIT profiles).",
+        f"batch {many['size']}: {many['threads']} threads, {many['warmup']} warm-up + {many['runs']} timed runs "
+        f"(median); formats interleaved over {s['rounds']} rounds; load: mean of {s['loads']} after one untimed, "
+        "opening the file as mnist-edge does (ONNX: session with graph optimization; TorchScript: its first check "
+        "run, where the JIT profiles).",
     ]
     ort = s.get("onnxruntime")
     if ort:
         lines.append(
             f"ONNX Runtime {ort['version']} ({', '.join(ort['providers'])}) through the session `predict` uses: "
-            f"{ort['graph_optimization_level']}, {ort['execution_mode']}, intra-op threads {ort['intra_op_num_threads']}, "
-            f"inter-op threads {ort['inter_op_num_threads']}; a batch runs as up to {ort['batch_threads']} chunks at once "
-            f"(at least {ort['min_chunk']} images each), one per usable CPU."
+            f"{ort['graph_optimization_level']}, {ort['execution_mode']}, intra-op threads "
+            f"{ort['intra_op_num_threads']}, inter-op threads {ort['inter_op_num_threads']}; a batch runs as up to "
+            f"{ort['batch_threads']} chunks at once (at least {ort['min_chunk']} images each), one per usable CPU."
         )
     if lite := s.get("litert"):
         lines.append(
-            f"LiteRT {lite['version']} (ai-edge-litert, XNNPACK on the CPU): one image on 1 thread, a batch through the "
-            f"{lite['signatures']} signatures on every thread."
+            f"LiteRT {lite['version']} (ai-edge-litert, XNNPACK on the CPU): one image on 1 thread, a batch through "
+            f"the {lite['signatures']} signatures on every thread."
         )
     lines.append(f"torch {s['torch']['version']}; CPU {s['cpu']['machine']}, {s['cpu']['logical_cpus']} logical CPUs.")
     lines += [f"{r.name}: {r.status}: {r.detail}" for r in bench.rows if r.detail]

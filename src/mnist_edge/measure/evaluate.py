@@ -58,7 +58,9 @@ class Evaluation:
     def per_class_accuracy(self) -> list[float | None]:
         """Percent of each digit's images classified right; None for a digit with no images."""
         totals = self.confusion.sum(axis=1)
-        return [ratio_percent(int(self.confusion[c, c]), int(totals[c])) if totals[c] else None for c in range(NUM_CLASSES)]
+        return [
+            ratio_percent(int(self.confusion[c, c]), int(totals[c])) if totals[c] else None for c in range(NUM_CLASSES)
+        ]
 
     @property
     def ece(self) -> float:
@@ -115,9 +117,14 @@ def evaluate(
         y = labels[start : start + batch_size]
         outputs = np.asarray(logits_fn(to_pixels(images[start : start + batch_size])), dtype=np.float64)
         if outputs.ndim != 2 or len(outputs) != len(y) or outputs.shape[1] not in (NUM_CLASSES, NUM_CLASSES + 1):
-            raise MnistEdgeError(f"the model returned logits of shape {list(outputs.shape)} for {len(y)} images, expected [{len(y)},{NUM_CLASSES}]")
+            raise MnistEdgeError(
+                f"the model returned logits of shape {list(outputs.shape)} for {len(y)} images, expected "
+                f"[{len(y)},{NUM_CLASSES}]"
+            )
         if not np.isfinite(outputs).all():
-            raise MnistEdgeError(f"the model returned non-finite logits (NaN or infinity) for test images {start}..{start + len(y) - 1}")
+            raise MnistEdgeError(
+                f"the model returned non-finite logits (NaN or infinity) for test images {start}..{start + len(y) - 1}"
+            )
         logits, not_digit = split_outputs(outputs)
         if not_digit is not None:
             scores.append(not_digit)
@@ -160,5 +167,8 @@ def format_evaluation(result: Evaluation) -> str:
              f"calibration error (ECE) {result.ece:.2f}%"]
     if result.refused is not None:
         lines.append(f"not a digit: {d['refused']} of {d['images']} refused ({result.refusal_rate:.2f}%)")
-    lines.append("per class: " + "  ".join(f"{c}: " + ("-" if acc is None else f"{acc:.2f}%") for c, acc in d["per_class_accuracy"].items()))
+    lines.append(
+        "per class: "
+        + "  ".join(f"{c}: " + ("-" if acc is None else f"{acc:.2f}%") for c, acc in d["per_class_accuracy"].items())
+    )
     return "\n".join(lines)

@@ -49,7 +49,9 @@ def _run(model: Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     logits, not_digit = split_outputs(batched(model.logits_fn, pixels).astype(np.float64))
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    answered = np.ones(len(images), bool) if not_digit is None or model.threshold is None else not_digit < model.threshold
+    answered = (
+        np.ones(len(images), bool) if not_digit is None or model.threshold is None else not_digit < model.threshold
+    )
     return probs.argmax(1), probs.max(1), answered
 
 

@@ -67,7 +67,11 @@ def mistakes_legend(shown: int, total: int) -> str:
     """What the grid of mistakes shows: all of them or the first SHOWN of TOTAL, and how to read a caption."""
     if total == 0:
         return "no misclassified digits"
-    count = f"all {total} misclassified digits" if shown == total else f"{shown} of {total} misclassified digits shown (the first, in test-set order)"
+    count = (
+        f"all {total} misclassified digits"
+        if shown == total
+        else f"{shown} of {total} misclassified digits shown (the first, in test-set order)"
+    )
     return f"{count}; caption under each: true -> predicted"
 
 
@@ -92,7 +96,9 @@ def mistakes_png(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray
         x0, y0 = (k % cols) * (side + 4) + 2, LEGEND + (k // cols) * (side + caption + 4) + 2
         digit = Image.fromarray(images[i]).resize((side, side), Image.Resampling.NEAREST)
         image.paste(digit, (x0, y0))
-        draw.text((x0 + side / 2, y0 + side + caption / 2), f"{labels[i]} -> {predictions[i]}", fill=0, font=font, anchor="mm")
+        draw.text(
+            (x0 + side / 2, y0 + side + caption / 2), f"{labels[i]} -> {predictions[i]}", fill=0, font=font, anchor="mm"
+        )
     return _png(image, legend), legend
 
 
@@ -118,9 +124,13 @@ def reliability_png(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE
     for t in range(0, 11, 2):
         draw.text((pad + size * t / 10, pad + size + 10), f"{t / 10:.1f}", fill="black", font=font, anchor="mm")
         draw.text((pad - 16, pad + size * (1 - t / 10)), f"{t / 10:.1f}", fill="black", font=font, anchor="mm")
-    draw.text((pad + size / 2, pad + size + 28), "stated probability of the top digit", fill="black", font=font, anchor="mm")
+    draw.text(
+        (pad + size / 2, pad + size + 28), "stated probability of the top digit", fill="black", font=font, anchor="mm"
+    )
     draw.text((pad, pad - 30), "accuracy", fill="black", font=font)
-    title = f"ECE {expected_calibration_error(confidence, correct, bins):.2f}% over {len(confidence)} images, {bins} bins"
+    title = (
+        f"ECE {expected_calibration_error(confidence, correct, bins):.2f}% over {len(confidence)} images, {bins} bins"
+    )
     draw.text((pad + size / 2, pad - 12), title, fill="black", font=font, anchor="mm")
     return _png(image, f"reliability diagram: {title}; red diagonal = calibrated"), title
 

@@ -86,7 +86,10 @@ def _per_image(images: np.ndarray, fn: Callable[[Image.Image, int], Image.Image]
 def lowres(images: np.ndarray, _rng: np.random.Generator | None = None) -> np.ndarray:
     """A low-resolution capture: box-averaged down to {LOWRES_SIZE} px square, bilinear back up to 28."""
     size = images.shape[1:][::-1]
-    return _per_image(images, lambda im, _i: im.resize((LOWRES_SIZE,) * 2, Image.Resampling.BOX).resize(size, Image.Resampling.BILINEAR))
+    return _per_image(
+        images,
+        lambda im, _i: im.resize((LOWRES_SIZE,) * 2, Image.Resampling.BOX).resize(size, Image.Resampling.BILINEAR),
+    )
 
 
 def _sample(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -104,7 +107,8 @@ def _sample(images: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 def elastic(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Another hand: a smooth random displacement field, uniform noise smoothed by a Gaussian of sigma
-    {ELASTIC_SIGMA} and scaled by {ELASTIC_ALPHA} (Simard et al.'s parameters: about 1.7 px RMS displacement per axis)."""
+    {ELASTIC_SIGMA} and scaled by {ELASTIC_ALPHA} (Simard et al.'s parameters: about 1.7 px RMS displacement
+    per axis)."""
     n, h, w = images.shape
     dy, dx = (ELASTIC_ALPHA * _smooth(rng.uniform(-1, 1, (n, h, w)), ELASTIC_SIGMA, "reflect") for _ in range(2))
     grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -180,7 +184,9 @@ def parse_shifts(text: str | None) -> list[str]:
     names = [n.strip() for n in text.split(",")] if text is not None else list(SHIFTS)
     unknown = [n for n in names if n not in SHIFTS]
     if unknown or not names:
-        raise MnistEdgeError(f"unknown shift {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(SHIFTS)}")
+        raise MnistEdgeError(
+            f"unknown shift {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(SHIFTS)}"
+        )
     return names
 
 

@@ -65,7 +65,9 @@ def register_model(
             raise ValueError(f"architecture {name!r} is already registered")
         if not RECIPES.get(name):
             raise ValueError(f"architecture {name!r} has no recipe in recipes.RECIPES")
-        _REGISTRY[name] = ArchInfo(name, build, notebook, description, reported_accuracy, RECIPES[name], normalize, open_set)
+        _REGISTRY[name] = ArchInfo(
+            name, build, notebook, description, reported_accuracy, RECIPES[name], normalize, open_set
+        )
         return build
 
     return register
@@ -93,7 +95,9 @@ class MnistClassifier(nn.Module):
     temperature: torch.Tensor  # open-set networks only
     not_digit_threshold: torch.Tensor
 
-    def __init__(self, arch: str, net: nn.Module, normalize: tuple[float, float] | None, open_set: bool = False) -> None:
+    def __init__(
+        self, arch: str, net: nn.Module, normalize: tuple[float, float] | None, open_set: bool = False
+    ) -> None:
         super().__init__()
         self.arch = arch
         self.net = net
@@ -138,7 +142,8 @@ class Deployed(nn.Module):
 
 
 def min_train_batch(model: nn.Module) -> int:
-    """Images a training step needs: 1, or 2 where a BatchNorm normalizes a 1x1 map (batch statistics need two values)."""
+    """Images a training step needs: 1, or 2 where a BatchNorm normalizes a 1x1 map (batch statistics need two
+    values)."""
     probe = copy.deepcopy(model).cpu().train()  # a copy: a forward in train mode moves BatchNorm's running statistics
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):  # nor may it use up the seeded dropout draws
@@ -385,7 +390,8 @@ def edgenet() -> nn.Module:
         *_conv_bn_relu(24, 30),
         nn.Conv2d(30, 30, 7, groups=30, bias=False),  # global depthwise conv: a learned, position-aware pooling
         nn.BatchNorm2d(30),
-        nn.Conv2d(30, OPEN_SET_CLASSES, 1),  # the classifier as a 1x1 conv: no Linear layer, whose dynamic int8 file was larger
+        # the classifier as a 1x1 conv: no Linear layer, whose dynamic int8 file was larger
+        nn.Conv2d(30, OPEN_SET_CLASSES, 1),
         nn.Flatten(),
     )
 

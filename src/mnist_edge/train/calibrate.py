@@ -65,7 +65,9 @@ def _outputs(model: MnistClassifier, images: torch.Tensor) -> tuple[np.ndarray, 
     return np.concatenate(logits), np.concatenate(scores)
 
 
-def calibrate(model: MnistClassifier, holdout_x: np.ndarray, holdout_y: np.ndarray, seed: int, printed: int, non_digits: int) -> Calibration:
+def calibrate(
+    model: MnistClassifier, holdout_x: np.ndarray, holdout_y: np.ndarray, seed: int, printed: int, non_digits: int
+) -> Calibration:
     """Fit the temperature and the threshold of MODEL on held-out digits HOLDOUT_X/Y (uint8 [N,28,28]) and on
     PRINTED digits and NON_DIGITS generated in calibration-only fonts, and set them on MODEL."""
     device = next(model.parameters()).device

@@ -106,7 +106,10 @@ def sniff(path: Path) -> str | None:
     if not head:
         return "an empty file"
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
-        return f"a file of {path.stat().st_size:,} bytes, larger than any mnist-edge checkpoint (at most {MAX_CHECKPOINT_BYTES:,})"
+        return (
+            f"a file of {path.stat().st_size:,} bytes, larger than any mnist-edge checkpoint (at most "
+            f"{MAX_CHECKPOINT_BYTES:,})"
+        )
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _zip_kind(path)
     if head.startswith(b"\x80"):  # never unpickled: mnist-edge has always written torch's zip format
@@ -209,7 +212,9 @@ def _check_weights(path: Path, arch: str, state: Any, model: MnistClassifier) ->
         got = state[name]
         if _tensor(want.dtype)(got) is not None or got.shape != want.shape:
             found = _tensor_kind(got)
-            raise MnistEdgeError(f"{path}: weight {name} is {found}, architecture {arch!r} needs {want.dtype} {list(want.shape)}")
+            raise MnistEdgeError(
+                f"{path}: weight {name} is {found}, architecture {arch!r} needs {want.dtype} {list(want.shape)}"
+            )
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise MnistEdgeError(f"{path}: weight {name} holds NaN or inf")
         if name in CALIBRATION_RANGES and not CALIBRATION_RANGES[name][0] <= float(got) <= CALIBRATION_RANGES[name][1]:
@@ -220,7 +225,9 @@ def _tensor_kind(value: Any) -> str:
     """'torch.float32 [8, 1, 3, 3]', with its layout and device when they are not a plain CPU tensor's."""
     if not isinstance(value, torch.Tensor):
         return type(value).__name__
-    unusual = [str(value.layout)] * (value.layout != torch.strided) + [f"on {value.device}"] * (value.device.type != "cpu")
+    unusual = [str(value.layout)] * (value.layout != torch.strided) + [f"on {value.device}"] * (
+        value.device.type != "cpu"
+    )
     return " ".join([str(value.dtype), str(list(value.shape)), *unusual])
 
 
@@ -236,19 +243,25 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     except Exception as exc:  # a crafted file can make the unpickler raise anything
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
-            raise MnistEdgeError(f"{path}: refused: it holds Python objects beyond weights (loading it could run code)") from None
+            raise MnistEdgeError(
+                f"{path}: refused: it holds Python objects beyond weights (loading it could run code)"
+            ) from None
         raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 100)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistEdgeError(f"{path}: is {_describe_payload(payload)}, {NOT_A_CHECKPOINT}")
     if payload.get("version") != VERSION:
-        raise MnistEdgeError(f"{path}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})")
+        raise MnistEdgeError(
+            f"{path}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})"
+        )
     if unknown := sorted(map(str, set(payload) - PAYLOAD_KEYS)):
         raise MnistEdgeError(f"{path}: unknown checkpoint fields {unknown}")
     arch = payload.get("arch")
     if not isinstance(arch, str) or arch not in list_models():
         raise MnistEdgeError(f"{path}: unknown architecture {str(arch)[:40]!r}")
     training = check_fields(str(path), "its training state", payload.get("training", {}), TRAINING)
-    meta = check_fields(str(path), "its metadata", payload.get("meta"), META, REQUIRED_TO_RESUME if training else REQUIRED_META)
+    meta = check_fields(
+        str(path), "its metadata", payload.get("meta"), META, REQUIRED_TO_RESUME if training else REQUIRED_META
+    )
     if meta["arch"] != arch:
         raise MnistEdgeError(f"{path}: its metadata says architecture {meta['arch']!r}, its weights {arch!r}")
     if "recipe" in meta:  # complete: a field added since the file was written shows its default
@@ -258,3 +271,24 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return Checkpoint(arch, model, meta, training)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, where: str) -> None:
+    """The saved per-parameter state (momentum, Adam moments), checked against the parameters; the hyperparameters
+    come from the recipe, not from the file, so a crafted file cannot smuggle in values the recipe checks refuse."""
+    state = saved.get("state") if isinstance(saved, dict) else None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(state, dict) or not set(state) <= set(range(len(params))):
+        raise MnistEdgeError(f"{where}: the optimizer state does not fit the model")
+    for index, values in state.items():
+        param = params[index]
+        ok = isinstance(values, dict) and all(
+            isinstance(v, torch.Tensor) and v.is_floating_point() and v.shape in (param.shape, ())
+            and bool(torch.isfinite(v).all())
+            for v in values.values()
+        )
+        if not ok:
+            raise MnistEdgeError(
+                f"{where}: the optimizer state of parameter {index} does not fit (shape, type or non-finite values)"
+            )
+    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})

@@ -194,7 +194,10 @@ def make_plan(config: TrainConfig) -> Plan:
     recipe = resolve_recipe(base, config, resuming=resumed is not None)
     trained = resumed.training.get("epoch") if resumed is not None else None
     if trained is not None and trained >= recipe.epochs:
-        raise MnistEdgeError(f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to go on")
+        raise MnistEdgeError(
+            f"{config.resume}: already trained {trained} of {recipe.epochs} epochs; give --epochs above {trained} to "
+            "go on"
+        )
     out = Path(config.out or config.resume or Path("checkpoints") / f"{arch}.pt")
     check_out(out, config)
     probe_writable(out, checkpoint_bytes(create_model(arch)), "checkpoint")

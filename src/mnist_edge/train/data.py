@@ -27,7 +27,10 @@ SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-COUNTS = {"train-images-idx3-ubyte": 60_000, "train-labels-idx1-ubyte": 60_000, "t10k-images-idx3-ubyte": 10_000, "t10k-labels-idx1-ubyte": 10_000}
+COUNTS = {
+    "train-images-idx3-ubyte": 60_000, "train-labels-idx1-ubyte": 60_000, "t10k-images-idx3-ubyte": 10_000,
+    "t10k-labels-idx1-ubyte": 10_000,
+}
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 DATA_ENV = "MNIST_EDGE_DATA"  # a folder with the IDX files, used when no --data-dir is given
@@ -72,7 +75,9 @@ def _read_into(f: io.BufferedIOBase, buffer: memoryview) -> int:
     return done
 
 
-def read_idx(path: Path, magic: int, verify_sha256: str | None = None, count: int | None = None) -> tuple[np.ndarray, str]:
+def read_idx(
+    path: Path, magic: int, verify_sha256: str | None = None, count: int | None = None
+) -> tuple[np.ndarray, str]:
     """Read one IDX file (.gz or raw) into an array; returns it with its content SHA-256.
 
     COUNT: the number of items the file must hold (MNIST's, when verifying), checked before reading the data.
@@ -97,13 +102,19 @@ def read_idx(path: Path, magic: int, verify_sha256: str | None = None, count: in
                 raise MnistEdgeError(f"{path}: images are {shape[1]}x{shape[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
             size = math.prod(shape)
             if size > MAX_IDX_BYTES:
-                raise MnistEdgeError(f"{path}: header promises {size:,} bytes for shape {shape}, over the {MAX_IDX_BYTES:,} allowed")
+                raise MnistEdgeError(
+                    f"{path}: header promises {size:,} bytes for shape {shape}, over the {MAX_IDX_BYTES:,} allowed"
+                )
             array = np.empty(size, dtype=np.uint8)
             got, header = _read_into(f, array.data), 4 + 4 * ndim
             if got < size:
-                raise MnistEdgeError(f"{path}: header promises {header + size} bytes for shape {shape}, file has {header + got}")
+                raise MnistEdgeError(
+                    f"{path}: header promises {header + size} bytes for shape {shape}, file has {header + got}"
+                )
             if f.read(1):
-                raise MnistEdgeError(f"{path}: holds more than the {header + size} bytes its header promises for shape {shape}")
+                raise MnistEdgeError(
+                    f"{path}: holds more than the {header + size} bytes its header promises for shape {shape}"
+                )
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise MnistEdgeError(f"{path}: corrupt or truncated gzip ({exc})") from None
     except OSError as exc:
@@ -119,8 +130,12 @@ def read_idx(path: Path, magic: int, verify_sha256: str | None = None, count: in
 def _read_split(data_dir: Path, prefix: str, verify: bool) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     images_stem, labels_stem = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
     images_path, labels_path = _find(data_dir, images_stem), _find(data_dir, labels_stem)
-    images, images_sha = read_idx(images_path, IMAGES_MAGIC, *((SHA256[images_stem], COUNTS[images_stem]) if verify else ()))
-    labels, labels_sha = read_idx(labels_path, LABELS_MAGIC, *((SHA256[labels_stem], COUNTS[labels_stem]) if verify else ()))
+    images, images_sha = read_idx(
+        images_path, IMAGES_MAGIC, *((SHA256[images_stem], COUNTS[images_stem]) if verify else ())
+    )
+    labels, labels_sha = read_idx(
+        labels_path, LABELS_MAGIC, *((SHA256[labels_stem], COUNTS[labels_stem]) if verify else ())
+    )
     if len(images) != len(labels):
         raise MnistEdgeError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
     if labels.size and labels.max() > 9:

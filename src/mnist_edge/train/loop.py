@@ -30,7 +30,7 @@ from mnist_edge.errors import MnistEdgeError, first_line, out_of_memory
 from mnist_edge.measure.evaluate import evaluate, torch_logits_fn
 from mnist_edge.train import augment, distributed, robust_augment
 from mnist_edge.train.architectures import MnistClassifier, arch_info, create_model, min_train_batch
-from mnist_edge.train.checkpoint import save_checkpoint
+from mnist_edge.train.checkpoint import load_optimizer_state, save_checkpoint
 from mnist_edge.train.config import Plan, TrainConfig, TrainResult, build_optimizer, check_out, cpu_threads
 from mnist_edge.train.config import make_plan, resolve_device
 from mnist_edge.train.data import load_mnist
@@ -39,7 +39,8 @@ from mnist_edge.train.progress import Progress, stop_on_interrupt
 from mnist_edge.train.recipes import Recipe
 
 Log = Callable[[str], None]
-AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}  # recipes.AUGMENTATIONS: each a sample_params + apply_params
+# recipes.AUGMENTATIONS: each a sample_params + apply_params
+AUGMENTATION_MODULES = {"notebook": augment, "robust": robust_augment}
 
 
 def _print(line: str) -> None:
@@ -47,7 +48,8 @@ def _print(line: str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": str(torch.__version__), "mnist_edge": __version__}  # str: TorchVersion is not weights_only-loadable
+    # str: TorchVersion is not weights_only-loadable
+    return {"torch": str(torch.__version__), "mnist_edge": __version__}
 
 
 # --- 2. set up: data, model, optimizer, and the state a resumed run left -----------------------------------
@@ -94,7 +96,8 @@ class Run:
 def steps_per_epoch(n: int, recipe: Recipe, world_size: int, min_per_rank: int = 1) -> int:
     """Batches per epoch. A last partial batch too small to give every rank MIN_PER_RANK images is dropped."""
     if recipe.batch_size < world_size:
-        raise MnistEdgeError(f"--batch-size {recipe.batch_size} leaves some of the {world_size} processes without images")
+        raise MnistEdgeError(f"--batch-size {recipe.batch_size} leaves some of the {world_size} processes "
+                             "without images")
     if recipe.batch_size < world_size * min_per_rank:
         raise MnistEdgeError(
             f"--batch-size {recipe.batch_size} is too small: this network's BatchNorm over pooled features needs "
@@ -106,7 +109,9 @@ def steps_per_epoch(n: int, recipe: Recipe, world_size: int, min_per_rank: int =
     return math.ceil(n / recipe.batch_size)
 
 
-def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None, threads: int, started: float) -> Run:
+def set_up(
+    plan: Plan, device: torch.device, world: distributed.World, data_dir: Path | None, threads: int, started: float
+) -> Run:
     data = load_mnist(data_dir)
     n = plan.limit or len(data.train_images)
     recipe = plan.recipe
@@ -118,7 +123,8 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
     if steps == 0:
         raise MnistEdgeError(f"{len(train_x)} training images make no full batch of {recipe.batch_size}")
     if device.type == "cuda":
-        # cuDNN picks deterministic convolution algorithms, so a seed means the same run (up to atomics in a few backward kernels)
+        # cuDNN picks deterministic convolution algorithms, so a seed means the same run
+        # (up to atomics in a few backward kernels)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
 
@@ -136,31 +142,14 @@ def set_up(plan: Plan, device: torch.device, world: distributed.World, data_dir:
         history = list(plan.resumed.meta.get("history", []))
     net: torch.nn.Module = model
     if world.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model,
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
     images = torch.from_numpy(train_x.copy()).to(device).unsqueeze(1)
     labels = torch.from_numpy(train_y).to(device)
     return Run(
         plan, device, world, model, net, optimizer, generator, images, labels, (holdout_x, holdout_y),
         test_x, test_y, steps, data.sha256, start, history, threads, started,
     )
-
-
-def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, where: str) -> None:
-    """The saved per-parameter state (momentum, Adam moments), checked against the parameters; the hyperparameters
-    come from the recipe, not from the file, so a crafted file cannot smuggle in values the recipe checks refuse."""
-    state = saved.get("state") if isinstance(saved, dict) else None
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if not isinstance(state, dict) or not set(state) <= set(range(len(params))):
-        raise MnistEdgeError(f"{where}: the optimizer state does not fit the model")
-    for index, values in state.items():
-        param = params[index]
-        ok = isinstance(values, dict) and all(
-            isinstance(v, torch.Tensor) and v.is_floating_point() and v.shape in (param.shape, ()) and bool(torch.isfinite(v).all())
-            for v in values.values()
-        )
-        if not ok:
-            raise MnistEdgeError(f"{where}: the optimizer state of parameter {index} does not fit (shape, type or non-finite values)")
-    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
 
 
 def _restore(
@@ -175,7 +164,7 @@ def _restore(
 ) -> Position:
     """Put optimizer and RNG state back as the checkpoint left them; returns where the loop resumes."""
     try:
-        _load_optimizer_state(optimizer, training["optimizer"], where)
+        load_optimizer_state(optimizer, training["optimizer"], where)
         generator.set_state(training["generator"])
         rng = training["rng"]
         if len(rng) == world.size:  # another world size cannot reproduce the other ranks' dropout
@@ -230,13 +219,15 @@ def run_epoch(
     for step in range(first, steps):
         batch = perm_device[step * recipe.batch_size : (step + 1) * recipe.batch_size]
         params = augmentation.sample_params(len(batch), run.generator) if recipe.augment else None
-        index = distributed.shard(batch, world)  # each rank its slice of the global batch: the recipe's batch size holds
+        # each rank its slice of the global batch: the recipe's batch size holds
+        index = distributed.shard(batch, world)
         x = run.images[index].float().div_(255)
         if params is not None:
             x = augmentation.apply_params(x, distributed.shard(params, world))
         for group in run.optimizer.param_groups:
             group["lr"] = recipe.lr_at(epoch * steps + step, recipe.epochs * steps)
-        batch_loss = F.cross_entropy(run.net(x), run.labels[index], reduction="sum", label_smoothing=recipe.label_smoothing)
+        batch_loss = F.cross_entropy(run.net(x), run.labels[index], reduction="sum",
+                                     label_smoothing=recipe.label_smoothing)
         # the sum over the global batch's mean, so DDP's average of the ranks' gradients is the one-process gradient
         loss = batch_loss / (len(batch) / world.size)
         run.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +239,8 @@ def run_epoch(
         now = time.perf_counter()
         if now - last_shown >= every_s:
             mean = float(loss_sum) / max(seen, 1) * world.size
-            if not math.isfinite(mean) and not world.distributed:  # ranks see only their own loss: they check at epoch end
+            # ranks see only their own loss: they check at epoch end
+            if not math.isfinite(mean) and not world.distributed:
                 break
             show(step + 1, float(loss.detach()), (seen - timed_from) / max(now - began, 1e-9))
             last_shown = now
@@ -286,7 +278,8 @@ def evaluate_epoch(run: Run, outcome: EpochOutcome) -> dict[str, Any]:
     if run.world.is_main:
         result = evaluate(torch_logits_fn(run.model, run.device), run.test_x, run.test_y)
         if not math.isfinite(result.loss):
-            raise MnistEdgeError(f"training diverged in epoch {position.epoch + 1}: the test loss is {result.loss}; stopped; try a lower --lr")
+            raise MnistEdgeError(f"training diverged in epoch {position.epoch + 1}: the test loss is {result.loss}; "
+                                 "stopped; try a lower --lr")
         record.update(test_loss=result.loss, test_accuracy=result.accuracy)
     return record
 
@@ -294,7 +287,8 @@ def evaluate_epoch(run: Run, outcome: EpochOutcome) -> dict[str, Any]:
 def save(run: Run, epochs_done: int, position: Position) -> None:
     """Write the checkpoint (rank 0); every rank's RNG state rides along so --resume continues exactly."""
     rng = distributed.gather(run.world, torch.get_rng_state())
-    cuda_rng = distributed.gather(run.world, torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
+    cuda_rng = (distributed.gather(run.world, torch.cuda.get_rng_state(run.device))
+                if run.device.type == "cuda" else None)
     if not run.world.is_main:
         return
     plan, resumed = run.plan, run.plan.resumed
@@ -363,25 +357,30 @@ def _train(config: TrainConfig, run: Run, log: Log) -> TrainResult:
     interrupted = False
     with stop_on_interrupt(escalate=not world.distributed) as stop_requested:
         log(
-            f"training {plan.arch} on {run.n:,} images ({len(run.test_x):,} test) | device {device}, {run.threads} threads"
+            f"training {plan.arch} on {run.n:,} images ({len(run.test_x):,} test) | device {device}, {run.threads} "
+            "threads"
             + (f", {world.size} processes" if world.distributed else "")
         )
-        log(f"recipe: {recipe.describe()}" + (f" | resuming {config.resume} at epoch {run.start.epoch + 1}" if plan.resumed else ""))
+        log(f"recipe: {recipe.describe()}"
+            + (f" | resuming {config.resume} at epoch {run.start.epoch + 1}" if plan.resumed else ""))
         for epoch in range(run.start.epoch, recipe.epochs):
-            with progress.epoch(f"{epoch + 1}/{recipe.epochs}", run.steps, run.start.step if epoch == run.start.epoch else 0) as show:
+            with progress.epoch(f"{epoch + 1}/{recipe.epochs}", run.steps,
+                                run.start.step if epoch == run.start.epoch else 0) as show:
                 outcome = run_epoch(run, epoch, run.start, stop_requested, show, every_s)
             check_finite(outcome, out)
             if outcome.position.step < run.steps:  # Ctrl-C mid-epoch: save where it stands
                 save(run, epoch, outcome.position)
                 interrupted = True
-                log(f"interrupted in epoch {epoch + 1} at step {outcome.position.step}/{run.steps}: saved {out}; --resume {out} continues")
+                log(f"interrupted in epoch {epoch + 1} at step {outcome.position.step}/{run.steps}: saved {out}; "
+                    f"--resume {out} continues")
                 break
             record = evaluate_epoch(run, outcome)
             if world.is_main:
                 run.history.append(record)
                 log(
-                    f"epoch {epoch + 1}/{recipe.epochs}: train loss {record['train_loss']:.4f}, test loss {record['test_loss']:.4f}, "
-                    f"test accuracy {record['test_accuracy']:.2f}% | {record['images_per_s']:,.0f} img/s, {record['seconds']:.1f}s"
+                    f"epoch {epoch + 1}/{recipe.epochs}: train loss {record['train_loss']:.4f}, test loss "
+                    f"{record['test_loss']:.4f}, test accuracy {record['test_accuracy']:.2f}% | "
+                    f"{record['images_per_s']:,.0f} img/s, {record['seconds']:.1f}s"
                 )
             if epoch + 1 == recipe.epochs and run.model.open_set and world.is_main:
                 run.calibration = calibrate_run(run.model, recipe, run.holdout, plan.limit, log)

@@ -63,7 +63,8 @@ def _calibrated(f: dict[str, float], holdout: int) -> str:
     return (
         f"calibrated on {holdout:,} held-out digits: temperature {f['temperature']:.3f}, not-a-digit threshold "
         f"{f['not_digit_threshold']:.4f} (answers {f['holdout_answered']:.2f}% of them, {f['shifted_answered']:.2f}% "
-        f"shifted, {f['printed_answered']:.2f}% printed; refuses {f['non_digits_refused']:.2f}% of calibration non-digits)"
+        f"shifted, {f['printed_answered']:.2f}% printed; refuses {f['non_digits_refused']:.2f}% of calibration "
+        "non-digits)"
     )
 
 

@@ -22,7 +22,9 @@ class Progress:
         self.every_s = every_s
         if enabled and sys.stderr.isatty():  # the bar goes to stderr, so --json keeps stdout clean
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn,
+            )
 
             self.every_s = 0.3  # .item() syncs with the device: only a few times a second
             self.bar = RichProgress(
@@ -38,7 +40,9 @@ class Progress:
     @contextmanager
     def epoch(self, label: str, total: int, done: int) -> Iterator[Callable[[int, float, float], None]]:
         if self.bar is None:
-            yield lambda step, loss, speed: self.log(f"epoch {label}: step {step}/{total}, loss {loss:.4f}, {speed:,.0f} img/s")
+            yield lambda step, loss, speed: self.log(
+                f"epoch {label}: step {step}/{total}, loss {loss:.4f}, {speed:,.0f} img/s"
+            )
             return
         bar = self.bar
         with bar:

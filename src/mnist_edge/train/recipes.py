@@ -45,13 +45,17 @@ class Recipe:
         opt = f"{self.optimizer} lr {self.lr:g}" + (f" momentum {self.momentum:g}" if self.optimizer == "sgd" else "")
         parts = [opt, f"batch {self.batch_size}", f"{self.epochs} epochs", f"seed {self.seed}"]
         parts.append(f"{self.augmentation} augmentation" if self.augment else "no augmentation")
-        parts += [f"{k.replace('_', ' ')} {v:g}" for k in ("weight_decay", "label_smoothing") if (v := getattr(self, k))]
+        parts += [
+            f"{k.replace('_', ' ')} {v:g}" for k in ("weight_decay", "label_smoothing") if (v := getattr(self, k))
+        ]
         if self.nesterov:
             parts.append("nesterov")
         if self.drop_last:
             parts.append("drop_last")
         if self.schedule != "constant":
-            parts.append(f"{self.schedule} LR schedule" + (f" ({self.warmup:g} warm-up)" if self.schedule == "onecycle" else ""))
+            parts.append(
+                f"{self.schedule} LR schedule" + (f" ({self.warmup:g} warm-up)" if self.schedule == "onecycle" else "")
+            )
         return ", ".join(parts)
 
     def lr_at(self, step: int, total_steps: int) -> float:

@@ -83,7 +83,10 @@ def grey_dilate(x: torch.Tensor, square: bool = False) -> torch.Tensor:
         return F.max_pool2d(x, 3, stride=1, padding=1)
     p = F.pad(x, (1, 1, 1, 1))
     h, w = x.shape[-2:]
-    shifted = [p[..., 1 : h + 1, 1 : w + 1], p[..., :h, 1 : w + 1], p[..., 2:, 1 : w + 1], p[..., 1 : h + 1, :w], p[..., 1 : h + 1, 2:]]
+    shifted = [
+        p[..., 1 : h + 1, 1 : w + 1], p[..., :h, 1 : w + 1], p[..., 2:, 1 : w + 1], p[..., 1 : h + 1, :w],
+        p[..., 1 : h + 1, 2:],
+    ]
     return torch.stack(shifted).amax(0)
 
 
@@ -113,7 +116,9 @@ def _warp(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     coarse = p[:, len(_FIXED) :].view(n, 2, ELASTIC_GRID, ELASTIC_GRID)
     field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
     field = field * torch.tensor([2 / w, 2 / h], device=x.device, dtype=x.dtype).view(1, 2, 1, 1)
-    return F.grid_sample(x, grid + field.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(
+        x, grid + field.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -185,7 +185,8 @@ def _shape(rng: np.random.Generator) -> Image.Image:
         draw.line(_points(pts[:2]), fill=255, width=width)
         draw.line(_points(pts[2:]), fill=255, width=width, joint="curve")
     elif kind == 4:  # a house: a square under a roof
-        pts = _place(rng, np.array([[-0.7, 1], [-0.7, -0.1], [0, -0.9], [0.7, -0.1], [0.7, 1], [-0.7, 1], [0.7, -0.1], [-0.7, -0.1]]))
+        pts = _place(rng, np.array([[-0.7, 1], [-0.7, -0.1], [0, -0.9], [0.7, -0.1], [0.7, 1], [-0.7, 1],
+                                    [0.7, -0.1], [-0.7, -0.1]]))
         draw.line(_points(pts), fill=255, width=width, joint="curve")
     elif kind == 5:  # a smiley: a face with eyes and a mouth
         r = CANVAS * rng.uniform(0.3, 0.42)

@@ -36,12 +36,17 @@ STATIC = {
 }
 # The page loads nothing from anywhere else, and no other site may frame it.
 PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-USAGE = "send multipart/form-data with one or more parts named 'file', or one image as the body with an image/* Content-Type"
+USAGE = (
+    "send multipart/form-data with one or more parts named 'file', or one image as the body with an image/* "
+    "Content-Type"
+)
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 # A whole number as HTTP writes one: ASCII digits only (str.isdigit also takes '²' and '٣', which int() refuses
 # or reads), and no more of them than a 64-bit length has (leading zeros too), so no int() parses thousands.
@@ -136,7 +141,9 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
             async with request.form(max_files=max_files, max_fields=16, max_part_size=64 * 1024) as form:
                 for part in form.getlist("file"):
                     if not isinstance(part, UploadFile):
-                        raise RequestError(400, "the part named 'file' is a text field, not a file upload (no filename)")
+                        raise RequestError(
+                            400, "the part named 'file' is a text field, not a file upload (no filename)"
+                        )
                     name = part.filename or "upload"
                     data = await part.read()
                     if not data:
@@ -145,7 +152,9 @@ async def _uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
         except FormParserError as exc:  # older Starlette (0.44, the floor) lets python-multipart's own errors out
             raise RequestError(400, f"malformed multipart/form-data body ({exc})") from None
         except OSError as exc:  # Starlette spools a file part over 1 MB to a temporary file: a full or missing $TMPDIR
-            raise RequestError(503, f"the server cannot hold the upload now ({exc.strerror or exc})", close=True) from None
+            raise RequestError(
+                503, f"the server cannot hold the upload now ({exc.strerror or exc})", close=True
+            ) from None
         if not uploads:
             raise RequestError(400, f"no part named 'file': {USAGE}")
         return uploads

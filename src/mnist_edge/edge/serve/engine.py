@@ -52,8 +52,13 @@ PREPARE_HERE_PIXELS = WORK_SIZE * WORK_SIZE
 
 
 def _cheap(data: bytes) -> bool:
-    """Whether the image DATA is small enough, in bytes and in the pixels its header claims, to prepare between HTTP work."""
-    return len(data) <= PREPARE_HERE_BYTES and (pixels := header_pixels(data)) is not None and pixels <= PREPARE_HERE_PIXELS
+    """Whether the image DATA is small enough, in bytes and in the pixels its header claims, to prepare between
+    HTTP work."""
+    return (
+        len(data) <= PREPARE_HERE_BYTES
+        and (pixels := header_pixels(data)) is not None
+        and pixels <= PREPARE_HERE_PIXELS
+    )
 
 
 class WorkerDied(MnistEdgeError):
@@ -122,7 +127,9 @@ class _Worker:
             while self.waiting:
                 future = self.waiting.popleft()
                 if not future.done():
-                    future.set_exception(WorkerDied("a worker process died while preparing the images (out of memory?); try again"))
+                    future.set_exception(
+                        WorkerDied("a worker process died while preparing the images (out of memory?); try again")
+                    )
 
     async def stop(self) -> None:
         """Close its stdin (it exits at the end of its input) and wait; kill it if it hangs."""
@@ -206,7 +213,11 @@ class Engine:
     def _take_batch(self) -> list[tuple[Upload, asyncio.Future[Outcome]]]:
         batch: list[tuple[Upload, asyncio.Future[Outcome]]] = []
         size = 0
-        while self._pending and len(batch) < self.max_batch and (not batch or size + len(self._pending[0][0].data) <= MAX_BATCH_BYTES):
+        while (
+            self._pending
+            and len(batch) < self.max_batch
+            and (not batch or size + len(self._pending[0][0].data) <= MAX_BATCH_BYTES)
+        ):
             upload, future = self._pending.popleft()
             if not future.done():  # a request whose gather was cancelled
                 batch.append((upload, future))
@@ -239,7 +250,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     def _with_room(self) -> _Worker | None:
-        """The least busy live worker, if it can take another batch (with none alive, requests wait for the replacements)."""
+        """The least busy live worker, if it can take another batch (with none alive, requests wait for the
+        replacements)."""
         worker = min((w for w in self._workers if w.alive), key=lambda w: len(w.waiting), default=None)
         return worker if worker is not None and len(worker.waiting) < BATCHES_PER_WORKER else None
 

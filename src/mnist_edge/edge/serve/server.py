@@ -101,7 +101,9 @@ def listen(host: str, port: int) -> socket.socket:
     Nagle's algorithm off only on connections whose socket says so, and with it on, a response written in
     two pieces waits for the client's delayed ACK, ~40 ms a request on a keep-alive connection."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise MnistEdgeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -90,7 +90,8 @@ def predict_batch(uploads: list[Upload]) -> list[Outcome]:
             outcomes.append(x)
             continue
         result = next(results)
-        if isinstance(result, Failure):  # the model failed on this image, or gave non-finite scores: ours, not the client's
+        # the model failed on this image, or gave non-finite scores: ours, not the client's
+        if isinstance(result, Failure):
             outcomes.append(Outcome(500, result.as_dict()))
             continue
         row = (result if upload.refuse else result.as_digit()).as_dict()
@@ -123,7 +124,9 @@ def main(model_path: str, server: int) -> None:
     sys.stdout = sys.stderr
     calls = sys.stdin.buffer
     start(model_path)
-    while (header := _read(calls, FRAME.size)) is not None and (payload := _read(calls, FRAME.unpack(header)[0])) is not None:
+    while (header := _read(calls, FRAME.size)) is not None and (
+        payload := _read(calls, FRAME.unpack(header)[0])
+    ) is not None:
         name, args = pickle.loads(payload)
         try:
             answer = (True, CALLS[name](*args))
