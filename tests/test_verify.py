@@ -64,7 +64,8 @@ def test_a_drop_of_exactly_the_allowed_points_passes():
     labels = np.arange(1000) % 10
     artifact = labels.copy()
     artifact[:5] = (artifact[:5] + 1) % 10  # 99.5%: 0.5 points down, and 99.5% agreement (the default floor)
-    parity = compare(_logits(labels), _logits(artifact), _data(1000, labels), tolerances_for("static", {"max_accuracy_drop": 0.5}))
+    parity = compare(_logits(labels), _logits(artifact), _data(1000, labels),
+                     tolerances_for("static", {"max_accuracy_drop": 0.5}))
     assert parity.reference_accuracy - parity.artifact_accuracy == 0.5 and parity.passed, parity.failures
 
 

@@ -2,8 +2,9 @@
 should catch it there, and print a markdown table (place, mutation, tests run, caught, seconds). The working tree is
 never edited: each mutant is a fresh copy of the checkout's files, whose src/ comes first on PYTHONPATH (ahead of
 the editable install, whose finder Python asks last), and whose tests are the ones run, so `import mnist_edge`, the
-tests' `python -m mnist_edge` subprocesses and those that put src/ on their own path all get the mutant. Exits 1 if a mutation survives, or if a mutation's old text is not found exactly once (a refactor
-that moved the code makes the table fail, not rot).
+tests' `python -m mnist_edge` subprocesses and those that put src/ on their own path all get the mutant. Exits 1
+if a mutation survives, or if a mutation's old text is not found exactly once (a refactor that moved the code makes
+the table fail, not rot).
 
 usage: python tools/mutations.py [--only NAME ...] [--list] [--baseline] [--timeout SECONDS]
 """
@@ -54,25 +55,30 @@ MUTATIONS = (
     Mutation("body-limit-declared", "edge/serve/app.py", "if length > self.max_body", "if length >= self.max_body",
              ("tests/test_serve.py", "-k", "exactly_max_body"), "a Content-Length of exactly --max-body is refused"),
     # Ours: the places where a quiet off-by-one or a swapped name would ship wrong answers or unsafe files.
-    Mutation("body-limit-streamed", "edge/serve/app.py", "if received > self.max_body:", "if received >= self.max_body:",
-             ("tests/test_serve.py", "-k", "exactly_max_body"), "a chunked body of exactly --max-body is refused"),
+    Mutation("body-limit-streamed", "edge/serve/app.py", "if received > self.max_body:",
+             "if received >= self.max_body:", ("tests/test_serve.py", "-k", "exactly_max_body"),
+             "a chunked body of exactly --max-body is refused"),
     Mutation("refuse-at-threshold", "spec.py", "return not_digit >= threshold", "return not_digit > threshold",
-             ("tests/test_open_set.py", "-k", "refuse_at_the_threshold"), "a score equal to the threshold is answered"),
-    Mutation("top-k-order", "edge/predict.py", 'np.argsort(-p, kind="stable")[:top]', 'np.argsort(p, kind="stable")[:top]',
-             ("tests/test_predict.py", "-k", "json_matches_the_torch_model"), "the least likely digits are answered"),
+             ("tests/test_open_set.py", "-k", "refuse_at_the_threshold"),
+             "a score equal to the threshold is answered"),
+    Mutation("top-k-order", "edge/predict.py", 'np.argsort(-p, kind="stable")[:top]',
+             'np.argsort(p, kind="stable")[:top]', ("tests/test_predict.py", "-k", "json_matches_the_torch_model"),
+             "the least likely digits are answered"),
     Mutation("api-top-bound", "edge/api.py", "1 <= top <= NUM_CLASSES", "1 <= top < NUM_CLASSES",
              ("tests/test_api.py", "-k", "top"), "Model.predict refuses top=10"),
     Mutation("parity-fp32-tolerance", "export/verify.py", "FP32 = Tolerances(max_abs_diff=1e-4,",
              "FP32 = Tolerances(max_abs_diff=1e-3,", ("tests/test_verify.py", "-k", "fp32_default_gate"),
              "fp32 files pass parity 10x further from PyTorch"),
     Mutation("parity-accuracy-drop", "export/verify.py", "ref_acc - art_acc > tolerances.max_accuracy_drop",
-             "ref_acc - art_acc >= tolerances.max_accuracy_drop", ("tests/test_verify.py", "-k", "accuracy_drop or allowed_points"),
+             "ref_acc - art_acc >= tolerances.max_accuracy_drop",
+             ("tests/test_verify.py", "-k", "accuracy_drop or allowed_points"),
              "a drop of exactly the allowed points fails"),
     Mutation("polarity", "edge/preprocess.py", "dark_ink = background - low > high - background",
              "dark_ink = background - low < high - background", ("tests/test_preprocess.py", "-k", "polarity"),
              "dark ink on paper is read as the background"),
     Mutation("centre-of-mass", "edge/preprocess.py", "center = IMAGE_SIZE / 2", "center = (IMAGE_SIZE - 1) / 2",
-             ("tests/test_preprocess.py", "-k", "off_centre or pass_through"), "digits centred half a pixel off MNIST's"),
+             ("tests/test_preprocess.py", "-k", "off_centre or pass_through"),
+             "digits centred half a pixel off MNIST's"),
     Mutation("format-allow-list", "edge/preprocess.py", "img = Image.open(stream, formats=tuple(IMAGE_FORMATS))",
              "img = Image.open(stream, formats=None)", ("tests/test_edge_hardening.py", "-k", "eps_or_other_format"),
              "every Pillow format is opened, EPS (Ghostscript) included"),
@@ -84,12 +90,14 @@ MUTATIONS = (
     Mutation("manifest-plain-name", "edge/manifest.py", r'for c in "/\\\0")', r'for c in "\\\0")',
              ("tests/test_manifest.py",), "a manifest may name a file outside its folder (../x.onnx)"),
     Mutation("threshold-range", "edge/model_checks.py", "if not 0.0 <= value <= 1.0:", "if not 0.0 <= value:",
-             ("tests/test_runtime.py", "-k", "threshold"), "a model file's threshold over 1 (never refuse) is accepted"),
+             ("tests/test_runtime.py", "-k", "threshold"),
+             "a model file's threshold over 1 (never refuse) is accepted"),
     Mutation("temperature", "train/architectures.py", "raw[:, :NUM_CLASSES] / self.temperature",
              "raw[:, :NUM_CLASSES] * self.temperature", ("tests/test_open_set.py", "-k", "divided_by_the_temperature"),
              "the temperature multiplies the logits it should divide"),
     Mutation("open-set-answered", "measure/open_set.py", "not_digit < model.threshold", "not_digit <= model.threshold",
-             ("tests/test_open_set.py", "-k", "refuses_where_predict_does"), "the open-set table answers a score equal to the threshold"),
+             ("tests/test_open_set.py", "-k", "refuses_where_predict_does"),
+             "the open-set table answers a score equal to the threshold"),
 )
 
 
@@ -117,7 +125,8 @@ def place(mutation: Mutation, root: Path = ROOT) -> str:
     """'file: function' where the old text is (the innermost function or class around it), or the file alone."""
     text = (root / PACKAGE / mutation.path).read_text()
     line = text[: text.index(mutation.old)].count("\n") + 1
-    names = [n for n in ast.walk(ast.parse(text)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    names = [n for n in ast.walk(ast.parse(text))
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
              and n.lineno <= line <= (n.end_lineno or n.lineno)]
     inner = max(names, key=lambda n: n.lineno, default=None)
     return f"{mutation.path}: {inner.name}" if inner else mutation.path
@@ -204,7 +213,8 @@ def tests_shown(mutation: Mutation) -> str:
 
 def main() -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", metavar="NAME", help="run this mutation only (repeatable; see --list)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run this mutation only (repeatable; see --list)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--baseline", action="store_true",
                         help="first run each mutation's tests on the real code too: they must pass there")
