@@ -12,7 +12,7 @@ from mnist_edge.measure.benchmark import (
     run_benchmark,
 )
 from mnist_edge.measure.benchmark_table import print_table
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 
 QUICK = Settings(runs=20, batches=4, rounds=2, warmup=2, batch_warmup=1, batch=16, loads=1, limit=64)

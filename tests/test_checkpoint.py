@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from checkpoints import payload, same_weights, seeded_checkpoint
 from mnist_edge.train.recipes import Recipe
 from mnist_edge.train.checkpoint import FORMAT, META, load_checkpoint, save_checkpoint
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.train.config import build_optimizer
 from mnist_edge.train.validate import recipe_from_dict
@@ -256,7 +256,7 @@ def test_a_path_that_is_no_regular_file_is_named_by_every_loader(kind, tmp_path)
     path = tmp_path / "model.pt"
     make(path)
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from cli_runner import cli_runner; "
-            f"from mnist_edge.cli import app; P = {str(path)!r}\n"
+            f"from mnist_edge.cli.commands import app; P = {str(path)!r}\n"
             f"for args in {LOADS}:\n    r = cli_runner().invoke(app, args); print(r.exit_code, repr(r.stderr))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = done.stdout.splitlines()

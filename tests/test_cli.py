@@ -11,7 +11,7 @@ import pytest
 from cli_runner import cli_runner
 
 import mnist_edge
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 
 runner = cli_runner()
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples" / "mnist-0.png"

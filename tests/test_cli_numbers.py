@@ -1,5 +1,5 @@
 """Every numeric option of export, verify, evaluate and benchmark goes through one validator (schema.py's, through
-cli_types: the same checks train's flags and checkpoints use): non-finite and out-of-range values are refused while
+cli/checks.py: the same checks train's flags and checkpoints use): non-finite and out-of-range values are refused while
 parsing, before any work or any file."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.schema import integer, number
 

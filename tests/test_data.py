@@ -187,7 +187,7 @@ def test_an_idx_name_that_is_no_regular_file_is_named_as_such(tmp_path, kind, ma
 def test_a_data_folder_under_an_unknown_user_is_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from mnist_edge.cli import app
+    from mnist_edge.cli.commands import app
 
     tiny = Path(__file__).resolve().parents[1] / "exported" / "tiny.onnx"
     result = CliRunner().invoke(app, ["evaluate", str(tiny), "--data-dir", "~no-such-user-here/mnist"])
@@ -201,7 +201,7 @@ def test_no_home_folder_at_all_is_one_line_naming_the_way_out(monkeypatch):
 
     from typer.testing import CliRunner
 
-    from mnist_edge.cli import app
+    from mnist_edge.cli.commands import app
 
     def no_entry(uid: int) -> None:
         raise KeyError(f"getpwuid(): uid not found: {uid}")

@@ -68,7 +68,7 @@ def test_an_eps_or_other_format_is_one_line_and_never_runs_ghostscript(tmp_path,
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     # In one process that also reports which Pillow plugins got loaded: the EPS one never may.
-    code = ("import sys\nfrom mnist_edge.cli_runtime import main\ntry:\n    main()\nfinally:\n"
+    code = ("import sys\nfrom mnist_edge.cli.runtime import main\ntry:\n    main()\nfinally:\n"
             "    print(sorted(m for m in sys.modules if m.startswith('PIL.') and m.endswith('ImagePlugin')),"
             " file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, "predict", "--json", *files], capture_output=True, text=True,

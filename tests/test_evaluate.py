@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.measure.evaluate import evaluate, ratio_percent
 from mnist_edge.measure.report import LEGEND, MAX_MISTAKES, write_report

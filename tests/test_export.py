@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from mnist_edge.train.architectures import list_models
 from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.train.checkpoint import load_checkpoint
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.edge.manifest import LOCK, file_sha256, read_manifest
 from mnist_edge import formats
 from mnist_edge.errors import MnistEdgeError
@@ -416,7 +416,7 @@ def _full_disk(limit_bytes: int):
 def test_a_write_error_is_one_line_and_publishes_nothing(user_folder, mnist_dir):
     checkpoint, out = user_folder
     before = _listing(out)
-    code = "from mnist_edge.cli_runtime import main; main()"
+    code = "from mnist_edge.cli.runtime import main; main()"
     args = ["export", str(checkpoint), "--out", str(out), "--limit", "20", "--format", "all"]
     # 40 kB: the fp32 ONNX file (57 kB) cannot be written
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONDONTWRITEBYTECODE": "1"}

@@ -13,7 +13,7 @@ from torch import nn
 pytest.importorskip("litert_torch")
 
 from cli_runner import cli_runner
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.edge.litert import LiteRTModel
 from mnist_edge.export import tflite_writer
 from mnist_edge.export.verify import FP32, ParityData, check_artifact, runtime_parity

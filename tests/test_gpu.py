@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from checkpoints import same_weights, train_quietly
 from mnist_edge.train.checkpoint import load_checkpoint
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 
 pytestmark = [
     pytest.mark.gpu,

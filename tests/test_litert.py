@@ -75,7 +75,7 @@ def _predict_in_a_process(model: Path, *inputs: Path) -> tuple[list[dict], list[
     """`mnist-edge predict --json` in a fresh process, and the runtime/torch modules it imported."""
     code = (
         "import sys, json\n"
-        "from mnist_edge.cli_runtime import main\n"
+        "from mnist_edge.cli.runtime import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = ('torch', 'onnxruntime', 'ai_edge_litert')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)), file=sys.stderr)\n"
@@ -168,7 +168,7 @@ def test_serve_runs_a_tflite_file_and_answers_as_predict_does():
 
 
 def test_predict_without_litert_says_which_extra_to_install():
-    code = "import sys; sys.modules['ai_edge_litert'] = None; from mnist_edge.cli_runtime import main; main()"
+    code = "import sys; sys.modules['ai_edge_litert'] = None; from mnist_edge.cli.runtime import main; main()"
     done = subprocess.run([sys.executable, "-c", code, "predict", "--model", str(INT8), str(SAMPLES)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1

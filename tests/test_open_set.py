@@ -18,7 +18,7 @@ from cli_runner import cli_runner
 from mnist_edge.train import synthetic
 from mnist_edge.train.calibrate import choose_threshold, fit_temperature
 from mnist_edge.train.checkpoint import load_checkpoint
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.edge.predict import results_from_logits
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.measure.evaluate import expected_calibration_error

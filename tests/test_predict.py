@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from cli_runner import cli_runner
 
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.edge.preprocess import preprocess
 import onnx_graphs
@@ -179,7 +179,7 @@ def test_missing_model_and_model_folder(tmp_path):
 def test_predict_never_imports_torch(tiny_onnx):
     code = (
         "import json, sys\n"
-        "from mnist_edge.cli import app\n"
+        "from mnist_edge.cli.commands import app\n"
         "try:\n"
         f"    app(['predict', '--json', '--model', {str(tiny_onnx[1])!r}, {str(SAMPLES)!r}])\n"
         "except SystemExit as exc:\n"

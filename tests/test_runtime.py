@@ -174,7 +174,7 @@ def test_an_empty_batch_gives_no_logits(tiny_onnx):
 
 def test_evaluate_and_verify_get_the_one_line_too(tmp_path, mnist_dir):
     from cli_runner import cli_runner
-    from mnist_edge.cli import app
+    from mnist_edge.cli.commands import app
     from mnist_edge.measure.evaluate import evaluate
 
     path = onnx_graphs.out_of_range_gather(tmp_path / "gather.onnx")

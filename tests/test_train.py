@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from checkpoints import same_weights, train_quietly
 from cli_runner import cli_runner
 from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.train.config import TrainConfig, default_threads
 from mnist_edge.train.loop import train
@@ -202,7 +202,7 @@ def test_device_and_schedule_are_choices(flag, value):
 
 def test_cli_schedules_are_the_recipe_schedules():
     from mnist_edge.train.recipes import SCHEDULES
-    from mnist_edge.cli_options import Schedule
+    from mnist_edge.cli.options import Schedule
 
     assert tuple(s.value for s in Schedule) == SCHEDULES
 
@@ -507,7 +507,7 @@ def test_a_second_run_on_the_same_out_fails_at_once_and_a_killed_holder_blocks_n
 OUT_OF_MEMORY = """
 import resource, sys
 import mnist_edge.train.loop  # torch and the training code load before the limit
-from mnist_edge.cli_runtime import main
+from mnist_edge.cli.runtime import main
 
 data = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmData:"))
 limit = data + 400 * 2**20  # enough for MNIST, far too little for a batch of 8192 through `basic`

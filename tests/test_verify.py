@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mnist_edge.train.architectures import create_model
 from mnist_edge.export.artifacts import open_artifact
-from mnist_edge.cli import app
+from mnist_edge.cli.commands import app
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export.publish import export_checkpoint
 from mnist_edge.export.verify import ParityData, compare, find_mnist, parity_data, tolerances_for, verify_artifact

@@ -53,4 +53,4 @@ def test_no_torch_files_and_the_license_and_version_are_declared(wheel: zipfile.
     metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert f"\nVersion: {mnist_edge.__version__}\n" in metadata and "\nLicense-Expression: MIT\n" in metadata
     entry_points = wheel.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
-    assert "mnist-edge = mnist_edge.cli_runtime:main" in entry_points
+    assert "mnist-edge = mnist_edge.cli.runtime:main" in entry_points

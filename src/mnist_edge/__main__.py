@@ -1,3 +1,3 @@
-from mnist_edge.cli_runtime import main
+from mnist_edge.cli.runtime import main
 
 main()

@@ -2,7 +2,7 @@
 entries. Each field has a Check; `check_fields` refuses a value that is no mapping, has keys its schema does not know
 or lacks required ones, or holds a field its Check refuses, in one line naming the field and what it must be.
 
-`integer` and `number` are the one range check of every number, here and in every numeric flag (cli_types.py) and
+`integer` and `number` are the one range check of every number, here and in every numeric flag (cli/checks.py) and
 TrainConfig field: a bool is no number, a float must be finite (`nan` compares false with every bound, so a range
 check alone would let it switch a check off) and an int must fit a float's range and the bounds (Python ints have no
 overflow to stop `--seed 2**70`). Torch-free and typer-free: the edge side reads manifests with it.

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mnist_edge.cli_types import bounded
+from mnist_edge.cli.checks import bounded
 from mnist_edge.formats import QUANTIZATIONS, export_formats
 
 DataDir = Annotated[

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mnist_edge import __version__
-from mnist_edge.cli_options import (
+from mnist_edge.cli.options import (
     AlwaysDigitFlag, Artifact, BenchmarkArch, BenchmarkCheckpoint, BenchmarkFormats, BenchmarkQuantizations,
     CalibrationSize, DataDir, Device, EvaluatedModel, ExportCheckpoint, ExportFormat, ExportFormats, ExportJsonFlag,
     ExportOut, ExportQuantizations, Force, ImagePaths, JsonFlag, Limit, MakeDefault, MarkdownFile, MaxAbsDiff,
@@ -22,8 +22,8 @@ from mnist_edge.cli_options import (
     ReportDir, RequestTimeout, Resume, Runs, SavePreprocessed, ScheduleOption, SourceCheckpoint, SyntheticFlag, Threads,
     TrainJsonFlag, TrainLimit, TrainOut, TrainOverwrite, TrustTorchScript, WideFlag, Workers, tolerance_overrides,
 )
-from mnist_edge.cli_runtime import UsageError, app, command
-from mnist_edge.cli_types import bounded
+from mnist_edge.cli.runtime import UsageError, app, command
+from mnist_edge.cli.checks import bounded
 from mnist_edge.errors import MnistEdgeError, one_line, printable, valid_unicode
 from mnist_edge.formats import CALIBRATION_SIZE, DEFAULT_EXPORT_DIR
 

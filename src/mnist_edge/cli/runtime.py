@@ -1,6 +1,6 @@
 """How the `mnist-edge` command line runs: the command group, every failure as one `error:` line with its exit
 status, and the last flush of stdout (a full disk or a closed pipe is an error line too, never a traceback).
-cli.py registers the commands on `app` with `command`; `main` is the console script (pyproject.toml)."""
+cli/commands.py registers the commands on `app` with `command`; `main` is the console script (pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def main() -> None:
         if sys.stderr is not None:
             print("error: standard output is closed: nowhere to print the results", file=sys.stderr)
         sys.exit(1)
-    import mnist_edge.cli  # noqa: F401 - registers the commands on `app`
+    import mnist_edge.cli.commands  # noqa: F401 - registers the commands on `app`
 
     try:
         app(prog_name="mnist-edge")  # the same name in usage and hints for `python -m mnist_edge` and torchrun
