@@ -183,7 +183,7 @@ def test_the_recorded_command_omits_exactly_the_calibration_default_that_export_
     """One constant: the manifest's command and the real default cannot drift apart."""
     import inspect
 
-    from mnist_edge import cli
+    from mnist_edge.cli import commands as cli
     from mnist_edge.export.provenance import export_command
 
     assert inspect.signature(cli.export).parameters["calibration_size"].default == CALIBRATION_SIZE
