@@ -228,6 +228,20 @@ def test_a_new_format_is_one_table_entry_and_one_writer_module(tiny_checkpoint, 
         read_manifest(out)
 
 
+@pytest.mark.parametrize("formats, modes, message", [
+    (["checkpoint"], [], "unknown export format 'checkpoint' \\(the training checkpoint itself"),
+    (["ONNX"], [], "unknown export format 'ONNX'"),
+    ("onnx", [], "unknown export format 'o'"),  # a str where the API takes a list: its letters
+    ([], [], "no format to export"),
+    (["onnx"], ["int8"], "unknown quantization 'int8'"),
+])
+def test_the_api_refuses_what_the_cli_choices_refuse(tiny_checkpoint, tmp_path, formats, modes, message):
+    # before: nothing exported, an empty manifest written, and the report said published
+    with pytest.raises(MnistEdgeError, match=message):
+        export_checkpoint(tiny_checkpoint, tmp_path / "out", formats, modes, limit=50)
+    assert not (tmp_path / "out").exists()
+
+
 def test_onnx_save_never_changes_the_proto_the_quantizers_reuse(tmp_path):
     from onnx import TensorProto, helper
 

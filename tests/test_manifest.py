@@ -86,6 +86,11 @@ MALFORMED = {
     "parity holding Infinity": '{"default": null, "artifacts": [{"file": "a.onnx", "format": "onnx", '
     '"quantization": "none", "parity": {"max_abs_diff": Infinity}}]}',
     "the same file twice": json.dumps({"default": None, "artifacts": [entry("a.onnx"), entry("a.onnx")]}),
+    # shallow enough for json to read, deep enough that checking it by recursion raised RecursionError
+    "parity nested 700 deep": json.dumps({"default": None, "artifacts": [entry("a.onnx", parity={"x": 0})]}).replace(
+        "0}", "[" * 700 + "]" * 700 + "}"),
+    "a newer field nested 700 deep": json.dumps({"default": None, "artifacts": [entry("a.onnx", x=0)]}).replace(
+        "0}", "[" * 700 + "]" * 700 + "}"),
 }
 
 

@@ -155,7 +155,7 @@ def copy_checkout(dest: Path) -> Path:
         source = ROOT / name
         if source.is_file():  # a tracked file deleted in the working tree is left out, as it is here
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name, follow_symlinks=False)
+            shutil.copy2(source, dest / name)  # a link copied as a link would let a mutant write through it
     return dest
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_edge.errors import MnistEdgeError
+
 ONNX, TFLITE, TORCHSCRIPT, CHECKPOINT = "onnx", "tflite", "torchscript", "checkpoint"
 NONE, DYNAMIC, STATIC = "none", "dynamic", "static"
 QUANTIZATIONS = (NONE, DYNAMIC, STATIC)  # what `--quantize` takes; "none" is the fp32 file every export writes
@@ -92,5 +94,22 @@ def expand_formats(formats: list[str]) -> list[str]:
 def variants(formats: list[str], quantizations: list[str]) -> list[tuple[str, str]]:
     """(format, quantization) pairs an export of FORMATS with QUANTIZATIONS makes: the fp32 file of each format
     first (every quantization starts from it), then each requested quantization once, in QUANTIZATIONS order."""
+    _check_names(formats, quantizations)
     modes = [NONE] + [q for q in QUANTIZATIONS if q != NONE and q in quantizations]
     return [(f, q) for f in expand_formats(formats) for q in modes]
+
+
+def _check_names(formats: list[str], quantizations: list[str]) -> None:
+    """One line for a name export does not know: the CLI's choices refuse them, but the Python API passed them on,
+    and an unknown or empty FORMATS (a "checkpoint", a bare "onnx" string read as "o", "n", ...) then exported
+    nothing and reported it published."""
+    known = [*export_formats(), "all"]
+    if not formats:
+        raise MnistEdgeError(f"no format to export: name one or more of {', '.join(known)}")
+    for name in formats:
+        if name not in known:
+            why = " (the training checkpoint itself, not an export format)" if name == CHECKPOINT else ""
+            raise MnistEdgeError(f"unknown export format {name!r}{why}: export writes {', '.join(known)}")
+    for name in quantizations:
+        if name not in QUANTIZATIONS:
+            raise MnistEdgeError(f"unknown quantization {name!r}: one of {', '.join(QUANTIZATIONS)}")

@@ -30,6 +30,8 @@ SHIPPED_DIRS = (_PACKAGE_DIR / "exported", _PACKAGE_DIR.parents[1] / "exported")
 
 # A manifest lists a few models in a few KB; anything far bigger is not one, and is not read into memory.
 MAX_MANIFEST_BYTES = 1 << 20
+# A manifest's figures are flat; an entry's field nested deeper than this is no manifest's.
+MAX_DEPTH = 32
 
 
 def file_sha256(path: Path | str) -> str:
@@ -45,19 +47,20 @@ def is_plain_name(name: object) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
-def _finite(value: object) -> bool:
-    """No NaN or infinity anywhere in VALUE: Python's json reads them, other readers of the manifest do not."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(map(_finite, value.values()))
-    if isinstance(value, list):
-        return all(map(_finite, value))
-    return True
-
-
 def _json(value: object) -> str | None:
-    return None if _finite(value) else "must hold no NaN or infinity (they are not JSON)"
+    """No NaN or infinity anywhere in VALUE (Python's json reads them, other readers of the manifest do not), nested
+    at most MAX_DEPTH deep. Walked with a stack, not recursion: a value nested hundreds deep that json still reads
+    would otherwise end in a RecursionError here, or when the manifest is written back."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"must nest at most {MAX_DEPTH} deep"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "must hold no NaN or infinity (they are not JSON)"
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _plain_file(value: object) -> str | None:

@@ -157,7 +157,8 @@ def export_artifact(
     twin = getattr(made, "twin", None)  # a LiteRT int8 file's quantized graph as ONNX
     if result.parity.passed and twin is not None:
         runtimes = runtime_parity(path, twin, data, model_threshold(ckpt.model))
-        result.parity.runtime_agreement = min(runtimes.agreement, runtimes.refusal_agreement or 100.0)
+        refusals = 100.0 if runtimes.refusal_agreement is None else runtimes.refusal_agreement
+        result.parity.runtime_agreement = min(runtimes.agreement, refusals)
         result.parity.failures += [f"against ONNX Runtime on the same int8 graph: {f}" for f in runtimes.failures]
     if result.parity.passed:
         # Its accuracy is known only now that it ran: stamp it (metadata only; the model is the one verified).

@@ -21,7 +21,7 @@ import torch
 from mnist_edge.train.architectures import MnistClassifier, create_model, list_models
 from mnist_edge.atomic import atomic_path
 from mnist_edge.errors import MnistEdgeError, first_line, mismatch, require_file
-from mnist_edge.schema import Check, anything, check_fields, int_in, list_of, map_of, number_in, optional, text
+from mnist_edge.schema import Check, anything, check_fields, int_in, list_of, map_of, number_in, optional, shown, text
 from mnist_edge.train.validate import MAX_EPOCHS, recipe_from_dict
 
 FORMAT = "mnist-edge-checkpoint"
@@ -249,10 +249,10 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise MnistEdgeError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 100)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistEdgeError(f"{path}: is {_describe_payload(payload)}, {NOT_A_CHECKPOINT}")
-    if payload.get("version") != VERSION:
-        raise MnistEdgeError(
-            f"{path}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})"
-        )
+    version = payload.get("version")
+    # an int first: `!=` on a tensor answers element-wise, which `if` cannot take for two or more elements
+    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
+        raise MnistEdgeError(f"{path}: checkpoint version {shown(version)} is not supported (expected {VERSION})")
     if unknown := sorted(map(str, set(payload) - PAYLOAD_KEYS)):
         raise MnistEdgeError(f"{path}: unknown checkpoint fields {unknown}")
     arch = payload.get("arch")
