@@ -4,6 +4,7 @@ shared, so all of them take seconds), as `python tools/NAME.py` runs them."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import runpy
 import shutil
@@ -38,7 +39,11 @@ def test_every_script_is_checked():
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_help_and_a_bad_argument(script, monkeypatch, capsys):
     assert _run(script, "--help", monkeypatch=monkeypatch) == 0
-    assert capsys.readouterr().out.startswith("usage: ")
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ")
+    # the description is the docstring's whole first paragraph, not a first line that may stop mid-sentence
+    first = (ast.get_docstring(ast.parse(script.read_text())) or "").split("\n\n")[0]
+    assert "".join(first.split()) in "".join(out.split()), script.name  # argparse rewraps, at hyphens too
     assert _run(script, "--no-such-flag", monkeypatch=monkeypatch) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("error: "), err
@@ -97,3 +102,12 @@ def test_the_mutation_table_check_finds_moved_code_and_missing_tests():
         "gone: no tests/test_nothing.py",
         "x: not a one-line change, or its name is used twice",
     ]
+
+
+def test_a_reader_that_goes_away_is_no_error():
+    """`tools/X --list | head -1`: the rest of the output has nowhere to go, which is no error to report."""
+    reader = subprocess.Popen([sys.executable, str(TOOLS / "mutations.py"), "--list"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stdout.read(1)
+    reader.stdout.close()  # as `head` does once it has its line
+    assert reader.wait(timeout=60) in (0, 1) and reader.stderr is not None and reader.stderr.read() == b""

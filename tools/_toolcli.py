@@ -23,6 +23,11 @@ class Parser(argparse.ArgumentParser):
         fail(f"{message} (try 'python {script} --help')", 2)
 
 
+def summary(doc: str | None) -> str:
+    """A script's --help description: its docstring's first paragraph (a first line alone may end mid-sentence)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def fail(message: str, status: int = 1) -> NoReturn:
     """MESSAGE as one `error:` line (newlines and control characters escaped), and exit with STATUS."""
     line = " ".join(message.split())
@@ -36,6 +41,9 @@ def run(main: Callable[[], int | None]) -> NoReturn:
         status = main()
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except BrokenPipeError:  # the reader went away (`--list | head`): quiet, as mnist-edge is
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+        sys.exit(1)
     except OSError as exc:
         fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else f"{type(exc).__name__}: {exc}")
     except Exception as exc:

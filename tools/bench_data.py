@@ -9,11 +9,11 @@ import statistics
 import time
 
 from mnist_edge.train.data import load_mnist
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("data_dir", nargs="?", default=None, help="IDX folder (default: $MNIST_EDGE_DATA)")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()

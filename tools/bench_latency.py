@@ -26,11 +26,11 @@ from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.export.publish import calibration_images
 from mnist_edge.formats import CALIBRATION_SIZE
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("checkpoints", nargs="*", type=Path)
     parser.add_argument("--arch", action="append", default=[], help="an architecture with seeded random weights")
     parser.add_argument("--rounds", type=int, default=20)

@@ -14,11 +14,11 @@ import numpy as np
 
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import INPUT_SHAPE
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("files", nargs="+", type=Path, help="ONNX model files; ratios are against the first")
     parser.add_argument("--runs", type=int, default=2000, help="timed runs per file and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of taking turns")

@@ -29,7 +29,7 @@ from PIL import Image
 from mnist_edge.train.data import local_mnist
 from mnist_edge.edge.manifest import default_model_path, read_manifest
 from mnist_edge.edge.runtime import OnnxModel
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "src" / "mnist_edge" / "samples"
@@ -140,7 +140,7 @@ def median_of(samples: list[Sample]) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped default model)")
     parser.add_argument(
         "--image", type=Path, default=SAMPLES / "mnist-7.png", help="the one image (default: a shipped sample)"

@@ -40,7 +40,7 @@ from mnist_edge.edge.results import usable_cpus
 from mnist_edge.edge.runtime import OnnxModel, session_options
 from mnist_edge.spec import INPUT_NAME
 from mnist_edge.export.verify import batched
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 BATCH = 256
 RUNS_PER_ROUND = 5
@@ -86,7 +86,7 @@ def models(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module]]:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("checkpoints", nargs="*", type=Path)
     parser.add_argument(
         "--arch", action="append", default=[], choices=list_models(), help="random-weights model (repeatable)"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def build_wheel(out_dir: Path, exported: Path | None = None, python: Path | str 
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the wheel goes (default: dist/)")
     parser.add_argument("--exported", type=Path, help="ship the models in this folder instead of exported/")
     args = parser.parse_args()

@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_edge.measure.benchmark import Settings, default_checkpoint, run_benchmark
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 MAX_P50_US = 60.0
 MIN_SPEEDUP = 4.0
 
 
 def main() -> int:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("checkpoint", nargs="?", type=Path)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--runs", type=int, default=5000, help="timed batch-1 runs per format")

@@ -27,7 +27,7 @@ import numpy as np
 from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.manifest import read_manifest
 from mnist_edge.edge.models import open_model
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "src" / "mnist_edge" / "samples"
@@ -102,7 +102,7 @@ def runtime(path: Path) -> str:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--exported", type=Path, default=ROOT / "exported", help="exported files and their manifest")
     parser.add_argument("--arch", default="edgenet")

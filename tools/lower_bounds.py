@@ -13,7 +13,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*)")
@@ -51,7 +51,7 @@ def lowest_python(project: dict) -> str:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--out", type=Path, help="write the constraints here (default: stdout)")
     parser.add_argument("--python", action="store_true", help="print the lowest declared Python version instead")
     args = parser.parse_args()

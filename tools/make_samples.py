@@ -17,7 +17,7 @@ from PIL import Image
 
 from mnist_edge.atomic import write_bytes
 from mnist_edge.train.data import load_mnist
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
 TEST_INDICES = (0, 1, 2, 3, 4)  # the first five MNIST test digits: 7, 2, 1, 0, 4
@@ -47,7 +47,7 @@ def paper_digit(digit: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files")
     args = parser.parse_args()
     mnist = load_mnist(args.data_dir)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _toolcli import Parser, fail, run
+from _toolcli import Parser, fail, run, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path("src/mnist_edge")
@@ -212,7 +212,7 @@ def tests_shown(mutation: Mutation) -> str:
 
 
 def main() -> int:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run this mutation only (repeatable; see --list)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")

@@ -18,11 +18,11 @@ from PIL import Image
 
 from mnist_edge.train.data import load_mnist
 from mnist_edge.measure.evaluate import expected_calibration_error
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--model", type=Path, help="ONNX file (default: the shipped default model)")
     parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")
     parser.add_argument("--limit", type=int, help="the first N test digits only (default: all 10,000)")

@@ -26,7 +26,7 @@ from mnist_edge.train.architectures import list_models
 from mnist_edge.train.checkpoint import load_checkpoint, save_checkpoint
 from mnist_edge.export.publish import checkpoint_entry
 from mnist_edge.edge.manifest import update_manifest
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = Path("exported")  # relative to ROOT, so the manifest records a command that works in any checkout
@@ -40,7 +40,7 @@ def ship_checkpoint(source: Path, target: Path, command: str) -> None:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--arch", default="edgenet", choices=list_models())
     parser.add_argument("--keep-default", action="store_true", help="leave the manifest's default model as it is")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_edge.train.open_set import recalibrate
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("checkpoints", nargs="+", type=Path, help="trained open-set checkpoints (edgenet)")
     parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")
     args = parser.parse_args()

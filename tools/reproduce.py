@@ -19,7 +19,7 @@ from mnist_edge.train.cost import count_macs, count_params
 from mnist_edge.train.recipes import Recipe
 from mnist_edge.atomic import write_text
 from mnist_edge.train.checkpoint import load_checkpoint
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 # What each reproduction must reach on the 10k test digits (percent). twoblock's notebook reported 97.93%
 # because its test pass skipped the /255 scaling its training used; 98.9% is what the recipe earns. edgenet's
@@ -82,7 +82,7 @@ def table(archs: list[str], out_dir: Path) -> tuple[str, list[str]]:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--out-dir", type=Path, default=Path("runs"), help="where the checkpoints go (default: runs)")
     parser.add_argument("--arch", action="append", choices=list_models(), help="only these (repeatable; default: all)")

@@ -21,13 +21,13 @@ from mnist_edge.train.data import load_mnist, local_wild
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export.artifacts import open_artifact
 from mnist_edge.edge.manifest import default_model_path
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild beside the checkout
 
 
 def main() -> int:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("models", nargs="*", type=Path,
                         help="ONNX files, checkpoints or TorchScript files (default: the shipped default model)")
     parser.add_argument("--data-dir", type=Path, help="MNIST (default: $MNIST_EDGE_DATA, a local copy or a download)")

@@ -24,7 +24,7 @@ from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.manifest import read_manifest
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.spec import INPUT_NAME, INPUT_SHAPE
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 500
@@ -137,7 +137,7 @@ def measure(
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX folder (default: $MNIST_EDGE_DATA or download)")
     parser.add_argument("--exported", type=Path, default=ROOT / "exported", help="folder of ONNX files with a manifest")
     parser.add_argument("--limit", type=int, help="only the first N test digits")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mnist_edge.train.checkpoint import load_checkpoint
 from mnist_edge.errors import MnistEdgeError
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 
 def time_to(history: list[dict], threshold: float) -> tuple[int, float] | None:
@@ -30,7 +30,7 @@ def time_to(history: list[dict], threshold: float) -> tuple[int, float] | None:
 
 
 def main() -> int:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--thresholds", default="99.5,99.6", help="comma-separated test accuracies, percent")
     args = parser.parse_args()

@@ -20,7 +20,7 @@ from mnist_edge.edge.predict import Failure, predict_paths
 from mnist_edge.edge.manifest import default_model_path
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.errors import MnistEdgeError
-from _toolcli import Parser, run
+from _toolcli import Parser, run, summary
 
 WILD = local_wild()  # $MNIST_EDGE_WILD, else shared/data/digits-in-the-wild beside the checkout
 
@@ -50,7 +50,7 @@ def labelled_images(folder: Path) -> dict[str, dict]:
 
 
 def main() -> None:
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__))
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped default model)")
     parser.add_argument("dir", nargs="?", type=Path, help=f"the image set with labels.csv (default: {WILD})")
     parser.add_argument("--wild-dir", type=Path, help=argparse.SUPPRESS)  # the older spelling of DIR
