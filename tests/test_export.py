@@ -200,14 +200,15 @@ def test_every_export_format_has_a_writer_module():
 
 
 def test_a_new_format_is_one_table_entry_and_one_writer_module(tiny_checkpoint, mnist_dir, tmp_path, monkeypatch):
-    """Nothing else edited: --format and "all" take it, export writes it through its writer under its suffix, skips
-    the modes it lacks with its writer's reasons, and the manifest records it (and accepts it only while it is one)."""
-    # tests/toy_writer.py writes TorchScript archives, which the parity gate runs for a format without a runtime of
-    # its own (artifacts.open_artifact); a format with a runtime of its own adds it on that, the opening, side.
-    import toy_writer
+    """Nothing else edited: --format and "all" take it, export writes it through its writer under its suffix, gates it
+    in its own runtime, skips the modes it lacks with its writer's reasons, and the manifest records it (and accepts
+    it only while it is one)."""
+    import toy_writer  # the format's writer module and its runtime class, ToyModel
 
     monkeypatch.setattr(toy_writer, "ASKED", [])
-    monkeypatch.setitem(formats.FORMATS, "toy", Format("toy", "Toy", ".toy.pt", in_all=True, writer="toy_writer"))
+    monkeypatch.setattr(toy_writer, "OPENED", [])
+    toy = Format("toy", "Toy", ".toy", in_all=True, writer="toy_writer", runtime="toy_writer:ToyModel")
+    monkeypatch.setitem(formats.FORMATS, "toy", toy)
     assert export_formats()[-1] == "toy" and isinstance(writer_for("toy"), Writer) and display_name("toy") == "Toy fp32"
     assert [v for v in variants(["all"], ["static"]) if v[0] == "toy"] == [("toy", "none"), ("toy", "static")]
 
@@ -215,12 +216,14 @@ def test_a_new_format_is_one_table_entry_and_one_writer_module(tiny_checkpoint, 
     report = export_checkpoint(tiny_checkpoint, out, ["toy"], ["dynamic", "static"], data_dir=mnist_dir, limit=50,
                                calibration_size=64)
     assert report.published and [(r.file, r.passed, r.note) for r in report.results] == [
-        ("tiny.toy.pt", True, ""),
-        ("tiny.dynamic.toy.pt", False, "skipped: toy files are fp32 only"),
-        ("tiny.int8.toy.pt", False, "skipped: tiny stays fp32 in a toy file"),
+        ("tiny.toy", True, ""),
+        ("tiny.dynamic.toy", False, "skipped: toy files are fp32 only"),
+        ("tiny.int8.toy", False, "skipped: tiny stays fp32 in a toy file"),
     ]
     assert toy_writer.ASKED == ["none"]  # the table, not the writer, turned the other modes away
-    assert [(e["file"], e["format"]) for e in read_manifest(out)["artifacts"]] == [("tiny.toy.pt", "toy")]
+    assert [p.name for p in toy_writer.OPENED] and report.results[0].parity.agreement == 100.0  # gated in its runtime
+    assert [(e["file"], e["format"]) for e in read_manifest(out)["artifacts"]] == [("tiny.toy", "toy")]
+    assert open_artifact(out / "tiny.toy").format == "toy"  # verify and benchmark open it by its suffix
     monkeypatch.undo()
     with pytest.raises(
         MnistEdgeError, match=r"bad 'format' \('toy'\): must be one of onnx, tflite, torchscript, checkpoint"

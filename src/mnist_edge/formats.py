@@ -1,15 +1,22 @@
 """One vocabulary for model files: the formats and quantizations export writes, the manifest records and the
 benchmark measures, their file names and their display names. Torch-free: the edge package's manifest uses it.
 
-FORMATS is the one table of formats: a new format is one entry here and one writer module (export/writers.py).
+FORMATS is the one table of formats: a new format is one entry here and one writer module (export/writers.py),
+plus its edge model class when a runtime of its own runs it.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_edge.errors import MnistEdgeError
+
+if TYPE_CHECKING:
+    from mnist_edge.edge.models import EdgeModel
 
 ONNX, TFLITE, TORCHSCRIPT, CHECKPOINT = "onnx", "tflite", "torchscript", "checkpoint"
 NONE, DYNAMIC, STATIC = "none", "dynamic", "static"
@@ -28,15 +35,20 @@ class Format:
     # The module that writes it, by name: formats.py stays torch-free, so export imports it on first use.
     # Empty for a file export does not write.
     writer: str = ""
+    # The edge runtime's model class that runs it torch-free, as "module:Class" (edge/models.EdgeModel); empty for
+    # a file only torch runs. Export's parity gate, verify and benchmark open a file through it.
+    runtime: str = ""
 
 
 FORMATS = {
     f.name: f
     for f in (
-        Format(ONNX, "ONNX", ".onnx", (DYNAMIC, STATIC), in_all=True, writer="mnist_edge.export.onnx_writer"),
+        Format(ONNX, "ONNX", ".onnx", (DYNAMIC, STATIC), in_all=True, writer="mnist_edge.export.onnx_writer",
+               runtime="mnist_edge.edge.runtime:OnnxModel"),
         # Not in "all", which is what the [train] extra writes: LiteRT's converter is an extra of its own
         # ([tflite], about 1.1 GB with jax), so it is asked for by name. Its int8 is PT2E static only.
-        Format(TFLITE, "LiteRT", ".tflite", (STATIC,), writer="mnist_edge.export.tflite_writer"),
+        Format(TFLITE, "LiteRT", ".tflite", (STATIC,), writer="mnist_edge.export.tflite_writer",
+               runtime="mnist_edge.edge.litert:LiteRTModel"),
         # ".torchscript.pt", not ".pt": the checkpoint an export came from may sit in the same folder as ARCH.pt.
         Format(TORCHSCRIPT, "TorchScript", ".torchscript.pt", (DYNAMIC, STATIC), in_all=True,
                writer="mnist_edge.export.torchscript_writer"),
@@ -57,6 +69,16 @@ QUANTIZATION_NAMES = {NONE: "fp32", DYNAMIC: "dynamic int8", STATIC: "static int
 def export_formats() -> list[str]:
     """What `export --format` and `benchmark --format` take besides "all": the formats with a writer, in order."""
     return [f.name for f in FORMATS.values() if f.writer]
+
+
+def runtime_model(fmt: str) -> Callable[..., EdgeModel] | None:
+    """FMT's edge model class (called as cls(path, threads)), imported now: only the runtime a file needs is loaded.
+    None for a format only torch runs."""
+    if not FORMATS[fmt].runtime:
+        return None
+    module, name = FORMATS[fmt].runtime.split(":")
+    cls: Callable[..., EdgeModel] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def quantizes(fmt: str, quantization: str) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, first_line, require_file
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, FORMATS, ONNX, TFLITE, TORCHSCRIPT, is_tflite
+from mnist_edge.formats import CHECKPOINT, FORMATS, TFLITE, TORCHSCRIPT, is_tflite, runtime_model
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, THRESHOLD_KEY
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ class LoadedArtifact:
 
 def model_format(path: Path) -> str:
     """What kind of model file PATH is. A zip is TorchScript or a checkpoint by its content, whatever its name
-    (a TorchScript archive renamed .onnx or .bin is still code); anything else is ONNX if named .onnx."""
+    (a TorchScript archive renamed .onnx or .bin is still code), a TFLite flatbuffer by its content; anything else by
+    the suffix of a format an edge runtime runs (.onnx, .tflite)."""
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -52,10 +53,11 @@ def model_format(path: Path) -> str:
         except (zipfile.BadZipFile, OSError, ValueError):
             names = []  # load_checkpoint says what is wrong with it
         return TORCHSCRIPT if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else CHECKPOINT
-    if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix:
+    if is_tflite(path):
         return TFLITE
-    if path.suffix == ".onnx":
-        return ONNX
+    for fmt in FORMATS.values():  # a format an edge runtime runs, by its name
+        if fmt.runtime and path.name.endswith(fmt.suffix):
+            return fmt.name
     if path.suffix in (".pt", ".pth"):
         return CHECKPOINT  # load_checkpoint says what it is instead
     raise MnistEdgeError(f"{path}: not a model file (expected .onnx, .tflite, a TorchScript .pt or a checkpoint .pt)")
@@ -88,16 +90,9 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
     path = Path(path)
     require_file(path, "file")
     fmt = fmt or model_format(path)
-    if fmt == ONNX:
-        from mnist_edge.edge.runtime import OnnxModel
-
-        model = OnnxModel(path)
-        return LoadedArtifact(ONNX, model.metadata, functools.partial(_joined, model))
-    if fmt == TFLITE:
-        from mnist_edge.edge.litert import LiteRTModel
-
-        tflite = LiteRTModel(path)
-        return LoadedArtifact(TFLITE, tflite.metadata, functools.partial(_joined, tflite))
+    if runtime := runtime_model(fmt):  # a format with an edge runtime: ONNX Runtime, LiteRT
+        model = runtime(path)
+        return LoadedArtifact(fmt, model.metadata, functools.partial(_joined, model))
     if fmt == CHECKPOINT:
         from mnist_edge.train.checkpoint import load_checkpoint
 

@@ -45,7 +45,8 @@ from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
 from mnist_edge.export.publish import Exported, artifact_metadata, calibration_images, export_artifact
 from mnist_edge.export.writers import writer_for
 from mnist_edge.formats import (
-    CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, NONE, ONNX, STATIC, TFLITE, TORCHSCRIPT, artifact_name, display_name,
+    CALIBRATION_SIZE, CHECKPOINT, DYNAMIC, FORMATS, NONE, ONNX, STATIC, TFLITE, TORCHSCRIPT, artifact_name,
+    display_name, runtime_model,
 )
 from mnist_edge.export.verify import FP32, ParityData, batched, compare, model_threshold, parity_data, parity_non_digits
 
@@ -211,11 +212,10 @@ def _loader(fmt: str, path: str) -> Callable[[int | None], LogitsFn]:
         return lambda threads: torch_logits_fn(load_checkpoint(path).model)
     if fmt == TORCHSCRIPT:  # a file this run exported itself a moment ago: trusted
         return lambda threads: open_artifact(path, TORCHSCRIPT, trust_torchscript=True).logits_fn
-    if fmt == TFLITE:
-        from mnist_edge.edge.litert import LiteRTModel
-
-        return lambda threads: LiteRTModel(path, threads=threads).run
-    return lambda threads: OnnxModel(path, threads=threads).run
+    runtime = runtime_model(fmt)
+    if runtime is None:  # a bug: every other format has an edge runtime
+        raise ValueError(f"no way to open a {fmt} file")
+    return lambda threads: runtime(path, threads=threads).run
 
 
 @contextmanager
@@ -308,7 +308,7 @@ def _time_rows(
     log("timing loads ...")
     single = _timed_loads(loaders, timed, settings.loads)
     # torch's thread count is process-wide (set around each phase); ONNX Runtime's and LiteRT's are per model.
-    at_batch = {k: single[k] if k[0] not in (ONNX, TFLITE) else load(None) for k, load in loaders.items()}
+    at_batch = {k: single[k] if not FORMATS[k[0]].runtime else load(None) for k, load in loaders.items()}
 
     one = many[:1]
     log(f"timing batch 1 on 1 thread, {settings.total_runs} runs per format ...")
