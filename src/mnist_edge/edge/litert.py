@@ -19,7 +19,12 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from mnist_edge.edge.model_checks import ctrl_c_ends_the_process, not_digit_threshold, require_model_file
+from mnist_edge.edge.model_checks import (
+    crash_in_a_child,
+    ctrl_c_ends_the_process,
+    not_digit_threshold,
+    require_model_file,
+)
 from mnist_edge.edge.results import usable_cpus
 from mnist_edge.errors import MnistEdgeError, describe
 from mnist_edge.formats import TFLITE_IDENTIFIER, TFLITE_METADATA
@@ -122,6 +127,10 @@ class LiteRTModel:
         content = self.path.read_bytes()
         if content[4:8] != TFLITE_IDENTIFIER:
             raise MnistEdgeError(f"{self.path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+        # LiteRT segfaults on some malformed files (a signature naming no graph, a missing op input): try first
+        crash = crash_in_a_child(lambda: self._probe(content))
+        if crash:
+            raise MnistEdgeError(f"{self.path}: not a usable TFLite model (LiteRT {crash})")
         try:
             self._batches = self._open(content)  # first: LiteRT verifies the flatbuffer that read_metadata walks
             self.metadata: dict[str, str] = read_metadata(content)
@@ -151,6 +160,11 @@ class LiteRTModel:
             if problem:
                 raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
         return sorted(batches.values(), key=lambda b: b.batch)
+
+    def _probe(self, content: bytes) -> None:
+        """Open CONTENT as __init__ does and run zeros through every batch size: what crash_in_a_child tries."""
+        for batch in self._open(content):
+            batch.run(np.zeros((1, *INPUT_SHAPE), np.float32))
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """Logits [N,10] float32 for float32 pixels [N,1,28,28] in [0,1], white digit on black (as OnnxModel.run)."""
