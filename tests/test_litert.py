@@ -184,6 +184,19 @@ def test_a_file_that_crashes_litert_is_one_error_line_not_a_segfault(tmp_path, c
     assert len(lines) == 1 and "bad.tflite: not a usable TFLite model (LiteRT crashes on it: SIGSEGV)" in lines[0]
 
 
+@pytest.mark.parametrize("tensor_type", [2, 3, 9], ids=["int32", "uint8", "int8"])  # schema.TensorType
+def test_logits_of_an_unquantized_integer_type_are_refused_not_read_as_zeros(tmp_path, tensor_type):
+    """Logits of a type with no scale came back as values * 0 + 0: every image a "0" at 10%, silently."""
+    def integer_logits(model) -> None:
+        for graph in model.subgraphs:
+            logits = graph.tensors[graph.outputs[0]]
+            logits.type, logits.quantization = tensor_type, None
+
+    path = _rewritten(tmp_path, integer_logits)
+    with pytest.raises(MnistEdgeError, match=r"bad\.tflite: not a usable TFLite model .*output.* expected float32"):
+        LiteRTModel(path)
+
+
 def test_wrong_image_shapes_are_refused():
     with pytest.raises(MnistEdgeError, match=r"images have shape \[2, 28, 28\]"):
         LiteRTModel(FP32).run(np.zeros((2, 28, 28), np.float32))

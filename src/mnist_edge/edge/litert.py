@@ -54,10 +54,15 @@ class _Batch:
     ) -> None:
         shape, dtype = tuple(int(d) for d in input_spec["shape"]), np.dtype(input_spec["dtype"])
         self.input_scale, self.input_zero_point = input_spec["quantization"]
-        quantized = dtype in (np.int8, np.uint8) and self.input_scale > 0  # PT2E may quantize a first conv's input
-        if not (dtype == np.float32 or quantized) or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
+        readable = _is_float32_or_quantized(dtype, self.input_scale)  # PT2E may quantize a first conv's input
+        if not readable or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
             raise ValueError(f"{what} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
         self.input_dtype, self.batch = dtype, shape[0]
+        for spec in output_specs:  # an integer output with no scale would read as zeros: every image a "0"
+            out_dtype, out_scale = np.dtype(spec["dtype"]), spec["quantization"][0]
+            if not _is_float32_or_quantized(out_dtype, out_scale):
+                raise ValueError(f"{what} has an output of {out_dtype.name} (scale {out_scale}), expected float32 "
+                                 "or quantized int8")
         # (scale, -zero_point * scale) of each output, for _as_float
         quantization = [spec["quantization"] for spec in output_specs]
         self.dequantize = [(np.float32(s), np.float32(-z * s)) for s, z in quantization]
@@ -77,6 +82,11 @@ class _Batch:
         info = np.iinfo(self.input_dtype)
         quantized = np.round(images / np.float32(self.input_scale)) + self.input_zero_point
         return np.clip(quantized, info.min, info.max).astype(self.input_dtype)
+
+
+def _is_float32_or_quantized(dtype: np.dtype, scale: float) -> bool:
+    """Whether a tensor of DTYPE and SCALE is one _Batch reads and writes: float32, or int8/uint8 with a scale."""
+    return dtype == np.float32 or (dtype in (np.int8, np.uint8) and scale > 0)
 
 
 def _as_float(values: np.ndarray, scale: np.float32, offset: np.float32) -> np.ndarray:
