@@ -148,6 +148,55 @@ def test_a_cut_or_corrupted_tflite_file_fails_with_an_error_never_a_crash(tmp_pa
         assert model.run(_digits(2)).shape == (2, 10)
 
 
+def _rewritten(tmp_path: Path, change) -> Path:
+    """The shipped int8 file with CHANGE made to its flatbuffer (as schema.ModelT), as tmp_path/bad.tflite."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(INT8.read_bytes()), 0)
+    change(model)
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def _signature_of_no_graph(model) -> None:
+    model.signatureDefs[1].subgraphIndex = 7  # there are 2
+
+
+def _missing_input_beside_another_change(model) -> None:
+    model.subgraphs[0].operators[14].inputs[0] = -1  # "no tensor": the op's kernel reads it anyway
+    model.subgraphs[1].operators[9].largeCustomOptionsSize = 47
+
+
+@pytest.mark.parametrize("change", [_signature_of_no_graph, _missing_input_beside_another_change])
+def test_a_file_that_crashes_litert_is_one_error_line_not_a_segfault(tmp_path, change):
+    """Native LiteRT segfaults opening these (found by fuzzing the flatbuffer's fields); predict, run in a process
+    of its own so that a crash is seen as a signal, says the file is unusable in one line instead."""
+    path = _rewritten(tmp_path, change)
+    code = "from mnist_edge.cli.runtime import main; main()"
+    args = [sys.executable, "-c", code, "predict", "--model", str(path), str(SAMPLES)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "XNNPACK" not in line]
+    assert len(lines) == 1 and "bad.tflite: not a usable TFLite model (LiteRT crashes on it: SIGSEGV)" in lines[0]
+
+
+@pytest.mark.parametrize("tensor_type", [2, 3, 9], ids=["int32", "uint8", "int8"])  # schema.TensorType
+def test_logits_of_an_unquantized_integer_type_are_refused_not_read_as_zeros(tmp_path, tensor_type):
+    """Logits of a type with no scale came back as values * 0 + 0: every image a "0" at 10%, silently."""
+    def integer_logits(model) -> None:
+        for graph in model.subgraphs:
+            logits = graph.tensors[graph.outputs[0]]
+            logits.type, logits.quantization = tensor_type, None
+
+    path = _rewritten(tmp_path, integer_logits)
+    with pytest.raises(MnistEdgeError, match=r"bad\.tflite: not a usable TFLite model .*output.* expected float32"):
+        LiteRTModel(path)
+
+
 def test_wrong_image_shapes_are_refused():
     with pytest.raises(MnistEdgeError, match=r"images have shape \[2, 28, 28\]"):
         LiteRTModel(FP32).run(np.zeros((2, 28, 28), np.float32))

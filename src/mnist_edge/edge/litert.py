@@ -19,7 +19,12 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from mnist_edge.edge.model_checks import ctrl_c_ends_the_process, not_digit_threshold, require_model_file
+from mnist_edge.edge.model_checks import (
+    crash_in_a_child,
+    ctrl_c_ends_the_process,
+    not_digit_threshold,
+    require_model_file,
+)
 from mnist_edge.edge.results import usable_cpus
 from mnist_edge.errors import MnistEdgeError, describe
 from mnist_edge.formats import TFLITE_IDENTIFIER, TFLITE_METADATA
@@ -49,10 +54,15 @@ class _Batch:
     ) -> None:
         shape, dtype = tuple(int(d) for d in input_spec["shape"]), np.dtype(input_spec["dtype"])
         self.input_scale, self.input_zero_point = input_spec["quantization"]
-        quantized = dtype in (np.int8, np.uint8) and self.input_scale > 0  # PT2E may quantize a first conv's input
-        if not (dtype == np.float32 or quantized) or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
+        readable = _is_float32_or_quantized(dtype, self.input_scale)  # PT2E may quantize a first conv's input
+        if not readable or len(shape) != 4 or shape[1:] != INPUT_SHAPE or shape[0] < 1:
             raise ValueError(f"{what} takes {dtype.name} {list(shape)}, expected {INPUT_SPEC}")
         self.input_dtype, self.batch = dtype, shape[0]
+        for spec in output_specs:  # an integer output with no scale would read as zeros: every image a "0"
+            out_dtype, out_scale = np.dtype(spec["dtype"]), spec["quantization"][0]
+            if not _is_float32_or_quantized(out_dtype, out_scale):
+                raise ValueError(f"{what} has an output of {out_dtype.name} (scale {out_scale}), expected float32 "
+                                 "or quantized int8")
         # (scale, -zero_point * scale) of each output, for _as_float
         quantization = [spec["quantization"] for spec in output_specs]
         self.dequantize = [(np.float32(s), np.float32(-z * s)) for s, z in quantization]
@@ -72,6 +82,11 @@ class _Batch:
         info = np.iinfo(self.input_dtype)
         quantized = np.round(images / np.float32(self.input_scale)) + self.input_zero_point
         return np.clip(quantized, info.min, info.max).astype(self.input_dtype)
+
+
+def _is_float32_or_quantized(dtype: np.dtype, scale: float) -> bool:
+    """Whether a tensor of DTYPE and SCALE is one _Batch reads and writes: float32, or int8/uint8 with a scale."""
+    return dtype == np.float32 or (dtype in (np.int8, np.uint8) and scale > 0)
 
 
 def _as_float(values: np.ndarray, scale: np.float32, offset: np.float32) -> np.ndarray:
@@ -122,6 +137,10 @@ class LiteRTModel:
         content = self.path.read_bytes()
         if content[4:8] != TFLITE_IDENTIFIER:
             raise MnistEdgeError(f"{self.path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+        # LiteRT segfaults on some malformed files (a signature naming no graph, a missing op input): try first
+        crash = crash_in_a_child(lambda: self._probe(content))
+        if crash:
+            raise MnistEdgeError(f"{self.path}: not a usable TFLite model (LiteRT {crash})")
         try:
             self._batches = self._open(content)  # first: LiteRT verifies the flatbuffer that read_metadata walks
             self.metadata: dict[str, str] = read_metadata(content)
@@ -151,6 +170,11 @@ class LiteRTModel:
             if problem:
                 raise MnistEdgeError(f"{self.path}: wrong model interface: {problem}")
         return sorted(batches.values(), key=lambda b: b.batch)
+
+    def _probe(self, content: bytes) -> None:
+        """Open CONTENT as __init__ does and run zeros through every batch size: what crash_in_a_child tries."""
+        for batch in self._open(content):
+            batch.run(np.zeros((1, *INPUT_SHAPE), np.float32))
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """Logits [N,10] float32 for float32 pixels [N,1,28,28] in [0,1], white digit on black (as OnnxModel.run)."""

@@ -1,11 +1,17 @@
 """What every edge runtime (ONNX Runtime, LiteRT) checks on a model file and does around a run, without loading
-either: the file's size, the "not a digit" threshold in its metadata, and Ctrl-C while a model computes."""
+either: the file's size, the "not a digit" threshold in its metadata, Ctrl-C while a model computes, and whether
+opening a model crashes the process."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
 import threading
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from mnist_edge.errors import MnistEdgeError
@@ -14,6 +20,8 @@ from mnist_edge.spec import NOT_DIGIT_NAME, THRESHOLD_KEY
 # Largest model opened, its external data included. MNIST models are kilobytes to a few MB; ONNX Runtime holds
 # about twice a file's size while it loads, so gigabytes would take down a Pi (the OOM killer prints no error line).
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+# How long crash_in_a_child lets a model's first open and run take (edgenet takes milliseconds, even on a Pi)
+PROBE_SECONDS = 120.0
 
 
 def require_model_file(path: Path) -> int:
@@ -60,3 +68,45 @@ class ctrl_c_ends_the_process:  # lower case: used as a function, `with ctrl_c_e
     def __exit__(self, *exc: object) -> None:
         if self.active:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def crash_in_a_child(work: Callable[[], object], timeout_s: float = PROBE_SECONDS) -> str | None:
+    """How WORK ends a forked copy of this process ("crashes on it: SIGSEGV", "hangs on it"); None when it
+    returns or raises. A native runtime may segfault on a malformed model, which no `except` catches: WORK is
+    what the parent then does for real, tried first where a crash costs only the child. None without fork."""
+    if not hasattr(os, "fork"):
+        return None
+    with warnings.catch_warnings():  # Python 3.12+ warns on forking with threads; the child only runs WORK
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns, never runs atexit or flushes the parent's buffered output
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the runtime's log lines, printed again by the parent
+            work()
+        finally:
+            os._exit(0)
+    return _ending(pid, timeout_s)
+
+
+def _ending(pid: int, timeout_s: float) -> str | None:
+    """How the child PID ended (see crash_in_a_child); it is killed if it runs past TIMEOUT_S or we are stopped."""
+    deadline, status = time.monotonic() + timeout_s, None  # status: os.waitpid's, once the child ended
+    try:
+        while status is None and time.monotonic() < deadline:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = code
+            else:
+                time.sleep(0.001)
+    except ChildProcessError:  # reaped already (SIGCHLD set to SIG_IGN): how it ended is unknown, taken as well
+        status = 0
+    finally:
+        if status is None:  # past the deadline, or Ctrl-C: no orphan left computing
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+    if status is None:
+        return f"hangs on it (more than {timeout_s:g} s)"
+    if os.WIFSIGNALED(status):
+        return f"crashes on it: {signal.Signals(os.WTERMSIG(status)).name}"
+    return None if os.WEXITSTATUS(status) == 0 else f"exits with code {os.WEXITSTATUS(status)} on it"
