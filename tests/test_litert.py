@@ -223,3 +223,31 @@ def test_predict_without_litert_says_which_extra_to_install():
     assert done.returncode == 1
     expected = f"error: this command needs ai_edge_litert: {install_hint('litert')}"  # mnist-edge is not on PyPI
     assert done.stderr.strip().splitlines() == [expected]
+
+
+def test_only_a_file_export_did_not_verify_is_tried_in_a_forked_child_first(tmp_path, monkeypatch):
+    """The probe costs tens of milliseconds an open: a shipped file, listed with its SHA-256 in the manifest beside
+    it, has run through the parity gate and opens directly; a copy without that manifest, or one whose bytes the
+    manifest does not list, is tried first."""
+    import mnist_edge.edge.litert as litert
+
+    tried: list[int] = []
+
+    def probe(work):  # counts the forks that would happen, then does what the real probe does without crashing
+        tried.append(1)
+        return None
+
+    monkeypatch.setattr(litert, "crash_in_a_child", probe)
+    LiteRTModel(INT8)
+    assert tried == []
+    alone = tmp_path / INT8.name
+    alone.write_bytes(INT8.read_bytes())
+    LiteRTModel(alone)
+    assert tried == [1]
+    listed = json.loads((EXPORTED / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps(listed))
+    LiteRTModel(alone)  # the same bytes, listed beside it: verified
+    assert tried == [1]
+    alone.write_bytes(FP32.read_bytes())  # other bytes under the listed name
+    LiteRTModel(alone)
+    assert tried == [1, 1]

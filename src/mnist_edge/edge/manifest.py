@@ -42,6 +42,17 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def verified_by_export(path: Path, content: bytes) -> bool:
+    """Whether the manifest beside PATH lists it with CONTENT's SHA-256: the very file export ran through the parity
+    gate. A manifest that is missing or unreadable vouches for nothing."""
+    try:
+        entries = read_manifest(path.parent)["artifacts"]
+    except (MnistEdgeError, OSError):
+        return False
+    digest = hashlib.sha256(content).hexdigest()
+    return any(e["file"] == path.name and e.get("sha256") == digest for e in entries)
+
+
 def is_plain_name(name: object) -> bool:
     """A file name inside the folder: no path separator, not '.', '..' or empty, no NUL."""
     return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
