@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mnist_edge.formats import FORMATS, TFLITE, is_tflite
+from mnist_edge.formats import FORMATS, ONNX, TFLITE, is_tflite, runtime_model
 
 
 class EdgeModel(Protocol):
@@ -28,10 +28,8 @@ def open_model(path: Path | str, threads: int | None = None) -> EdgeModel:
     """PATH opened with LiteRT if it holds a TFLite flatbuffer (or is named .tflite), else with ONNX Runtime.
     THREADS as the runtime's own class takes it (default: one per usable CPU)."""
     path = Path(path)
-    if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix:
-        from mnist_edge.edge.litert import LiteRTModel
-
-        return LiteRTModel(path, threads)
-    from mnist_edge.edge.runtime import OnnxModel
-
-    return OnnxModel(path, threads)
+    fmt = TFLITE if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix else ONNX
+    runtime = runtime_model(fmt)  # imports that runtime alone
+    if runtime is None:  # a bug: formats.FORMATS gives both an edge runtime
+        raise ValueError(f"no edge runtime for {fmt}")
+    return runtime(path, threads)
