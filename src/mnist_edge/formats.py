@@ -71,14 +71,20 @@ def export_formats() -> list[str]:
     return [f.name for f in FORMATS.values() if f.writer]
 
 
-def runtime_model(fmt: str) -> Callable[..., EdgeModel] | None:
+def runtime_model(fmt: str) -> Callable[..., EdgeModel]:
     """FMT's edge model class (called as cls(path, threads)), imported now: only the runtime a file needs is loaded.
-    None for a format only torch runs."""
-    if not FORMATS[fmt].runtime:
-        return None
+    FMT must have one (FORMATS[fmt].runtime)."""
     module, name = FORMATS[fmt].runtime.split(":")
     cls: Callable[..., EdgeModel] = getattr(importlib.import_module(module), name)
     return cls
+
+
+def runtime_format(path: Path) -> str | None:
+    """The format of an edge runtime PATH is for: a TFLite flatbuffer by its content, whatever its name, else the
+    format whose suffix ends its name (.onnx, .tflite); None for any other file."""
+    if is_tflite(path):
+        return TFLITE
+    return next((f.name for f in FORMATS.values() if f.runtime and path.name.endswith(f.suffix)), None)
 
 
 def quantizes(fmt: str, quantization: str) -> bool:

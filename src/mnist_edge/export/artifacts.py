@@ -21,7 +21,7 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, first_line, require_file
 from mnist_edge.measure.evaluate import LogitsFn, torch_logits_fn
-from mnist_edge.formats import CHECKPOINT, FORMATS, TFLITE, TORCHSCRIPT, is_tflite, runtime_model
+from mnist_edge.formats import CHECKPOINT, FORMATS, TORCHSCRIPT, runtime_format, runtime_model
 from mnist_edge.spec import INPUT_SHAPE, INPUT_SPEC, NUM_CLASSES, THRESHOLD_KEY
 
 if TYPE_CHECKING:
@@ -53,11 +53,8 @@ def model_format(path: Path) -> str:
         except (zipfile.BadZipFile, OSError, ValueError):
             names = []  # load_checkpoint says what is wrong with it
         return TORCHSCRIPT if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else CHECKPOINT
-    if is_tflite(path):
-        return TFLITE
-    for fmt in FORMATS.values():  # a format an edge runtime runs, by its name
-        if fmt.runtime and path.name.endswith(fmt.suffix):
-            return fmt.name
+    if fmt := runtime_format(path):
+        return fmt
     if path.suffix in (".pt", ".pth"):
         return CHECKPOINT  # load_checkpoint says what it is instead
     raise MnistEdgeError(f"{path}: not a model file (expected .onnx, .tflite, a TorchScript .pt or a checkpoint .pt)")
@@ -90,8 +87,8 @@ def open_artifact(path: Path | str, fmt: str | None = None, *, trust_torchscript
     path = Path(path)
     require_file(path, "file")
     fmt = fmt or model_format(path)
-    if runtime := runtime_model(fmt):  # a format with an edge runtime: ONNX Runtime, LiteRT
-        model = runtime(path)
+    if FORMATS[fmt].runtime:  # a format with an edge runtime: ONNX Runtime, LiteRT
+        model = runtime_model(fmt)(path)
         return LoadedArtifact(fmt, model.metadata, functools.partial(_joined, model))
     if fmt == CHECKPOINT:
         from mnist_edge.train.checkpoint import load_checkpoint

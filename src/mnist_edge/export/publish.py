@@ -152,11 +152,11 @@ def export_artifact(
     path = stage(name)
     writer.save(made, path, metadata)
     result.size_bytes = path.stat().st_size  # a refused file's size is reported too
-    tolerances = tolerances or default_tolerances(quantization)
-    result.parity = check_artifact(path, reference, data, tolerances, fmt, model_threshold(ckpt.model))
+    tolerances, threshold = tolerances or default_tolerances(quantization), model_threshold(ckpt.model)
+    result.parity = check_artifact(path, reference, data, tolerances, fmt, threshold)
     twin = getattr(made, "twin", None)  # a LiteRT int8 file's quantized graph as ONNX
     if result.parity.passed and twin is not None:
-        runtimes = runtime_parity(path, twin, data, model_threshold(ckpt.model))
+        runtimes = runtime_parity(path, twin, data, threshold)
         refusals = 100.0 if runtimes.refusal_agreement is None else runtimes.refusal_agreement
         result.parity.runtime_agreement = min(runtimes.agreement, refusals)
         result.parity.failures += [f"against ONNX Runtime on the same int8 graph: {f}" for f in runtimes.failures]

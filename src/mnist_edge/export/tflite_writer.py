@@ -35,7 +35,7 @@ from torch import nn
 from mnist_edge.atomic import write_bytes
 from mnist_edge.export import quantize
 from mnist_edge.export.onnx_writer import deployable, graph_proto, output_names
-from mnist_edge.formats import DYNAMIC, NONE, STATIC, TFLITE_METADATA
+from mnist_edge.formats import DYNAMIC, NONE, STATIC, TFLITE_IDENTIFIER, TFLITE_METADATA
 from mnist_edge.spec import INPUT_SHAPE
 
 BATCHES = (1, 64)  # the signatures: one image (predict's usual case) and predict's batch size
@@ -134,7 +134,7 @@ def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
     entry.name, entry.buffer = TFLITE_METADATA, len(model.buffers) - 1
     model.metadata = [*kept, entry]
     builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
 
 

@@ -212,9 +212,7 @@ def _loader(fmt: str, path: str) -> Callable[[int | None], LogitsFn]:
         return lambda threads: torch_logits_fn(load_checkpoint(path).model)
     if fmt == TORCHSCRIPT:  # a file this run exported itself a moment ago: trusted
         return lambda threads: open_artifact(path, TORCHSCRIPT, trust_torchscript=True).logits_fn
-    runtime = runtime_model(fmt)
-    if runtime is None:  # a bug: every other format has an edge runtime
-        raise ValueError(f"no way to open a {fmt} file")
+    runtime = runtime_model(fmt)  # every other format has an edge runtime
     return lambda threads: runtime(path, threads=threads).run
 
 
