@@ -29,7 +29,4 @@ def open_model(path: Path | str, threads: int | None = None) -> EdgeModel:
     THREADS as the runtime's own class takes it (default: one per usable CPU)."""
     path = Path(path)
     fmt = TFLITE if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix else ONNX
-    runtime = runtime_model(fmt)  # imports that runtime alone
-    if runtime is None:  # a bug: formats.FORMATS gives both an edge runtime
-        raise ValueError(f"no edge runtime for {fmt}")
-    return runtime(path, threads)
+    return runtime_model(fmt)(path, threads)  # imports that runtime alone
