@@ -15,7 +15,9 @@ from PIL import Image
 
 from mnist_edge.train.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.preprocess import _otsu, _stroke_width, _to_gray, load_gray, preprocess, to_mnist
+from mnist_edge.edge.preprocess import (
+    EDGE_FRAGMENT_SHARE, _otsu, _stroke_width, _to_gray, _without_edge_fragments, load_gray, preprocess, to_mnist
+)
 
 def seven(
     size: tuple[int, int] = (400, 300), at: tuple[int, int] = (250, 40), scale: int = 6, width: int = 4
@@ -68,6 +70,45 @@ def test_polarity_does_not_matter(tmp_path):
     for image in (dark, light):  # and both as MNIST has it, not the same wrong way twice: white strokes on black,
         assert_mnist_form(image)  # 2 px wide (MNIST's median is 1.8), where ink read as paper gives a filled shape
         assert _stroke_width(image > 0.5) < 3
+
+
+def test_a_ruled_line_or_a_cut_neighbour_at_the_edge_is_dropped(tmp_path):
+    alone = preprocess(save(seven(), tmp_path / "alone.png"))
+    lined = seven().copy()
+    lined[360:364, :] = 60  # a ruled line from edge to edge, below the digit
+    fragment = seven().copy()
+    fragment[:15, 20:60] = 30  # a piece of the neighbouring digit where the crop cut it
+    for name, image in (("lined", lined), ("fragment", fragment)):
+        seen = preprocess(save(image, tmp_path / f"{name}.png"))
+        assert_mnist_form(seen)
+        assert similarity(seen, alone) > 0.99, name
+
+
+def test_a_digit_running_past_the_edge_or_a_heavy_edge_is_kept_whole():
+    digit = np.zeros((100, 80), np.float32)
+    digit[20:80, 30:36] = 1.0  # a 1, clear of the edge
+    cut = np.roll(digit, -25, axis=0)  # the same 1 running off the top: it is all the ink there is
+    assert np.array_equal(_without_edge_fragments(cut), cut)
+    heavy = digit.copy()
+    heavy[:, :4] = 1.0  # an edge carrying more than a quarter of the ink: not a fragment to drop
+    assert np.array_equal(_without_edge_fragments(heavy), heavy)
+    light = digit.copy()
+    light[:, :1] = 1.0  # the same edge, lighter than a quarter: dropped, the digit untouched
+    assert np.array_equal(_without_edge_fragments(light), digit)
+
+
+@given(st.lists(st.tuples(st.integers(0, 59), st.integers(0, 59), st.integers(1, 30), st.integers(1, 30)),
+                min_size=1, max_size=6))
+def test_dropping_edge_fragments_only_ever_removes_a_light_share_of_ink(boxes):
+    ink = np.zeros((60, 60), np.float32)
+    for y, x, h, w in boxes:
+        ink[y : y + h, x : x + w] = 1.0
+    kept = _without_edge_fragments(ink)
+    assert ((kept == ink) | (kept == 0)).all()  # pixels are kept or dropped, never changed
+    dropped = ink.sum() - kept.sum()
+    assert dropped == 0 or (dropped <= EDGE_FRAGMENT_SHARE * ink.sum() and kept.sum() > 0)
+    # when anything goes, all that touched the edge goes: whole pieces, never the edge half of one
+    assert dropped == 0 or not (kept[0].any() or kept[-1].any() or kept[:, 0].any() or kept[:, -1].any())
 
 
 def test_uneven_lighting_is_removed(tmp_path):

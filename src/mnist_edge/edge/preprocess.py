@@ -2,7 +2,8 @@
 
 MNIST's recipe (LeCun's page): white digit on black, cropped to its bounding box, fitted into 20x20
 keeping the aspect ratio with anti-aliasing, then placed in 28x28 so its center of mass is the
-center. Real images first need a grayscale, a polarity and a background removed. numpy + Pillow only.
+center. Real images first need a grayscale, a polarity and a background removed, and stray ink at the edge (a
+ruled line, a neighbouring digit cut by the crop) dropped. numpy + Pillow only.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ WORK_SIZE = 512
 MIN_CONTRAST = 0.08
 # The bounding box ignores this share of ink mass at each side: specks and dust far from the digit.
 TRIM_MASS = 0.005
+# Ink touching the image's edge is dropped when it is at most this share of all ink and the rest stands clear of
+# the edge: a ruled line, the paper's edge or a neighbouring digit cut by the crop, beside the digit. A digit
+# that itself runs past the edge carries most of the ink and is kept whole.
+EDGE_FRAGMENT_SHARE = 0.25
+# Connectivity is judged on a grid of at most this many cells a side: fast on any image, and ink closer than a
+# cell counts as touching, so the strokes of one digit are never split.
+EDGE_GRID = 64
 # Median stroke width of MNIST's training digits in their 20x20 box, by _stroke_width on pixels > 0.5.
 # Thin pens and 1-px canvas lines are thickened to it: a model trained on MNIST has never seen hairlines.
 MNIST_STROKE_WIDTH = 2.0
@@ -219,6 +227,29 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     return np.clip((ink - threshold) / max(level - threshold, 1e-6), 0.0, 1.0)
 
 
+def _without_edge_fragments(ink: np.ndarray) -> np.ndarray:
+    """INK without the ink connected to the image's edge, when that is at most EDGE_FRAGMENT_SHARE of it."""
+    h, w = ink.shape
+    cell = -(-max(h, w) // EDGE_GRID)
+    grid = np.zeros((-(-h // cell) * cell, -(-w // cell) * cell), np.float32)
+    grid[:h, :w] = ink
+    mass = grid.reshape(grid.shape[0] // cell, cell, grid.shape[1] // cell, cell).sum(axis=(1, 3))
+    inked = mass > 0
+    touching = inked.copy()
+    touching[1:-1, 1:-1] = False  # the inked cells of the frame
+    if not touching.any():
+        return ink
+    while True:  # grow along the ink, 8-connected, until nothing more joins
+        grown = (_dilate(touching.astype(np.float32), 1)[1:-1, 1:-1] > 0) & inked
+        if np.array_equal(grown, touching):
+            break
+        touching = grown
+    if mass[touching].sum() > EDGE_FRAGMENT_SHARE * mass.sum():
+        return ink
+    keep = np.repeat(np.repeat(~touching, cell, axis=0), cell, axis=1)[:h, :w]
+    return ink * keep
+
+
 def _tile_floor(ink: np.ndarray, tiles: int) -> np.ndarray:
     h, w = ink.shape
     ny, nx = max(1, min(tiles, h // MIN_TILE)), max(1, min(tiles, w // MIN_TILE))
@@ -283,7 +314,7 @@ def _thicken(digit: np.ndarray) -> np.ndarray:
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
     """MNIST form [28,28] float32 in [0,1] of a grayscale image of one digit."""
-    ink = _ink(gray)
+    ink = _without_edge_fragments(_ink(gray))
     rows, cols = _bounding_box(ink)
     digit = _thicken(ink[rows, cols])
     h, w = digit.shape
