@@ -51,6 +51,24 @@ def test_generated_sets_are_seeded_mnist_form_and_labelled() -> None:
         assert len(ys) and ys.max() - ys.min() < 22 and xs.max() - xs.min() < 22
 
 
+@pytest.mark.skipif(not synthetic.RAQM, reason="Pillow without libraqm lays out no OpenType features")
+def test_printed_digits_use_the_figure_styles_a_typeface_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a slashed or dotted zero and old-style figures are printed digits too: a font offering them must draw them
+    styled = []
+    for font in synthetic.find_fonts():
+        face = synthetic._truetype(font.path, 48)
+        if bytes(face.getmask("0")) != bytes(face.getmask("0", features=["zero"])):
+            styled.append(font)
+    if not styled:
+        pytest.skip("no installed font has a styled zero")
+    monkeypatch.setattr(synthetic, "FIGURE_STYLE_SHARE", 1.0)
+    zeros = {}
+    for style in ("kern", "zero"):  # the same draws from the seed; kerning changes no single glyph
+        monkeypatch.setattr(synthetic, "FIGURE_STYLES", (style,))
+        zeros[style] = synthetic.printed_digits(10, 3, styled[:1])[0][0]
+    assert not np.array_equal(zeros["kern"], zeros["zero"])
+
+
 def test_font_splits_are_disjoint_by_family() -> None:
     fonts = synthetic.find_fonts()
     by_split = {split: {f.family for f in fonts if f.split == split} for split in synthetic.SPLITS}

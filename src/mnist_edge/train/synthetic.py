@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
 from mnist_edge.edge.preprocess import to_mnist
 from mnist_edge.errors import MnistEdgeError
@@ -36,6 +36,12 @@ NOT_TEXT_FONTS = ("symbol", "dingbat", "d050000l", "math", "emoji", "icon", "awe
 SPLITS = ("train", "calibration", "held-out")
 SPLIT_BUCKETS = 5  # by family-name hash: bucket 0 held out for the final check, 1 for calibration, the rest train
 CANVAS = 96
+# OpenType figure styles a typeface may offer beside its default: old-style figures (a 1 like a small capital I,
+# a 3, 4, 5, 7 or 9 below the line), lining ones, a slashed or dotted zero. A font without one draws its default.
+FIGURE_STYLES = ("onum", "lnum", "zero")
+FIGURE_STYLE_SHARE = 0.4
+# Pillow lays out OpenType features only through libraqm; without it every font draws its default figures.
+RAQM = features.check_feature("raqm")
 # Letters and symbols that look like no digit. Left out on purpose: O o Q D (0); I l i j J | ! / \ ( ) [ ] (1);
 # Z z (2); S s $ (5); b G (6); B (8); g q (9).
 NON_DIGIT_CHARS = "ACEFHKMNPRTUVWXYacdefhkmnprtuvwxy#%&@*+=?<>~^€£¥§¶©®™→←↑↓♥★☺✓✗∞√πΩµ"
@@ -105,7 +111,7 @@ def fonts_for(split: str) -> list[Font]:
 def _truetype(path: Path, size: int) -> ImageFont.FreeTypeFont:
     if not str(path):
         return ImageFont.load_default(size)  # type: ignore[return-value]
-    return ImageFont.truetype(str(path), size)
+    return ImageFont.truetype(str(path), size)  # laid out by libraqm where Pillow finds it
 
 
 # --- drawing ------------------------------------------------------------------------------------------------
@@ -122,10 +128,13 @@ def _text(rng: np.random.Generator, text: str, fonts: list[Font]) -> Image.Image
     face = _truetype(font.path, size)
     img, draw = _canvas()
     stroke = int(rng.choice([0, 0, 0, 1, 2]))
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=face, stroke_width=stroke)
+    # the style is drawn with or without libraqm, so a seed makes the same images but for the styles
+    style = str(rng.choice(FIGURE_STYLES)) if rng.random() < FIGURE_STYLE_SHARE else None
+    styles = [style] if style and RAQM and str(font.path) else None
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=face, stroke_width=stroke, features=styles)
     x = (CANVAS - (right - left)) / 2 - left
     y = (CANVAS - (bottom - top)) / 2 - top
-    draw.text((x, y), text, fill=255, font=face, stroke_width=stroke, stroke_fill=255)
+    draw.text((x, y), text, fill=255, font=face, stroke_width=stroke, stroke_fill=255, features=styles)
     return img.rotate(float(rng.uniform(-6, 6)), resample=Image.Resampling.BICUBIC)
 
 
