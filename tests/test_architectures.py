@@ -132,7 +132,7 @@ def test_convstack_defaults_to_its_notebook_recipe_annealed():
 
 def test_edgenet_is_small_and_int8_friendly():
     model = create_model("edgenet")
-    assert count_params(model) <= 20_000 and count_macs(model) < 2.5 * count_macs(create_model("tiny"))
+    assert count_params(model) <= 25_000 and count_macs(model) < 2.5 * count_macs(create_model("tiny"))
     layers = list(model.net)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)][:-1]  # the last is the 1x1 classifier
     for i in convs:  # every conv but the classifier is followed by a BN that folds into it
