@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,8 @@ from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.measure.evaluate import expected_calibration_error
 from mnist_edge.spec import NOT_DIGIT_NAME, THRESHOLD_KEY, refuses
 
-SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mnist_edge" / "samples"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "src" / "mnist_edge" / "samples"
 
 
 # --- generated images ------------------------------------------------------------------------------------------
@@ -167,6 +171,21 @@ def test_the_exported_score_is_the_torch_models(open_set_export: dict[str, Path]
     logits, scores = OnnxModel(open_set_export["refuse-none.onnx"]).outputs(images)
     assert np.abs(scores - torch_scores.detach().numpy()).max() < 1e-5
     assert np.abs(logits - torch_logits.detach().numpy()).max() < 1e-4
+
+
+def test_the_wild_accuracy_tool_lists_a_refusal_as_a_miss(open_set_export: dict[str, Path], tmp_path: Path) -> None:
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    rows = ["file,label,kind"]
+    for sample in sorted(SAMPLES.glob("*.png")):
+        shutil.copy(sample, wild / sample.name)
+        rows.append(f"{sample.name},{sample.stem[-1]},drawn")
+    (wild / "labels.csv").write_text("\n".join(rows) + "\n")
+    done = subprocess.run([sys.executable, "tools/wild_accuracy.py", str(wild), "--model",
+                           str(open_set_export["refuse-all.onnx"])], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"all      0/{len(rows) - 1}" in done.stdout and done.stdout.count(", not a digit (score ") == len(rows) - 1
 
 
 @pytest.mark.parametrize("variant", ["onnx", "int8.onnx"])

@@ -70,6 +70,12 @@ def main() -> None:
                 misses.append(f"{Path(result.file).name} ({row['kind']}): {result.error}")
             elif result.digit == int(row["label"]):
                 right[row["kind"]] += 1
+            elif result.digit is None:  # refused: "not a digit" is a miss here too
+                first = result.top[0]
+                misses.append(
+                    f"{Path(result.file).name} ({row['kind']}): label {row['label']}, not a digit "
+                    f"(score {result.not_digit:.2f}; closest {first[0]})"
+                )
             else:
                 second = result.top[1]
                 misses.append(
