@@ -111,3 +111,12 @@ def test_a_reader_that_goes_away_is_no_error():
     assert reader.stdout is not None and reader.stdout.read(1)
     reader.stdout.close()  # as `head` does once it has its line
     assert reader.wait(timeout=60) in (0, 1) and reader.stderr is not None and reader.stderr.read() == b""
+
+
+def test_bench_latency_times_an_open_set_model(tmp_path, mnist_dir):
+    # edgenet's files have a not_digit output, which predict's runtime opens only with the threshold beside it
+    done = subprocess.run([sys.executable, "tools/bench_latency.py", "--arch", "tiny", "--arch", "edgenet",
+                           "--rounds", "1", "--runs", "10", "--work", str(tmp_path), "--data-dir", str(mnist_dir)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("| edgenet | ") == 2  # its fp32 and int8 rows

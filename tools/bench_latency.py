@@ -26,6 +26,7 @@ from mnist_edge.train.data import load_mnist
 from mnist_edge.edge.runtime import OnnxModel
 from mnist_edge.export.publish import calibration_images
 from mnist_edge.formats import CALIBRATION_SIZE
+from mnist_edge.spec import THRESHOLD_KEY
 from _toolcli import Parser, run, summary
 
 
@@ -56,7 +57,9 @@ def main() -> None:
         fp32 = onnx_writer.onnx_proto(model.eval())
         for variant, proto in (("fp32", fp32), ("int8", quantize.onnx_static(fp32, calibration))):
             path = args.work / f"{i}-{variant}.onnx"
-            onnx_writer.save(proto, path, {})
+            # an open-set model's file must say where it refuses, or predict's runtime will not open it
+            meta = {THRESHOLD_KEY: repr(float(model.not_digit_threshold))} if model.open_set else {}
+            onnx_writer.save(proto, path, meta)
             session = OnnxModel(path, threads=1)
             calls[(name, variant)] = lambda s=session: s.run(image)
             sizes[(name, variant)] = path.stat().st_size
