@@ -1,7 +1,9 @@
 """The model a user gets: exported/manifest.json's default exists, is the file the manifest describes, scores what
 the manifest says on MNIST, and reads real photographed, scanned and drawn digits."""
 
+import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +73,33 @@ def test_the_default_model_is_more_robust_than_tiny(manifest, mnist_dir):
         if s["default"].accuracy <= s["tiny"].accuracy
     }
     assert not worse, f"the default is not better than tiny on: {worse}"
+
+
+# The typefaces whose flag-serif 1 the previous default read as 7, as Debian's fonts-dejavu, fonts-liberation2 and
+# fonts-urw-base35 install them.
+PRINT_FONTS = [Path(p) for p in (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSerif-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationMono-Regular.ttf",
+    "/usr/share/fonts/opentype/urw-base35/NimbusSans-Regular.otf",
+)]
+
+
+def test_the_default_model_reads_digits_printed_dark_on_white(tmp_path):
+    from PIL import Image, ImageDraw, ImageFont
+
+    fonts = [f for f in PRINT_FONTS if f.is_file()]
+    if not fonts:
+        pytest.skip("none of the typefaces is installed")
+    labels = {}
+    for font, size, digit in itertools.product(fonts, (24, 96), "0123456789"):
+        page = Image.new("L", (2 * size, 2 * size), 255)  # a printed label or form, as a file
+        ImageDraw.Draw(page).text((size // 2, size // 3), digit, fill=0, font=ImageFont.truetype(str(font), size))
+        path = tmp_path / f"{font.stem}-{size}-{digit}.png"
+        page.save(path)
+        labels[str(path)] = int(digit)
+    results = list(predict_paths(OnnxModel(default_model_path()), list(labels), top=1))
+    read = {r.file: getattr(r, "digit", None) for r in results}  # a Failure has no digit: wrong too
+    wrong = [(Path(file).name, digit) for file, digit in read.items() if digit != labels[file]]
+    assert len(results) == len(labels) and not wrong
