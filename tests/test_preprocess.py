@@ -15,9 +15,8 @@ from PIL import Image
 
 from mnist_edge.train.data import load_mnist
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.edge.preprocess import (
-    EDGE_FRAGMENT_SHARE, _otsu, _stroke_width, _to_gray, _without_edge_fragments, load_gray, preprocess, to_mnist
-)
+from mnist_edge.edge.mnist_form import EDGE_FRAGMENT_SHARE, _otsu, _stroke_width, _without_edge_fragments, to_mnist
+from mnist_edge.edge.preprocess import _to_gray, load_gray, preprocess
 
 def seven(
     size: tuple[int, int] = (400, 300), at: tuple[int, int] = (250, 40), scale: int = 6, width: int = 4

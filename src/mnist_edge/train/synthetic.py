@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
-from mnist_edge.edge.preprocess import to_mnist
+from mnist_edge.edge.mnist_form import to_mnist
 from mnist_edge.errors import MnistEdgeError
 
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
