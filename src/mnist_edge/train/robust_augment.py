@@ -30,7 +30,9 @@ TRANSLATE = 2.0  # pixels: predict centres by mass, so only a little jitter is l
 THICKNESS_P = (0.1, 0.7, 0.1, 0.1)
 ELASTIC_P = 0.5
 ELASTIC_GRID = 4  # coarse displacement grid, upsampled smoothly to the image
-ELASTIC_MAX = 1.2  # std of the coarse displacements, pixels
+# std of the coarse displacements, pixels: other hands warp further than 1.2 px allowed (the model refused their
+# digits as not digits), and 2.0 taught it to answer scribbles too (docs/edge-model.md)
+ELASTIC_MAX = 1.6
 BLUR_P = 0.15
 BLUR_SIGMA = (0.4, 1.1)
 BLUR_RADIUS = 3
