@@ -9,7 +9,7 @@ usage: python tools/rebuild_exported.py --data-dir DIR [--arch edgenet] [--check
 
 The same seed and thread count give the same weights on the same CPU. The shipped tiny was trained on one thread
 before dropout masks came from numpy (src/mnist_edge/dropout.py): retraining it now gives other weights of the same
-recipe. The shipped edgenet was trained on two threads (about 11 minutes on this project's 2-core machine).
+recipe. The shipped edgenet was trained on two threads (about 12 minutes on this project's 2-core machine).
 """
 
 from __future__ import annotations
