@@ -113,6 +113,7 @@ def test_a_reader_that_goes_away_is_no_error():
     assert reader.wait(timeout=60) in (0, 1) and reader.stderr is not None and reader.stderr.read() == b""
 
 
+@pytest.mark.torch  # the tool exports with torch
 def test_bench_latency_times_an_open_set_model(tmp_path, mnist_dir):
     # edgenet's files have a not_digit output, which predict's runtime opens only with the threshold beside it
     done = subprocess.run([sys.executable, "tools/bench_latency.py", "--arch", "tiny", "--arch", "edgenet",
