@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mnist_edge.formats import FORMATS, ONNX, TFLITE, is_tflite, runtime_model
+from mnist_edge.formats import ONNX, runtime_format, runtime_model
 
 
 class EdgeModel(Protocol):
@@ -28,5 +28,4 @@ def open_model(path: Path | str, threads: int | None = None) -> EdgeModel:
     """PATH opened with LiteRT if it holds a TFLite flatbuffer (or is named .tflite), else with ONNX Runtime.
     THREADS as the runtime's own class takes it (default: one per usable CPU)."""
     path = Path(path)
-    fmt = TFLITE if is_tflite(path) or path.suffix == FORMATS[TFLITE].suffix else ONNX
-    return runtime_model(fmt)(path, threads)  # imports that runtime alone
+    return runtime_model(runtime_format(path) or ONNX)(path, threads)  # imports that runtime alone
