@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.machinery
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
+SAMPLES = TOOLS.parent / "src" / "mnist_edge" / "samples"
 
 
 def tool(name: str) -> ModuleType:
@@ -30,3 +33,16 @@ def tool(name: str) -> ModuleType:
     finally:
         sys.path.remove(str(TOOLS))
     return module
+
+
+def wild_set(folder: Path) -> Path:
+    """Three shipped sample digits as a digits-in-the-wild folder (tools/wild_accuracy.py's input): images and
+    their labels.csv."""
+    folder.mkdir()
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "kind"])
+        for name in ("mnist-0.png", "mnist-7.png", "paper-3.png"):
+            shutil.copy(SAMPLES / name, folder / name)
+            writer.writerow([name, name[-5], "drawn"])
+    return folder

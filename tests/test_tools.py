@@ -5,9 +5,7 @@ shared, so all of them take seconds), as `python tools/NAME.py` runs them."""
 from __future__ import annotations
 
 import ast
-import csv
 import runpy
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import ROOT, TORCH_FREE_RUN, missing_imports
-from repo_tools import tool
+from repo_tools import tool, wild_set
 
 TOOLS = ROOT / "tools"
 SCRIPTS = sorted(p for p in TOOLS.glob("*.py") if not p.name.startswith("_"))  # _toolcli.py is their helper
@@ -50,20 +48,8 @@ def test_help_and_a_bad_argument(script, monkeypatch, capsys):
     assert err.endswith(f"(try 'python tools/{script.name} --help')\n")
 
 
-def _wild_set(folder):
-    """Three shipped sample digits as a digits-in-the-wild folder: images and their labels.csv."""
-    folder.mkdir()
-    with open(folder / "labels.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "label", "kind"])
-        for name in ("mnist-0.png", "mnist-7.png", "paper-3.png"):
-            shutil.copy(ROOT / "src" / "mnist_edge" / "samples" / name, folder / name)
-            writer.writerow([name, name[-5], "drawn"])
-    return folder
-
-
 def test_wild_accuracy_takes_the_folder_as_its_argument(tmp_path):
-    done = subprocess.run([sys.executable, "tools/wild_accuracy.py", str(_wild_set(tmp_path / "wild"))],
+    done = subprocess.run([sys.executable, "tools/wild_accuracy.py", str(wild_set(tmp_path / "wild"))],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "all      3/3   100.0%" in done.stdout
@@ -74,7 +60,7 @@ def test_wild_accuracy_takes_the_folder_as_its_argument(tmp_path):
     (["{wild}", "--model", "{wild}/mnist-0.png"], "{wild}/mnist-0.png: an image, not a model"),
 ])
 def test_wild_accuracy_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, message):
-    wild = _wild_set(tmp_path / "wild")
+    wild = wild_set(tmp_path / "wild")
     fill = {"tmp": tmp_path, "wild": wild}
     assert _run(TOOLS / "wild_accuracy.py", *(a.format(**fill) for a in args), monkeypatch=monkeypatch) == 1
     err = capsys.readouterr().err

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mnist_edge.export import onnx_writer, quantize
+from mnist_edge.export.verify import model_threshold
 from mnist_edge.train.architectures import create_model
 from mnist_edge.train.cost import count_macs, count_params
 from mnist_edge.measure.benchmark import interleaved
@@ -58,7 +59,8 @@ def main() -> None:
         for variant, proto in (("fp32", fp32), ("int8", quantize.onnx_static(fp32, calibration))):
             path = args.work / f"{i}-{variant}.onnx"
             # an open-set model's file must say where it refuses, or predict's runtime will not open it
-            meta = {THRESHOLD_KEY: repr(float(model.not_digit_threshold))} if model.open_set else {}
+            threshold = model_threshold(model)
+            meta = {} if threshold is None else {THRESHOLD_KEY: repr(threshold)}
             onnx_writer.save(proto, path, meta)
             session = OnnxModel(path, threads=1)
             calls[(name, variant)] = lambda s=session: s.run(image)
